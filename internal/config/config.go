@@ -1,0 +1,271 @@
+// Package config turns the process environment into a validated Config. Every variable the
+// broker reads is declared here once, with its default and meaning; docs/configuration in
+// the README is the same table. An invalid value is an error naming the variable and what it
+// expects, and the process exits non-zero rather than run with a guess.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the broker's configuration. Field comments name the environment variable.
+type Config struct {
+	// BROKER_PORT: the one TCP port serving HTTP and the WebSocket upgrade.
+	Port int
+	// DATABASE_URL: Postgres connection URL. Empty selects the embedded default: a local
+	// cluster in DataDir, started and stopped by the broker.
+	DatabaseURL string
+	// BROKER_DATA_DIR: where the embedded cluster keeps its data.
+	DataDir string
+	// AUTO_MIGRATE: migrate on `serve` even with DATABASE_URL set (the embedded database is
+	// always migrated). Real deployments run `broker migrate up` as a release step instead.
+	AutoMigrate bool
+	// EXPECTED_MIGRATION: /health/ready fails with migration_missing until the applied goose
+	// version is at least this. 0 = no pin.
+	ExpectedMigration int64
+	// DRAIN_TIMEOUT: how long SIGINT/SIGTERM may take before the process exits.
+	DrainTimeout time.Duration
+	// LOG_LEVEL: debug, info, warn or error.
+	LogLevel string
+
+	// STATUS_TTL_SECONDS: a `working` status older than this is swept to idle.
+	StatusTTL time.Duration
+	// HOOK_FRESH_WINDOW_SECONDS: how long a hook-reported status outranks lower sources.
+	HookFreshWindow time.Duration
+	// MAX_CONNECTIONS_PER_MESH: live presences a mesh may hold, counted across instances.
+	MaxConnectionsPerMesh int
+	// MAX_CONNECTIONS_PER_INSTANCE: sockets one instance accepts (fly.toml's hard limit).
+	MaxConnectionsPerInstance int
+	// MAX_MESSAGE_BYTES: WebSocket frame cap, send payload cap and HTTP JSON body cap.
+	MaxMessageBytes int
+	// HOOK_RATE_LIMIT_PER_MIN: per (pid, cwd) bucket capacity and refill per minute.
+	HookRateLimitPerMin int
+
+	// NODE_ENV: development, production or test (kept for parity with the original).
+	Env string
+	// CLI_SYNC_SECRET: HS256 secret for /cli-sync tokens.
+	CLISyncSecret string
+	// BROKER_LEGACY_AUTH=1: accept body/query user_id on /cli/* (deprecated path).
+	LegacyAuth bool
+	// BROKER_INVITE_V2_ENABLED=1: enable POST /invites/:code/claim.
+	InviteV2Enabled bool
+	// BROKER_URL: broker URL embedded in invites.
+	BrokerURL string
+	// BROKER_PUBLIC_URL: public HTTPS base of this broker.
+	PublicURL string
+	// APP_URL: web app base for invite short links and device-code pages.
+	AppURL string
+	// EMAIL_FROM, POSTMARK_API_KEY, RESEND_API_KEY: invite e-mail.
+	EmailFrom      string
+	PostmarkAPIKey string
+	ResendAPIKey   string
+}
+
+// Var describes one environment variable: its name, default and meaning. Vars is the
+// single list the README's configuration table is checked against.
+type Var struct {
+	Name    string
+	Default string
+	Meaning string
+}
+
+// Vars lists every variable Load reads, in the order the README documents them.
+var Vars = []Var{
+	{"BROKER_PORT", "7900", "TCP port for HTTP and the WebSocket upgrade at /ws"},
+	{"DATABASE_URL", "", "Postgres URL (postgres:// or postgresql://); empty starts the embedded local cluster"},
+	{"BROKER_DATA_DIR", "./.meshbroker/pg", "data directory of the embedded cluster (used only without DATABASE_URL)"},
+	{"AUTO_MIGRATE", "0", "1 = `serve` applies migrations at start even with DATABASE_URL (the embedded database always is)"},
+	{"EXPECTED_MIGRATION", "", "goose version /health/ready requires (e.g. 3); empty = no pin"},
+	{"DRAIN_TIMEOUT", "20s", "longest a SIGINT/SIGTERM drain may take before exit (Go duration or seconds)"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"STATUS_TTL_SECONDS", "60", "a `working` status older than this is swept to idle"},
+	{"HOOK_FRESH_WINDOW_SECONDS", "30", "how long a hook-reported status outranks manual and inferred ones"},
+	{"MAX_CONNECTIONS_PER_MESH", "100", "live presences per mesh, counted across all instances"},
+	{"MAX_CONNECTIONS_PER_INSTANCE", "10000", "sockets one instance accepts; fly.toml's hard_limit"},
+	{"MAX_MESSAGE_BYTES", "65536", "WebSocket frame cap, send payload cap and HTTP JSON body cap"},
+	{"HOOK_RATE_LIMIT_PER_MIN", "30", "POST /hook/set-status bucket per (pid, cwd): capacity and refill per minute"},
+	{"NODE_ENV", "development", "development, production or test"},
+	{"GIT_SHA", "", "commit reported by /health (default: the build's VCS stamp)"},
+	{"CLI_SYNC_SECRET", "", "HS256 secret for /cli-sync tokens"},
+	{"BROKER_LEGACY_AUTH", "0", "1 = accept the deprecated body/query user_id on /cli/*"},
+	{"BROKER_INVITE_V2_ENABLED", "0", "1 = enable POST /invites/:code/claim"},
+	{"BROKER_URL", "wss://ic.claudemesh.com/ws", "broker URL embedded in invites"},
+	{"BROKER_PUBLIC_URL", "https://ic.claudemesh.com", "public HTTPS base of this broker"},
+	{"APP_URL", "https://claudemesh.com", "web app base for invite links and device-code pages"},
+	{"EMAIL_FROM", "noreply@claudemesh.com", "sender of invite e-mails"},
+	{"POSTMARK_API_KEY", "", "send invite e-mails through Postmark"},
+	{"RESEND_API_KEY", "", "send invite e-mails through Resend"},
+}
+
+// Load reads the configuration through getenv (os.Getenv in production, a map in tests).
+// It reports every invalid variable at once.
+func Load(getenv func(string) string) (Config, error) {
+	r := reader{getenv: getenv}
+	c := Config{
+		Port:                      r.intRange("BROKER_PORT", 1, 65535),
+		DatabaseURL:               r.databaseURL("DATABASE_URL"),
+		DataDir:                   r.str("BROKER_DATA_DIR"),
+		AutoMigrate:               r.flag("AUTO_MIGRATE"),
+		ExpectedMigration:         int64(r.optionalIntRange("EXPECTED_MIGRATION", 0, 1<<62)),
+		DrainTimeout:              r.duration("DRAIN_TIMEOUT"),
+		LogLevel:                  r.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+		StatusTTL:                 time.Duration(r.intRange("STATUS_TTL_SECONDS", 1, 86400)) * time.Second,
+		HookFreshWindow:           time.Duration(r.intRange("HOOK_FRESH_WINDOW_SECONDS", 0, 86400)) * time.Second,
+		MaxConnectionsPerMesh:     r.intRange("MAX_CONNECTIONS_PER_MESH", 1, 1_000_000),
+		MaxConnectionsPerInstance: r.intRange("MAX_CONNECTIONS_PER_INSTANCE", 1, 10_000_000),
+		MaxMessageBytes:           r.intRange("MAX_MESSAGE_BYTES", 1024, 64<<20),
+		HookRateLimitPerMin:       r.intRange("HOOK_RATE_LIMIT_PER_MIN", 1, 1_000_000),
+		Env:                       r.oneOf("NODE_ENV", "development", "production", "test"),
+		CLISyncSecret:             r.str("CLI_SYNC_SECRET"),
+		LegacyAuth:                r.flag("BROKER_LEGACY_AUTH"),
+		InviteV2Enabled:           r.flag("BROKER_INVITE_V2_ENABLED"),
+		BrokerURL:                 r.url("BROKER_URL", "ws", "wss"),
+		PublicURL:                 r.url("BROKER_PUBLIC_URL", "http", "https"),
+		AppURL:                    r.url("APP_URL", "http", "https"),
+		EmailFrom:                 r.str("EMAIL_FROM"),
+		PostmarkAPIKey:            r.str("POSTMARK_API_KEY"),
+		ResendAPIKey:              r.str("RESEND_API_KEY"),
+	}
+	if len(r.errs) > 0 {
+		return Config{}, errors.Join(r.errs...)
+	}
+	return c, nil
+}
+
+// Embedded reports whether the broker runs on its own local Postgres cluster.
+func (c Config) Embedded() bool { return c.DatabaseURL == "" }
+
+var defaults = func() map[string]string {
+	m := make(map[string]string, len(Vars))
+	for _, v := range Vars {
+		m[v.Name] = v.Default
+	}
+	return m
+}()
+
+type reader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+// raw returns the variable's value, or its default when unset or empty.
+func (r *reader) raw(name string) string {
+	def, ok := defaults[name]
+	if !ok {
+		panic("config: variable " + name + " is not declared in Vars")
+	}
+	if v := strings.TrimSpace(r.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (r *reader) fail(name, value, expects string) {
+	r.errs = append(r.errs, fmt.Errorf("%s=%q is invalid: expected %s", name, value, expects))
+}
+
+func (r *reader) str(name string) string { return r.raw(name) }
+
+func (r *reader) intRange(name string, lo, hi int) int {
+	v := r.raw(name)
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		r.fail(name, v, fmt.Sprintf("an integer from %d to %d", lo, hi))
+		return 0
+	}
+	return n
+}
+
+func (r *reader) optionalIntRange(name string, lo, hi int) int {
+	if r.raw(name) == "" {
+		return 0
+	}
+	return r.intRange(name, lo, hi)
+}
+
+func (r *reader) flag(name string) bool {
+	switch v := strings.ToLower(r.raw(name)); v {
+	case "1", "true", "yes", "on":
+		return true
+	case "0", "false", "no", "off":
+		return false
+	default:
+		r.fail(name, v, "1 or 0 (true/false, yes/no, on/off)")
+		return false
+	}
+}
+
+func (r *reader) oneOf(name string, allowed ...string) string {
+	v := strings.ToLower(r.raw(name))
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	r.fail(name, v, "one of "+strings.Join(allowed, ", "))
+	return ""
+}
+
+// duration accepts a Go duration ("20s", "1m30s") or a bare number of seconds.
+func (r *reader) duration(name string) time.Duration {
+	v := r.raw(name)
+	if n, err := strconv.Atoi(v); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		r.fail(name, v, `a positive duration such as "20s" or a number of seconds`)
+		return 0
+	}
+	return d
+}
+
+func (r *reader) databaseURL(name string) string {
+	v := r.raw(name)
+	if v == "" {
+		return ""
+	}
+	if !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+		r.fail(name, redact(v), "a URL starting with postgres:// or postgresql://, or unset for the embedded database")
+		return ""
+	}
+	if _, err := url.Parse(v); err != nil {
+		r.fail(name, redact(v), "a parseable postgres:// URL")
+		return ""
+	}
+	return v
+}
+
+func (r *reader) url(name string, schemes ...string) string {
+	v := r.raw(name)
+	u, err := url.Parse(v)
+	if err == nil && u.Host != "" {
+		for _, s := range schemes {
+			if u.Scheme == s {
+				return strings.TrimRight(v, "/")
+			}
+		}
+	}
+	r.fail(name, v, "an absolute "+strings.Join(schemes, " or ")+" URL")
+	return ""
+}
+
+// redact hides a password in a database URL before it reaches an error message.
+func redact(v string) string {
+	u, err := url.Parse(v)
+	if err != nil || u.User == nil {
+		if i := strings.Index(v, "@"); i >= 0 {
+			return "…" + v[i:]
+		}
+		return v
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	}
+	return u.String()
+}

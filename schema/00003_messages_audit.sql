@@ -1,0 +1,73 @@
+-- Schema v1, part 3: messages, per-recipient delivery state, and the per-mesh audit chain.
+
+-- +goose Up
+
+-- One row per accepted send: the envelope, stored before the ack.
+CREATE TABLE messages (
+    id                    text PRIMARY KEY,
+    mesh_id               text NOT NULL REFERENCES meshes (id) ON DELETE CASCADE,
+    sender_member_id      text NOT NULL REFERENCES members (id) ON DELETE CASCADE,
+    sender_presence_id    text,
+    sender_session_pubkey text,
+    target_spec           text NOT NULL,
+    target_kind           text NOT NULL CHECK (target_kind IN ('member', 'session', 'broadcast', 'group')),
+    priority              text NOT NULL CHECK (priority IN ('now', 'next', 'low')),
+    nonce                 text NOT NULL,
+    ciphertext            text NOT NULL,
+    client_message_id     text,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    expires_at            timestamptz NOT NULL
+);
+-- Idempotent retries: one message per (sender member, clientMessageId).
+CREATE UNIQUE INDEX messages_client_id_key ON messages (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL;
+CREATE INDEX messages_expires_idx ON messages (expires_at);
+CREATE INDEX messages_mesh_created_idx ON messages (mesh_id, created_at);
+
+-- Per-recipient delivery state. A direct message to a member key has one row with
+-- recipient_presence_id NULL (any live session of the member may claim it); a message to a
+-- session key, and each multicast recipient, has one row per presence. A row is claimed with
+-- a lease (claimed_by, lease_expires_at) and is done when delivered_at is set.
+CREATE TABLE deliveries (
+    id                    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    message_id            text NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+    mesh_id               text NOT NULL,
+    recipient_member_id   text NOT NULL REFERENCES members (id) ON DELETE CASCADE,
+    recipient_presence_id text,
+    -- copied from the message so the claim can gate on it without a join.
+    priority              text NOT NULL CHECK (priority IN ('now', 'next', 'low')),
+    claimed_by            text,
+    lease_expires_at      timestamptz,
+    attempts              integer NOT NULL DEFAULT 0,
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    delivered_at          timestamptz,
+    expires_at            timestamptz NOT NULL
+);
+-- The delivery claim: undelivered rows of one presence, or of one member for member-keyed rows.
+CREATE INDEX deliveries_presence_pending_idx ON deliveries (recipient_presence_id, id) WHERE delivered_at IS NULL AND recipient_presence_id IS NOT NULL;
+CREATE INDEX deliveries_member_pending_idx ON deliveries (recipient_member_id, id) WHERE delivered_at IS NULL AND recipient_presence_id IS NULL;
+-- Lease rescue.
+CREATE INDEX deliveries_lease_idx ON deliveries (lease_expires_at) WHERE delivered_at IS NULL AND lease_expires_at IS NOT NULL;
+-- Queue purge and the queue-depth gauge.
+CREATE INDEX deliveries_pending_expires_idx ON deliveries (expires_at) WHERE delivered_at IS NULL;
+CREATE INDEX deliveries_message_idx ON deliveries (message_id);
+
+-- Per-mesh hash chain of metadata (PROTOCOL.md §7). Order is id; created_at is stored with
+-- millisecond precision because the hash renders it as JavaScript's toISOString() does.
+CREATE TABLE audit_log (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    mesh_id            text NOT NULL REFERENCES meshes (id) ON DELETE CASCADE,
+    event_type         text NOT NULL,
+    actor_member_id    text,
+    actor_display_name text,
+    payload            jsonb NOT NULL DEFAULT '{}',
+    prev_hash          text NOT NULL,
+    hash               text NOT NULL,
+    created_at         timestamptz NOT NULL
+);
+CREATE INDEX audit_log_mesh_id_idx ON audit_log (mesh_id, id);
+CREATE INDEX audit_log_mesh_event_idx ON audit_log (mesh_id, event_type, id);
+
+-- +goose Down
+DROP TABLE audit_log;
+DROP TABLE deliveries;
+DROP TABLE messages;
