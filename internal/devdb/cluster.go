@@ -231,7 +231,12 @@ func (c *Cluster) initIfEmpty(ctx context.Context) error {
 		return fmt.Errorf("data dir %s is not empty and holds no PostgreSQL cluster (no PG_VERSION); "+
 			"point BROKER_DATA_DIR at an empty or missing directory", c.dataDir)
 	}
-	if err := os.MkdirAll(c.dataDir, 0o700); err != nil {
+	// Parents 0755 so the unprivileged postgres user can traverse them; the data dir itself
+	// 0700, as postgres requires.
+	if err := os.MkdirAll(filepath.Dir(c.dataDir), 0o755); err != nil {
+		return fmt.Errorf("create data dir parent: %w", err)
+	}
+	if err := os.Mkdir(c.dataDir, 0o700); err != nil && !os.IsExist(err) {
 		return fmt.Errorf("create data dir: %w", err)
 	}
 	if err := c.chown(c.dataDir); err != nil {

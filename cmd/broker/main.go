@@ -1,0 +1,212 @@
+// Command broker is the meshbroker server and its operator tools.
+//
+//	broker [serve]                 run the broker (the default)
+//	broker migrate up              apply pending migrations
+//	broker migrate status          list migrations and whether each is applied
+//	broker migrate down-to N       revert migrations down to version N (0 = empty)
+//	broker version                 print version, commit and Go version
+//
+// Configuration comes from the environment (see README.md). Without DATABASE_URL every
+// command uses the embedded local Postgres in BROKER_DATA_DIR.
+//
+// Exit status: 0 on success, 1 on a runtime failure, 2 on bad usage or configuration.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/meshbroker/meshbroker/internal/app"
+	"github.com/meshbroker/meshbroker/internal/buildinfo"
+	"github.com/meshbroker/meshbroker/internal/config"
+	"github.com/meshbroker/meshbroker/internal/logging"
+	"github.com/meshbroker/meshbroker/internal/migrate"
+)
+
+const usage = `usage: broker [command]
+
+commands:
+  serve               run the broker (default)
+  migrate up          apply pending migrations
+  migrate status      list migrations and whether each is applied
+  migrate down-to N   revert migrations down to version N (0 = empty schema)
+  version             print version, commit and Go version
+  help                print this message
+
+Configuration is read from the environment; see README.md. Without DATABASE_URL the
+broker starts (or reuses) a local Postgres cluster in BROKER_DATA_DIR.
+`
+
+// usageError marks bad command-line input (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	err := dispatch(args, stdout, stderr)
+	var ue usageError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "broker: %s\n\n%s", ue.msg, usage)
+		return 2
+	case errors.Is(err, errConfig):
+		fmt.Fprintf(stderr, "broker: %v\n", err)
+		return 2
+	default:
+		fmt.Fprintf(stderr, "broker: %v\n", err)
+		return 1
+	}
+}
+
+var errConfig = errors.New("invalid configuration")
+
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		if len(args) > 0 {
+			return usageError{"serve takes no arguments"}
+		}
+		return serve(stderr)
+	case "migrate":
+		return migrateCmd(args, stdout, stderr)
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "broker %s (commit %s, %s)\n", buildinfo.Version, buildinfo.GitSHA(), runtime.Version())
+		return nil
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return usageError{fmt.Sprintf("unknown command %q", cmd)}
+	}
+}
+
+func loadConfig(stderr io.Writer) (config.Config, *slog.Logger, error) {
+	cfg, err := config.Load(os.Getenv)
+	if err != nil {
+		return cfg, nil, fmt.Errorf("%w:\n%v", errConfig, err)
+	}
+	level, _ := logging.ParseLevel(cfg.LogLevel) // validated by config.Load
+	return cfg, logging.New(stderr, level), nil
+}
+
+func serve(stderr io.Writer) error {
+	cfg, log, err := loadConfig(stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal now terminates at once, as usual
+	}()
+	if err := app.Serve(ctx, cfg, log, nil); err != nil {
+		log.Error("broker stopped with an error", "err", err)
+		return err
+	}
+	log.Info("broker stopped")
+	return nil
+}
+
+func migrateCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"migrate needs a subcommand: up, status or down-to N"}
+	}
+	sub, rest := args[0], args[1:]
+	var target int64
+	switch sub {
+	case "up", "status":
+		if len(rest) != 0 {
+			return usageError{"migrate " + sub + " takes no arguments"}
+		}
+	case "down-to":
+		if len(rest) != 1 {
+			return usageError{"migrate down-to needs exactly one version number"}
+		}
+		v, err := strconv.ParseInt(rest[0], 10, 64)
+		if err != nil || v < 0 {
+			return usageError{fmt.Sprintf("migrate down-to: %q is not a version number (0 or more)", rest[0])}
+		}
+		target = v
+	default:
+		return usageError{fmt.Sprintf("unknown migrate subcommand %q", sub)}
+	}
+
+	cfg, log, err := loadConfig(stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	dbase, err := app.OpenDatabase(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = dbase.Close(sctx)
+	}()
+	m, err := migrate.Open(dbase.URL, log)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+
+	switch sub {
+	case "up":
+		res, err := m.Up(ctx)
+		for _, r := range res {
+			fmt.Fprintf(stdout, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+		}
+		if err != nil {
+			return err
+		}
+		v, err := m.Version(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "schema at version %d (%d applied now)\n", v, len(res))
+	case "down-to":
+		res, err := m.DownTo(ctx, target)
+		for _, r := range res {
+			fmt.Fprintf(stdout, "reverted %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "schema at version %d (%d reverted now)\n", target, len(res))
+	case "status":
+		st, err := m.Status(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%-8s %-8s %-25s %s\n", "VERSION", "STATE", "APPLIED AT", "FILE")
+		for _, s := range st {
+			at := "-"
+			if !s.AppliedAt.IsZero() {
+				at = s.AppliedAt.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(stdout, "%-8d %-8s %-25s %s\n", s.Source.Version, s.State, at, s.Source.Path)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+// Package app wires the broker together and owns its lifecycle: the start order (database,
+// migrations, metrics, HTTP) and the drain sequence on SIGINT/SIGTERM (readiness fails,
+// the listener closes, in-flight requests finish, the pool closes, the embedded cluster stops).
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/buildinfo"
+	"github.com/meshbroker/meshbroker/internal/config"
+	"github.com/meshbroker/meshbroker/internal/devdb"
+	"github.com/meshbroker/meshbroker/internal/health"
+	"github.com/meshbroker/meshbroker/internal/jobs"
+	"github.com/meshbroker/meshbroker/internal/metrics"
+	"github.com/meshbroker/meshbroker/internal/migrate"
+	"github.com/meshbroker/meshbroker/internal/server"
+)
+
+// Database is an open connection to the broker's Postgres, embedded or not.
+type Database struct {
+	URL     string
+	cluster *devdb.Cluster // nil unless embedded
+}
+
+// OpenDatabase returns DATABASE_URL, or starts (or attaches to) the embedded cluster in
+// BROKER_DATA_DIR when DATABASE_URL is unset.
+func OpenDatabase(ctx context.Context, cfg config.Config, log *slog.Logger) (*Database, error) {
+	if !cfg.Embedded() {
+		return &Database{URL: cfg.DatabaseURL}, nil
+	}
+	cluster, err := devdb.Start(ctx, devdb.Options{DataDir: cfg.DataDir, Logger: log.With("subsystem", "devdb")})
+	if err != nil {
+		return nil, fmt.Errorf("embedded database (no DATABASE_URL set): %w", err)
+	}
+	return &Database{URL: cluster.URL(), cluster: cluster}, nil
+}
+
+// Close stops the embedded cluster if this process started it.
+func (d *Database) Close(ctx context.Context) error {
+	if d.cluster == nil {
+		return nil
+	}
+	return d.cluster.Stop(ctx)
+}
+
+// NewPool opens a pgx pool tagged with the broker's application_name.
+func NewPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, fmt.Errorf("parse database URL: %w", err)
+	}
+	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
+		pc.ConnConfig.RuntimeParams["application_name"] = "meshbroker"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("open database pool: %w", err)
+	}
+	return pool, nil
+}
+
+// Serve runs the broker until ctx is cancelled (the caller cancels it on SIGINT/SIGTERM),
+// then drains within cfg.DrainTimeout. ready, if non-nil, receives the listening address.
+func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(addr net.Addr)) (err error) {
+	dbase, err := OpenDatabase(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), max(cfg.DrainTimeout/4, 5*time.Second))
+		defer cancel()
+		if cerr := dbase.Close(sctx); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("stop embedded database: %w", cerr))
+		}
+	}()
+
+	pool, err := NewPool(ctx, dbase.URL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	migrator, err := migrate.FromPool(pool, log)
+	if err != nil {
+		return err
+	}
+	if cfg.Embedded() || cfg.AutoMigrate {
+		res, err := migrator.Up(ctx)
+		if err != nil {
+			return err
+		}
+		v, _ := migrator.Version(ctx)
+		log.Info("migrations applied", "applied_now", len(res), "version", v)
+	}
+
+	m := metrics.New()
+	m.RegisterPool(pool)
+	checker := health.NewChecker(pool, migrator, cfg.ExpectedMigration, m.DBHealthy)
+	srv := server.New(server.Deps{
+		Checker: checker, Metrics: m, Logger: log,
+		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(),
+	})
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on BROKER_PORT=%d: %w", cfg.Port, err)
+	}
+	httpSrv := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	go checker.Run(bg)
+	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- httpSrv.Serve(ln) }()
+	log.Info("broker listening", "addr", ln.Addr().String(), "version", buildinfo.Version,
+		"git_sha", buildinfo.GitSHA(), "embedded_db", cfg.Embedded())
+	if ready != nil {
+		ready(ln.Addr())
+	}
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	return drain(cfg, log, checker, httpSrv)
+}
+
+// drain is the shutdown sequence: fail readiness so the proxy routes new work elsewhere,
+// stop accepting, and let in-flight requests finish, all within DRAIN_TIMEOUT (three
+// quarters of it for HTTP; the rest is for closing the pool and the embedded cluster).
+func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv *http.Server) error {
+	start := time.Now()
+	checker.SetDraining()
+	log.Info("draining", "drain_timeout", cfg.DrainTimeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout*3/4)
+	defer cancel()
+	if err := httpSrv.Shutdown(ctx); err != nil {
+		log.Warn("drain deadline reached; closing remaining connections", "err", err)
+		_ = httpSrv.Close()
+	}
+	log.Info("drained", "took_ms", time.Since(start).Milliseconds())
+	return nil
+}
