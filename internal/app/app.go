@@ -94,6 +94,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
+	defer migrator.Close()
 	if cfg.Embedded() || cfg.AutoMigrate {
 		res, err := migrator.Up(ctx)
 		if err != nil {

@@ -189,7 +189,8 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	return fmt.Errorf("embedded postgres (pid %d) did not exit", c.cmd.Process.Pid)
 }
 
-// Kill stops the postmaster abruptly (SIGKILL to the postmaster only), as a crash would:
+// Kill stops the postmaster abruptly (immediate shutdown: no checkpoint, crash recovery on
+// the next start), as losing the database would look to the broker:
 // tests use it to cut the database off under a running broker.
 func (c *Cluster) Kill() error {
 	if c.cmd == nil {

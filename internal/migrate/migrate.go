@@ -45,9 +45,18 @@ func Open(databaseURL string, log *slog.Logger) (*Migrator, error) {
 	return m, nil
 }
 
-// FromPool builds a Migrator on an existing pool (readiness checks use it).
+// FromPool builds a Migrator on an existing pool (readiness checks use it). Close it before
+// closing the pool: database/sql keeps idle connections acquired from the pool, and
+// pgxpool.Close waits for every acquired connection.
 func FromPool(pool *pgxpool.Pool, log *slog.Logger) (*Migrator, error) {
-	return newMigrator(stdlib.OpenDBFromPool(pool), log)
+	db := stdlib.OpenDBFromPool(pool)
+	m, err := newMigrator(db, log)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	m.ownsDB = true
+	return m, nil
 }
 
 func newMigrator(db *sql.DB, log *slog.Logger) (*Migrator, error) {
@@ -68,7 +77,7 @@ func newMigrator(db *sql.DB, log *slog.Logger) (*Migrator, error) {
 	return &Migrator{db: db, provider: p}, nil
 }
 
-// Close releases the database handle when the Migrator opened it.
+// Close releases the Migrator's database handle (never the pool it was built on).
 func (m *Migrator) Close() error {
 	if m.ownsDB {
 		return m.db.Close()
