@@ -1,0 +1,349 @@
+package main_test
+
+// These tests run the real broker binary, built once per test run, as an operator would.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+var brokerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "brokerbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	brokerBin = filepath.Join(dir, "broker")
+	out, err := exec.Command("go", "build", "-o", brokerBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build broker: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	testdb.Main(m)
+}
+
+// baseEnv is the test process environment without anything that would change which
+// database the broker uses.
+func baseEnv(extra ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		switch k {
+		case "DATABASE_URL", "BROKER_DATA_DIR", "BROKER_PORT", "EXPECTED_MIGRATION", "AUTO_MIGRATE", "BROKER_PG_BINDIR":
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, extra...)
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// proc is a running broker.
+type proc struct {
+	cmd    *exec.Cmd
+	base   string
+	stderr *lockedBuffer
+	done   chan struct{} // closed when the process has exited
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startServe(t *testing.T, env ...string) *proc {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command(brokerBin, "serve")
+	cmd.Env = baseEnv(append(env, fmt.Sprintf("BROKER_PORT=%d", port))...)
+	p := &proc{cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		if t.Failed() {
+			t.Logf("broker stderr:\n%s", p.stderr.String())
+		}
+	})
+	return p
+}
+
+// stop sends sig and returns the exit code, failing if the process outlives within.
+func (p *proc) stop(t *testing.T, sig os.Signal, within time.Duration) int {
+	t.Helper()
+	start := time.Now()
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("broker did not exit within %s of %v", within, sig)
+	}
+	t.Logf("exited %s after %v", time.Since(start).Round(time.Millisecond), sig)
+	return p.cmd.ProcessState.ExitCode()
+}
+
+func getJSON(url string) (int, map[string]any, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var body map[string]any
+	_ = json.Unmarshal(b, &body)
+	return resp.StatusCode, body, nil
+}
+
+// waitStatus polls path until it answers want, and returns the body and how long it took.
+func (p *proc) waitStatus(t *testing.T, path string, want int, within time.Duration) (map[string]any, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	var last string
+	for time.Since(start) < within {
+		select {
+		case <-p.done:
+			t.Fatalf("broker exited early (%v); stderr:\n%s", p.cmd.ProcessState, p.stderr.String())
+		default:
+		}
+		code, body, err := getJSON(p.base + path)
+		if err == nil && code == want {
+			return body, time.Since(start)
+		}
+		last = fmt.Sprintf("%d %v %v", code, body, err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s did not answer %d within %s; last: %s", path, want, within, last)
+	return nil, 0
+}
+
+func run(t *testing.T, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	cmd := exec.Command(brokerBin, args...)
+	cmd.Env = env
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { <-ctx.Done(); _ = cmd.Process.Kill() }()
+	_ = cmd.Wait()
+	return cmd.ProcessState.ExitCode(), o.String(), e.String()
+}
+
+func tempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	// When tests run as root, the embedded cluster runs as "postgres", which must traverse
+	// the directory and its per-test parent (both 0700 from the testing package).
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// The embedded default: no DATABASE_URL, an empty data dir, ready within 15 s, data kept
+// across a restart, SIGTERM drains to exit 0 and stops the cluster it started.
+func TestEmbeddedDefaultKeepsDataAcrossRestart(t *testing.T) {
+	t.Parallel()
+	dataDir := filepath.Join(tempDir(t), "data", "pg")
+	env := []string{"BROKER_DATA_DIR=" + dataDir, "DRAIN_TIMEOUT=5s"}
+
+	p := startServe(t, env...)
+	body, took := p.waitStatus(t, "/health/ready", 200, 15*time.Second)
+	t.Logf("first start (initdb + migrate) ready after %s", took.Round(time.Millisecond))
+	if body["migration"] != float64(3) {
+		t.Fatalf("ready body %v", body)
+	}
+
+	// Write through the cluster's private socket while the broker runs.
+	dbURL := (&url.URL{Scheme: "postgres", User: url.User("meshbroker"), Path: "/meshbroker",
+		RawQuery: url.Values{"host": {dataDir + ".run"}, "port": {"5432"}}.Encode()}).String()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "INSERT INTO users (id, name) VALUES ('u-persist', 'kept across restarts')"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(ctx)
+
+	if code := p.stop(t, syscall.SIGTERM, 10*time.Second); code != 0 {
+		t.Fatalf("SIGTERM exit code %d; stderr:\n%s", code, p.stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "postmaster.pid")); !os.IsNotExist(err) {
+		t.Fatalf("embedded postgres still running after the broker exited (postmaster.pid: %v)", err)
+	}
+	checkJSONLines(t, p.stderr.String())
+
+	p2 := startServe(t, env...)
+	_, took = p2.waitStatus(t, "/health/ready", 200, 15*time.Second)
+	t.Logf("restart ready after %s", took.Round(time.Millisecond))
+	conn, err = pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	err = conn.QueryRow(ctx, "SELECT name FROM users WHERE id = 'u-persist'").Scan(&name)
+	conn.Close(ctx)
+	if err != nil || name != "kept across restarts" {
+		t.Fatalf("row lost across restart: %q %v", name, err)
+	}
+	if code := p2.stop(t, syscall.SIGINT, 10*time.Second); code != 0 {
+		t.Fatalf("SIGINT exit code %d", code)
+	}
+}
+
+func checkJSONLines(t *testing.T, stderr string) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(stderr))
+	n := 0
+	for sc.Scan() {
+		var rec map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Errorf("stderr line is not a JSON object: %q", sc.Text())
+			continue
+		}
+		if rec["ts"] == nil || rec["level"] == nil || rec["msg"] == nil {
+			t.Errorf("log line lacks ts/level/msg: %q", sc.Text())
+		}
+		n++
+	}
+	if n == 0 {
+		t.Error("no log lines")
+	}
+}
+
+func TestExpectedMigrationAboveAppliedIsNotReady(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	p := startServe(t, "DATABASE_URL="+d.URL, "EXPECTED_MIGRATION=4")
+	body, _ := p.waitStatus(t, "/health/ready", 503, 15*time.Second)
+	if body["reason"] != "migration_missing" || body["expected"] != float64(4) || body["migration"] != float64(3) {
+		t.Fatalf("want migration_missing with expected 4 and migration 3, got %v", body)
+	}
+	if code, body, err := getJSON(p.base + "/health"); err != nil || code != 200 || body["db"] != "up" {
+		t.Fatalf("/health: %d %v %v", code, body, err)
+	}
+}
+
+func TestMigrateCommands(t *testing.T) {
+	t.Parallel()
+	d := testdb.NewEmpty(t)
+	env := baseEnv("DATABASE_URL=" + d.URL)
+
+	code, out, errOut := run(t, env, "migrate", "status")
+	if code != 0 || strings.Count(out, "pending") != 3 {
+		t.Fatalf("status on empty db: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut = run(t, env, "migrate", "up")
+	if code != 0 || !strings.Contains(out, "schema at version 3 (3 applied now)") {
+		t.Fatalf("up: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = run(t, env, "migrate", "up")
+	if code != 0 || !strings.Contains(out, "(0 applied now)") {
+		t.Fatalf("second up should apply nothing: %d\n%s", code, out)
+	}
+	code, out, errOut = run(t, env, "migrate", "down-to", "1")
+	if code != 0 || !strings.Contains(out, "schema at version 1 (2 reverted now)") {
+		t.Fatalf("down-to 1: %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = run(t, env, "migrate", "status")
+	if code != 0 || strings.Count(out, "applied") != 1 || strings.Count(out, "pending") != 2 {
+		t.Fatalf("status after down-to 1: %d\n%s", code, out)
+	}
+	code, out, _ = run(t, env, "migrate", "down-to", "0")
+	if code != 0 || !strings.Contains(out, "schema at version 0") {
+		t.Fatalf("down-to 0: %d\n%s", code, out)
+	}
+}
+
+func TestBadInputExitsNonZeroWithAMessage(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name     string
+		env      []string
+		args     []string
+		wantCode int
+		wantErr  []string
+	}{
+		{"bad port", []string{"BROKER_PORT=seventy"}, []string{"serve"}, 2, []string{"BROKER_PORT", "expected an integer"}},
+		{"bad drain", []string{"DRAIN_TIMEOUT=later"}, []string{}, 2, []string{"DRAIN_TIMEOUT", "duration"}},
+		{"bad database url", []string{"DATABASE_URL=mysql://x"}, []string{"migrate", "up"}, 2, []string{"DATABASE_URL", "postgres://"}},
+		{"unknown command", nil, []string{"frobnicate"}, 2, []string{`unknown command "frobnicate"`, "usage:"}},
+		{"bad down-to", nil, []string{"migrate", "down-to", "x"}, 2, []string{"not a version number"}},
+		{"migrate alone", nil, []string{"migrate"}, 2, []string{"up, status or down-to"}},
+		{"no postgres binaries", []string{"BROKER_PG_BINDIR=/nonexistent", "BROKER_DATA_DIR=" + filepath.Join(tempDir(t), "pg")},
+			[]string{"serve"}, 1, []string{"DATABASE_URL", "apt-get install postgresql"}},
+	}
+	for _, c := range cases {
+		code, _, errOut := run(t, baseEnv(c.env...), c.args...)
+		if code != c.wantCode {
+			t.Errorf("%s: exit %d, want %d; stderr:\n%s", c.name, code, c.wantCode, errOut)
+		}
+		for _, w := range c.wantErr {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%s: stderr lacks %q:\n%s", c.name, w, errOut)
+			}
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	code, out, _ := run(t, baseEnv(), "version")
+	if code != 0 || !strings.HasPrefix(out, "broker ") || !strings.Contains(out, "commit") {
+		t.Fatalf("version: %d %q", code, out)
+	}
+}
