@@ -123,6 +123,20 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 
+	var metricsSrv *http.Server
+	if cfg.MetricsPort != 0 {
+		mln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.MetricsPort)))
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on METRICS_PORT=%d: %w", cfg.MetricsPort, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = metricsSrv.Serve(mln) }()
+		defer metricsSrv.Close()
+	}
+
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go checker.Run(bg)

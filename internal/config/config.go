@@ -17,6 +17,9 @@ import (
 type Config struct {
 	// BROKER_PORT: the one TCP port serving HTTP and the WebSocket upgrade.
 	Port int
+	// METRICS_PORT: an extra listener serving only /metrics (Fly's [metrics] scrape port);
+	// 0 = none. /metrics is served on BROKER_PORT either way.
+	MetricsPort int
 	// DATABASE_URL: Postgres connection URL. Empty selects the embedded default: a local
 	// cluster in DataDir, started and stopped by the broker.
 	DatabaseURL string
@@ -77,6 +80,7 @@ type Var struct {
 // Vars lists every variable Load reads, in the order the README documents them.
 var Vars = []Var{
 	{"BROKER_PORT", "7900", "TCP port for HTTP and the WebSocket upgrade at /ws"},
+	{"METRICS_PORT", "0", "extra port serving only /metrics (fly.toml's [metrics]); 0 = none"},
 	{"DATABASE_URL", "", "Postgres URL (postgres:// or postgresql://); empty starts the embedded local cluster"},
 	{"BROKER_DATA_DIR", "./.meshbroker/pg", "data directory of the embedded cluster (used only without DATABASE_URL)"},
 	{"AUTO_MIGRATE", "0", "1 = `serve` applies migrations at start even with DATABASE_URL (the embedded database always is)"},
@@ -100,6 +104,7 @@ var Vars = []Var{
 	{"EMAIL_FROM", "noreply@claudemesh.com", "sender of invite e-mails"},
 	{"POSTMARK_API_KEY", "", "send invite e-mails through Postmark"},
 	{"RESEND_API_KEY", "", "send invite e-mails through Resend"},
+	{"BROKER_PG_BINDIR", "", "directory holding initdb and postgres for the embedded database (default: PATH, then the usual install prefixes)"},
 }
 
 // Load reads the configuration through getenv (os.Getenv in production, a map in tests).
@@ -108,6 +113,7 @@ func Load(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
 	c := Config{
 		Port:                      r.intRange("BROKER_PORT", 1, 65535),
+		MetricsPort:               r.intRange("METRICS_PORT", 0, 65535),
 		DatabaseURL:               r.databaseURL("DATABASE_URL"),
 		DataDir:                   r.str("BROKER_DATA_DIR"),
 		AutoMigrate:               r.flag("AUTO_MIGRATE"),

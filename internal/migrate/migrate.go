@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io/fs"
 	"log/slog"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -126,10 +127,22 @@ func (m *Migrator) Version(ctx context.Context) (int64, error) {
 }
 
 // Latest returns the newest migration version this binary carries.
-func (m *Migrator) Latest() int64 {
-	src := m.provider.ListSources()
-	if len(src) == 0 {
-		return 0
+func (m *Migrator) Latest() int64 { return LatestVersion() }
+
+// LatestVersion returns the newest migration version embedded in the binary, read from the
+// migration file names (NNNNN_name.sql).
+func LatestVersion() int64 {
+	entries, err := fs.Glob(schema.Migrations, "*.sql")
+	if err != nil {
+		panic("migrate: embedded migrations unreadable: " + err.Error())
 	}
-	return src[len(src)-1].Version
+	var latest int64
+	for _, name := range entries {
+		v, err := goose.NumericComponent(name)
+		if err != nil {
+			panic("migrate: embedded migration " + name + " has no version: " + err.Error())
+		}
+		latest = max(latest, v)
+	}
+	return latest
 }
