@@ -176,3 +176,25 @@ func TestDrainStopsListening(t *testing.T) {
 		t.Fatal("still accepting after drain")
 	}
 }
+
+// METRICS_PORT serves /metrics (and nothing else) on its own listener, for Fly's scraper.
+func TestMetricsPort(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	base, _ := startBroker(t, map[string]string{"DATABASE_URL": d.URL, "METRICS_PORT": itoa(port)})
+	waitFor(t, base+"/health/ready", 200, "", 10*time.Second)
+	metricsBase := "http://127.0.0.1:" + itoa(port)
+	code, text := fetchText(t, metricsBase+"/metrics")
+	if code != 200 || !strings.Contains(text, "broker_connections_total 0") {
+		t.Fatalf("metrics port /metrics: %d", code)
+	}
+	if code, _ := fetchText(t, metricsBase+"/health"); code != 404 {
+		t.Fatalf("metrics port serves /health: %d", code)
+	}
+}
