@@ -1,0 +1,41 @@
+package protocol
+
+// Error codes sent as {"type":"error","code":…}. Stable: clients match on them.
+const (
+	// Hello rejections, in the order they are checked (PROTOCOL.md §3). Each is also the
+	// close reason of the 1008 close that follows.
+	CodeBadSessionPubkey = "bad_session_pubkey"
+	CodeCapacity         = "capacity"
+	CodeTimestampSkew    = "timestamp_skew"
+	CodeMalformed        = "malformed"
+	CodeBadSignature     = "bad_signature"
+	CodeUnauthorized     = "unauthorized"
+	CodeBadSessionProof  = "bad_session_proof"
+	CodeReplayed         = "replayed"
+
+	// Session errors; the socket stays open.
+	CodeNoHello              = "no_hello"
+	CodeAlreadyAuthenticated = "already_authenticated"
+	CodeNotFound             = "not_found"
+	CodeAuditQueryError      = "audit_query_error"
+	CodeAuditVerifyError     = "audit_verify_error"
+	CodeInternal             = "internal"
+)
+
+// WebSocket close codes the broker uses.
+const (
+	CloseNormal          = 1000 // reason session_replaced: another socket took this identity over
+	CloseGoingAway       = 1001 // the instance is draining: reconnect (to another instance)
+	CloseInvalidPayload  = 1007 // a text frame that is not valid UTF-8
+	ClosePolicyViolation = 1008 // hello refused; the reason is the error code
+	CloseMessageTooBig   = 1009 // frame above MAX_MESSAGE_BYTES (or the pre-hello cap)
+	CloseTryAgainLater   = 1013 // the broker could not serve the socket (database down, slow client)
+)
+
+// Close reasons.
+const (
+	ReasonSessionReplaced = "session_replaced"
+	ReasonShuttingDown    = "shutting down"
+	ReasonHandshakeTimout = "handshake_timeout"
+	ReasonSlowConsumer    = "slow_consumer"
+)
