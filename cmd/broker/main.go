@@ -4,6 +4,7 @@
 //	broker migrate up              apply pending migrations
 //	broker migrate status          list migrations and whether each is applied
 //	broker migrate down-to N       revert migrations down to version N (0 = empty)
+//	broker admin mesh create …     provision meshes and members (see README.md)
 //	broker version                 print version, commit and Go version
 //
 // Configuration comes from the environment (see README.md). Without DATABASE_URL every
@@ -39,6 +40,10 @@ commands:
   migrate up          apply pending migrations
   migrate status      list migrations and whether each is applied
   migrate down-to N   revert migrations down to version N (0 = empty schema)
+  admin ...           provision meshes and members (JSON on stdout):
+                        admin mesh create --name NAME
+                        admin member add --mesh ID --pubkey HEX --name NAME [--role member|admin]
+                        admin member revoke --mesh ID --member ID
   version             print version, commit and Go version
   help                print this message
 
@@ -46,10 +51,15 @@ Configuration is read from the environment; see README.md. Without DATABASE_URL 
 broker starts (or reuses) a local Postgres cluster in BROKER_DATA_DIR.
 `
 
-// usageError marks bad command-line input (exit status 2).
+// usageError marks a malformed command line (exit status 2, usage printed).
 type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
+
+// inputError marks a well-formed command with bad values (exit status 2, no usage).
+type inputError struct{ msg string }
+
+func (e inputError) Error() string { return e.msg }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
@@ -58,11 +68,15 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	err := dispatch(args, stdout, stderr)
 	var ue usageError
+	var ie inputError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "broker: %s\n\n%s", ue.msg, usage)
+		return 2
+	case errors.As(err, &ie):
+		fmt.Fprintf(stderr, "broker: %s\n", ie.msg)
 		return 2
 	case errors.Is(err, errConfig):
 		fmt.Fprintf(stderr, "broker: %v\n", err)
@@ -88,6 +102,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return serve(stderr)
 	case "migrate":
 		return migrateCmd(args, stdout, stderr)
+	case "admin":
+		return adminCmd(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "broker %s (commit %s, %s)\n", buildinfo.Version, buildinfo.GitSHA(), runtime.Version())
 		return nil

@@ -347,3 +347,71 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %d %q", code, out)
 	}
 }
+
+func TestAdminProvisioning(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	env := baseEnv("DATABASE_URL=" + d.URL)
+	decode := func(out string) map[string]any {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(out), &m); err != nil {
+			t.Fatalf("stdout is not JSON: %q", out)
+		}
+		return m
+	}
+
+	code, out, errOut := run(t, env, "admin", "mesh", "create", "--name", "Platform Team")
+	if code != 0 {
+		t.Fatalf("mesh create: %d %s", code, errOut)
+	}
+	mesh := decode(out)
+	meshID, _ := mesh["meshId"].(string)
+	if len(meshID) != 32 || mesh["slug"] != "platform-team" {
+		t.Fatalf("mesh create output %v", mesh)
+	}
+	_, out, _ = run(t, env, "admin", "mesh", "create", "--name", "platform team")
+	if decode(out)["slug"] != "platform-team-2" {
+		t.Fatalf("second mesh with the same slug: %s", out)
+	}
+
+	pub := strings.Repeat("ab", 32)
+	code, out, errOut = run(t, env, "admin", "member", "add", "--mesh", meshID, "--pubkey", pub, "--name", "alice", "--role", "admin")
+	if code != 0 {
+		t.Fatalf("member add: %d %s", code, errOut)
+	}
+	memberID, _ := decode(out)["memberId"].(string)
+	if len(memberID) != 32 {
+		t.Fatalf("member add output %s", out)
+	}
+
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"member", "add", "--mesh", meshID, "--pubkey", pub, "--name", "again"}, "already has a member with this pubkey"},
+		{[]string{"member", "add", "--mesh", meshID, "--pubkey", "xyz", "--name", "b"}, "64 hex characters"},
+		{[]string{"member", "add", "--mesh", meshID, "--pubkey", strings.Repeat("cd", 32), "--name", "b", "--role", "owner"}, "--role must be member or admin"},
+		{[]string{"member", "add", "--mesh", "nope", "--pubkey", strings.Repeat("cd", 32), "--name", "b"}, `no mesh with id "nope"`},
+		{[]string{"mesh", "create"}, "--name is required"},
+		{[]string{"member", "revoke", "--mesh", meshID, "--member", "nobody"}, "no unrevoked member"},
+		{[]string{"mesh", "create", "--bogus", "x"}, "flag provided but not defined"},
+	}
+	for _, b := range bad {
+		code, out, errOut := run(t, env, append([]string{"admin"}, b.args...)...)
+		if code != 2 || out != "" || !strings.Contains(errOut, b.want) {
+			t.Errorf("admin %v: exit %d, stdout %q, stderr %q; want exit 2 and %q", b.args, code, out, errOut, b.want)
+		}
+	}
+
+	code, out, errOut = run(t, env, "admin", "member", "revoke", "--mesh", meshID, "--member", memberID)
+	if code != 0 || decode(out)["revoked"] != true {
+		t.Fatalf("revoke: %d %s %s", code, out, errOut)
+	}
+	if code, _, _ := run(t, env, "admin", "member", "revoke", "--mesh", meshID, "--member", memberID); code != 2 {
+		t.Fatalf("second revoke exit %d, want 2", code)
+	}
+	// The revoked key may be added again as a new member.
+	if code, _, errOut := run(t, env, "admin", "member", "add", "--mesh", meshID, "--pubkey", pub, "--name", "alice2"); code != 0 {
+		t.Fatalf("re-add after revoke: %s", errOut)
+	}
+}

@@ -1,0 +1,154 @@
+// Package admin provisions meshes and members without the web app: what `broker admin`
+// runs. Every function validates its input first and returns an *InputError for bad input
+// (the command exits 2 with its message) and a wrapped error for anything else.
+package admin
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/ids"
+)
+
+// InputError is bad input from the operator.
+type InputError struct{ Msg string }
+
+func (e *InputError) Error() string { return e.Msg }
+
+func inputErr(format string, a ...any) error { return &InputError{Msg: fmt.Sprintf(format, a...)} }
+
+var (
+	nonSlug   = regexp.MustCompile(`[^a-z0-9]+`)
+	pubkeyHex = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+)
+
+// Slugify derives a slug from a mesh name as the original did: lower case, each run of
+// characters outside [a-z0-9] becomes one dash, dashes trimmed.
+func Slugify(name string) string {
+	return strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(name), "-"), "-")
+}
+
+// MeshCreated is the result of CreateMesh.
+type MeshCreated struct {
+	MeshID string `json:"meshId"`
+	Slug   string `json:"slug"`
+}
+
+// CreateMesh creates a mesh with a fresh invite-signing keypair and root key. The slug is
+// the name's, suffixed -2, -3 … up to -100 when a live mesh already has it.
+func CreateMesh(ctx context.Context, q *db.Queries, name string) (MeshCreated, error) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return MeshCreated{}, inputErr("--name is required")
+	}
+	if len(name) > 200 {
+		return MeshCreated{}, inputErr("--name is longer than 200 characters")
+	}
+	base := Slugify(name)
+	if base == "" {
+		base = "mesh"
+	}
+	pub, sec, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return MeshCreated{}, fmt.Errorf("generate owner key: %w", err)
+	}
+	root := make([]byte, 32)
+	_, _ = rand.Read(root)
+	for n := 1; n <= 100; n++ {
+		slug := base
+		if n > 1 {
+			slug = base + "-" + strconv.Itoa(n)
+		}
+		ownerPub, ownerSec, rootKey := hex.EncodeToString(pub), hex.EncodeToString(sec), base64.RawURLEncoding.EncodeToString(root)
+		m, err := q.InsertMesh(ctx, db.InsertMeshParams{
+			ID: ids.New(), Name: name, Slug: slug,
+			OwnerPubkey: &ownerPub, OwnerSecretKey: &ownerSec, RootKey: &rootKey,
+		})
+		if isUniqueViolation(err, "meshes_slug_live_key") {
+			continue
+		}
+		if err != nil {
+			return MeshCreated{}, fmt.Errorf("insert mesh: %w", err)
+		}
+		return MeshCreated{MeshID: m.ID, Slug: m.Slug}, nil
+	}
+	return MeshCreated{}, inputErr("too many meshes named %q (slugs %s to %s-100 are taken)", name, base, base)
+}
+
+// MemberAdded is the result of AddMember.
+type MemberAdded struct {
+	MemberID string `json:"memberId"`
+}
+
+// AddMember adds a member identity (an ed25519 public key) to a mesh.
+func AddMember(ctx context.Context, q *db.Queries, meshID, pubkey, name, role string) (MemberAdded, error) {
+	switch {
+	case meshID == "":
+		return MemberAdded{}, inputErr("--mesh is required")
+	case !pubkeyHex.MatchString(pubkey):
+		return MemberAdded{}, inputErr("--pubkey must be an ed25519 public key: 64 hex characters")
+	case strings.TrimSpace(name) == "":
+		return MemberAdded{}, inputErr("--name is required")
+	case role != "member" && role != "admin":
+		return MemberAdded{}, inputErr("--role must be member or admin, not %q", role)
+	}
+	mesh, err := q.GetMesh(ctx, meshID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return MemberAdded{}, inputErr("no mesh with id %q", meshID)
+	}
+	if err != nil {
+		return MemberAdded{}, fmt.Errorf("look up mesh: %w", err)
+	}
+	if mesh.ArchivedAt != nil {
+		return MemberAdded{}, inputErr("mesh %q is archived", meshID)
+	}
+	m, err := q.InsertMember(ctx, db.InsertMemberParams{
+		ID: ids.New(), MeshID: meshID, PeerPubkey: strings.ToLower(pubkey),
+		DisplayName: strings.TrimSpace(name), Role: role,
+	})
+	if isUniqueViolation(err, "members_mesh_pubkey_live_key") {
+		return MemberAdded{}, inputErr("mesh %q already has a member with this pubkey", meshID)
+	}
+	if err != nil {
+		return MemberAdded{}, fmt.Errorf("insert member: %w", err)
+	}
+	return MemberAdded{MemberID: m.ID}, nil
+}
+
+// MemberRevoked is the result of RevokeMember.
+type MemberRevoked struct {
+	MemberID string `json:"memberId"`
+	Revoked  bool   `json:"revoked"`
+}
+
+// RevokeMember revokes a member: its next hello is refused with unauthorized.
+func RevokeMember(ctx context.Context, q *db.Queries, meshID, memberID string) (MemberRevoked, error) {
+	if meshID == "" || memberID == "" {
+		return MemberRevoked{}, inputErr("--mesh and --member are required")
+	}
+	id, err := q.RevokeMember(ctx, db.RevokeMemberParams{ID: memberID, MeshID: meshID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return MemberRevoked{}, inputErr("no unrevoked member %q in mesh %q", memberID, meshID)
+	}
+	if err != nil {
+		return MemberRevoked{}, fmt.Errorf("revoke member: %w", err)
+	}
+	return MemberRevoked{MemberID: id, Revoked: true}, nil
+}
+
+func isUniqueViolation(err error, constraint string) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == constraint
+}

@@ -1,0 +1,187 @@
+// Package auth verifies who a peer is: the ed25519-signed hello (PROTOCOL.md §3) with the
+// session-key proof and replay refusal. The checks run in the contract's order and each
+// failure is one stable code; the database-backed steps (capacity, membership, replay
+// memory) go through the Store interface so the same logic serves every instance.
+//
+// Everything here is safe for concurrent use.
+package auth
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"strconv"
+	"time"
+
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+// Skew is the largest accepted difference between a hello's timestamp and the broker clock.
+const Skew = 60 * time.Second
+
+// ReplayWindow is how long an accepted hello signature is remembered. It covers the whole
+// ±Skew window, so a captured hello can never be replayed.
+const ReplayWindow = 2 * time.Minute
+
+// Member is the authenticated member a hello resolved to.
+type Member struct {
+	ID          string
+	MeshID      string
+	Pubkey      string
+	DisplayName string
+	Role        string
+}
+
+// Store is what verification needs from the database.
+type Store interface {
+	// LivePresences counts the mesh's live presences on every instance.
+	LivePresences(ctx context.Context, meshID string) (int64, error)
+	// Member finds the non-revoked member with this pubkey in a non-archived mesh;
+	// found=false when there is none.
+	Member(ctx context.Context, meshID, pubkey string) (m Member, found bool, err error)
+	// RememberSignature records an accepted hello signature until expires; fresh=false when
+	// it was already recorded (a replay).
+	RememberSignature(ctx context.Context, signature, meshID string, expires time.Time) (fresh bool, err error)
+}
+
+// Rejection is a refused hello: the code (also the close reason) and a human message.
+type Rejection struct {
+	Code    string
+	Message string
+}
+
+func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
+
+func reject(code, msg string) *Rejection { return &Rejection{Code: code, Message: msg} }
+
+// Options tune verification.
+type Options struct {
+	MaxPresencesPerMesh int64
+	RequireSessionProof bool
+}
+
+// VerifyHello runs every hello check in PROTOCOL.md §3's order. It returns the member, or a
+// *Rejection, or another error when the database failed (the caller answers that with a
+// retryable close, not a rejection code).
+func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time, opt Options) (Member, error) {
+	// 1. session key format
+	if h.SessionPubkey != "" && !isLowerHex(h.SessionPubkey, 64) {
+		return Member{}, reject(protocol.CodeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex chars")
+	}
+	// 2. capacity, across all instances
+	if opt.MaxPresencesPerMesh > 0 {
+		n, err := st.LivePresences(ctx, h.MeshID)
+		if err != nil {
+			return Member{}, err
+		}
+		if n >= opt.MaxPresencesPerMesh {
+			return Member{}, reject(protocol.CodeCapacity, "mesh at connection capacity")
+		}
+	}
+	// 3. timestamp
+	if !h.HasTimestamp || absDuration(now.Sub(time.UnixMilli(h.Timestamp))) > Skew {
+		return Member{}, reject(protocol.CodeTimestampSkew, "hello rejected: timestamp_skew")
+	}
+	// 4. format
+	if !isHex(h.Pubkey, 64) || !isHex(h.Signature, 128) || h.SessionID == "" || h.MeshID == "" {
+		return Member{}, reject(protocol.CodeMalformed, "hello rejected: malformed")
+	}
+	// 5. signature
+	if !verify(h.Pubkey, h.Signature, CanonicalHello(h.MeshID, h.MemberID, h.Pubkey, h.Timestamp)) {
+		return Member{}, reject(protocol.CodeBadSignature, "hello rejected: bad_signature")
+	}
+	// 6. membership
+	m, found, err := st.Member(ctx, h.MeshID, h.Pubkey)
+	if err != nil {
+		return Member{}, err
+	}
+	if !found || (h.MemberID != "" && h.MemberID != m.ID) {
+		return Member{}, reject(protocol.CodeUnauthorized, "pubkey not found in mesh")
+	}
+	// 7. session key proof
+	if h.SessionSig != "" || opt.RequireSessionProof {
+		if h.SessionSig == "" || h.SessionPubkey == "" || !isHex(h.SessionSig, 128) ||
+			!verify(h.SessionPubkey, h.SessionSig, CanonicalSessionProof(h.MeshID, h.Pubkey, h.SessionPubkey, h.Timestamp)) {
+			return Member{}, reject(protocol.CodeBadSessionProof, "sessionSig does not prove sessionPubkey")
+		}
+	}
+	// 8. replay, remembered across instances
+	fresh, err := st.RememberSignature(ctx, normalizeHex(h.Signature), h.MeshID, now.Add(ReplayWindow))
+	if err != nil {
+		return Member{}, err
+	}
+	if !fresh {
+		return Member{}, reject(protocol.CodeReplayed, "hello rejected: replayed")
+	}
+	return m, nil
+}
+
+// CanonicalHello is the string a member signs: meshId|memberId|pubkey|timestamp.
+func CanonicalHello(meshID, memberID, pubkey string, timestampMs int64) string {
+	return meshID + "|" + memberID + "|" + pubkey + "|" + strconv.FormatInt(timestampMs, 10)
+}
+
+// CanonicalSessionProof is the string a session key signs to prove itself:
+// claudemesh-session|meshId|pubkey|sessionPubkey|timestamp.
+func CanonicalSessionProof(meshID, pubkey, sessionPubkey string, timestampMs int64) string {
+	return "claudemesh-session|" + meshID + "|" + pubkey + "|" + sessionPubkey + "|" + strconv.FormatInt(timestampMs, 10)
+}
+
+// Sign returns the hex detached signature of msg (used by clients: tests, the load tool).
+func Sign(secret ed25519.PrivateKey, msg string) string {
+	return hex.EncodeToString(ed25519.Sign(secret, []byte(msg)))
+}
+
+func verify(pubHex, sigHex, msg string) bool {
+	pub, err1 := hex.DecodeString(pubHex)
+	sig, err2 := hex.DecodeString(sigHex)
+	if err1 != nil || err2 != nil || len(pub) != ed25519.PublicKeySize || len(sig) != ed25519.SignatureSize {
+		return false
+	}
+	return ed25519.Verify(pub, []byte(msg), sig)
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// normalizeHex lower-cases a hex signature so the same signature in another case is still
+// recognised as a replay.
+func normalizeHex(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'F' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
