@@ -5,6 +5,7 @@
 //	broker migrate status          list migrations and whether each is applied
 //	broker migrate down-to N       revert migrations down to version N (0 = empty)
 //	broker admin mesh create …     provision meshes and members (see README.md)
+//	broker audit verify --mesh ID  verify a mesh's audit chain (exit 1 when broken)
 //	broker version                 print version, commit and Go version
 //
 // Configuration comes from the environment (see README.md). Without DATABASE_URL every
@@ -44,6 +45,7 @@ commands:
                         admin mesh create --name NAME
                         admin member add --mesh ID --pubkey HEX --name NAME [--role member|admin]
                         admin member revoke --mesh ID --member ID
+  audit verify --mesh ID   verify a mesh's audit hash chain (exit 1 if broken)
   version             print version, commit and Go version
   help                print this message
 
@@ -104,6 +106,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return migrateCmd(args, stdout, stderr)
 	case "admin":
 		return adminCmd(args, stdout, stderr)
+	case "audit":
+		return auditCmd(args, stdout, stderr)
 	case "version", "--version", "-v":
 		fmt.Fprintf(stdout, "broker %s (commit %s, %s)\n", buildinfo.Version, buildinfo.GitSHA(), runtime.Version())
 		return nil

@@ -415,3 +415,29 @@ func TestAdminProvisioning(t *testing.T) {
 		t.Fatalf("re-add after revoke: %s", errOut)
 	}
 }
+
+func TestAuditVerifyCommand(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	env := baseEnv("DATABASE_URL=" + d.URL)
+	ctx := context.Background()
+	// A chain of two rows written the way the broker writes them.
+	if _, err := d.Pool.Exec(ctx, "INSERT INTO meshes (id, name, slug) VALUES ('m1', 'm', 'm')"); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, env, "audit", "verify", "--mesh", "m1")
+	if code != 0 || !strings.Contains(out, `"valid":true`) || !strings.Contains(out, `"entries":0`) {
+		t.Fatalf("empty chain: %d %s %s", code, out, errOut)
+	}
+	if _, err := d.Pool.Exec(ctx, `INSERT INTO audit_log (mesh_id, event_type, payload, prev_hash, hash, created_at)
+		VALUES ('m1', 'peer_left', '{}', 'genesis', 'not-the-hash', now())`); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = run(t, env, "audit", "verify", "--mesh", "m1")
+	if code != 1 || !strings.Contains(out, `"valid":false`) || !strings.Contains(out, `"brokenAt"`) {
+		t.Fatalf("broken chain: exit %d, %s", code, out)
+	}
+	if code, _, errOut := run(t, env, "audit", "verify"); code != 2 || !strings.Contains(errOut, "--mesh") {
+		t.Fatalf("missing --mesh: %d %s", code, errOut)
+	}
+}

@@ -1,0 +1,33 @@
+-- The per-mesh audit hash chain.
+
+-- name: AuditLockMesh :exec
+-- Serialises chain appends for one mesh across every instance until the transaction ends.
+SELECT pg_advisory_xact_lock(@lock_key::bigint);
+
+-- name: AuditTail :one
+SELECT hash FROM audit_log WHERE mesh_id = @mesh_id ORDER BY id DESC LIMIT 1;
+
+-- name: InsertAuditRows :exec
+-- Appends rows in array order: set-returning functions in one select list advance in
+-- lockstep (Postgres 10+), and identity ids are drawn in row order. An empty actor id or
+-- name stands for NULL (text[] parameters cannot carry NULLs through sqlc).
+INSERT INTO audit_log (mesh_id, event_type, actor_member_id, actor_display_name, payload, prev_hash, hash, created_at)
+SELECT unnest(@mesh_ids::text[]), unnest(@event_types::text[]), NULLIF(unnest(@actor_member_ids::text[]), ''),
+       NULLIF(unnest(@actor_display_names::text[]), ''), unnest(@payloads::text[])::jsonb,
+       unnest(@prev_hashes::text[]), unnest(@hashes::text[]), unnest(@created_ats::timestamptz[]);
+
+-- name: AuditChain :many
+-- A whole chain in order, for verification.
+SELECT id, mesh_id, event_type, actor_member_id, payload, prev_hash, hash, created_at
+FROM audit_log WHERE mesh_id = @mesh_id ORDER BY id;
+
+-- name: AuditPage :many
+SELECT id, event_type, actor_member_id, actor_display_name, payload, hash, created_at
+FROM audit_log
+WHERE mesh_id = @mesh_id AND (sqlc.narg(event_type)::text IS NULL OR event_type = sqlc.narg(event_type))
+ORDER BY id DESC
+LIMIT @lim OFFSET @off;
+
+-- name: AuditCount :one
+SELECT count(*) FROM audit_log
+WHERE mesh_id = @mesh_id AND (sqlc.narg(event_type)::text IS NULL OR event_type = sqlc.narg(event_type));
