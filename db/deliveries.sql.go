@@ -7,7 +7,94 @@ package db
 
 import (
 	"context"
+	"time"
 )
+
+const claimDeliveries = `-- name: ClaimDeliveries :many
+WITH c AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.delivered_at IS NULL AND d.expires_at > now()
+      AND (d.recipient_presence_id = $1
+           OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = $3))
+      AND (d.priority = 'now'
+           OR (SELECT p.status FROM presences p WHERE p.id = $1) = 'idle')
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+    ORDER BY d.id
+    LIMIT $4
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET claimed_by = $1, lease_expires_at = now() + make_interval(secs => $2::float8),
+    attempts = d.attempts + 1
+FROM c, messages m, members s
+WHERE d.id = c.id AND m.id = d.message_id AND s.id = m.sender_member_id
+RETURNING d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority, m.nonce, m.ciphertext,
+          m.created_at, m.client_message_id, m.target_kind,
+          coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,
+          s.peer_pubkey AS sender_member_pubkey
+`
+
+type ClaimDeliveriesParams struct {
+	PresenceID   *string
+	LeaseSeconds float64
+	MemberID     string
+	Lim          int32
+}
+
+type ClaimDeliveriesRow struct {
+	DeliveryID         int64
+	MessageID          string
+	MeshID             string
+	Priority           string
+	Nonce              string
+	Ciphertext         string
+	CreatedAt          time.Time
+	ClientMessageID    *string
+	TargetKind         string
+	SenderPubkey       string
+	SenderMemberPubkey string
+}
+
+// Leases up to @lim deliverable rows of one presence (its own rows, and its member's
+// member-keyed rows), oldest first. Held priorities (next, low) are deliverable only while
+// the presence is idle, read here so a status set on any instance counts at once. Rows with
+// a live lease of another claim are skipped; concurrent claims get disjoint sets.
+func (q *Queries) ClaimDeliveries(ctx context.Context, arg ClaimDeliveriesParams) ([]ClaimDeliveriesRow, error) {
+	rows, err := q.db.Query(ctx, claimDeliveries,
+		arg.PresenceID,
+		arg.LeaseSeconds,
+		arg.MemberID,
+		arg.Lim,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ClaimDeliveriesRow{}
+	for rows.Next() {
+		var i ClaimDeliveriesRow
+		if err := rows.Scan(
+			&i.DeliveryID,
+			&i.MessageID,
+			&i.MeshID,
+			&i.Priority,
+			&i.Nonce,
+			&i.Ciphertext,
+			&i.CreatedAt,
+			&i.ClientMessageID,
+			&i.TargetKind,
+			&i.SenderPubkey,
+			&i.SenderMemberPubkey,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
 
 const countPendingDeliveries = `-- name: CountPendingDeliveries :one
 
@@ -22,4 +109,112 @@ func (q *Queries) CountPendingDeliveries(ctx context.Context) (int64, error) {
 	var count int64
 	err := row.Scan(&count)
 	return count, err
+}
+
+const markDelivered = `-- name: MarkDelivered :execrows
+UPDATE deliveries SET delivered_at = now()
+WHERE id = ANY($1::bigint[]) AND delivered_at IS NULL
+`
+
+func (q *Queries) MarkDelivered(ctx context.Context, ids []int64) (int64, error) {
+	result, err := q.db.Exec(ctx, markDelivered, ids)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const markDeliveredByMessage = `-- name: MarkDeliveredByMessage :execrows
+UPDATE deliveries SET delivered_at = now()
+WHERE message_id = ANY($1::text[]) AND claimed_by = $2 AND delivered_at IS NULL
+`
+
+type MarkDeliveredByMessageParams struct {
+	MessageIds []string
+	PresenceID *string
+}
+
+// A client_ack: the recipient presence acknowledges messages by id.
+func (q *Queries) MarkDeliveredByMessage(ctx context.Context, arg MarkDeliveredByMessageParams) (int64, error) {
+	result, err := q.db.Exec(ctx, markDeliveredByMessage, arg.MessageIds, arg.PresenceID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const messageDeliveryState = `-- name: MessageDeliveryState :one
+SELECT m.id, m.mesh_id, m.target_spec, m.target_kind,
+       count(d.id) AS recipients, count(d.delivered_at) AS delivered, max(d.delivered_at) AS last_delivered_at
+FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
+WHERE m.id = $1
+GROUP BY m.id
+`
+
+type MessageDeliveryStateRow struct {
+	ID              string
+	MeshID          string
+	TargetSpec      string
+	TargetKind      string
+	Recipients      int64
+	Delivered       int64
+	LastDeliveredAt interface{}
+}
+
+func (q *Queries) MessageDeliveryState(ctx context.Context, id string) (MessageDeliveryStateRow, error) {
+	row := q.db.QueryRow(ctx, messageDeliveryState, id)
+	var i MessageDeliveryStateRow
+	err := row.Scan(
+		&i.ID,
+		&i.MeshID,
+		&i.TargetSpec,
+		&i.TargetKind,
+		&i.Recipients,
+		&i.Delivered,
+		&i.LastDeliveredAt,
+	)
+	return i, err
+}
+
+const releaseLeases = `-- name: ReleaseLeases :execrows
+UPDATE deliveries SET lease_expires_at = NULL, claimed_by = NULL
+WHERE claimed_by = $1 AND delivered_at IS NULL
+  AND (recipient_presence_id = $1 OR (recipient_presence_id IS NULL AND recipient_member_id = $2))
+`
+
+type ReleaseLeasesParams struct {
+	PresenceID *string
+	MemberID   string
+}
+
+// A socket of this presence is gone: what it held but did not deliver is claimable again.
+func (q *Queries) ReleaseLeases(ctx context.Context, arg ReleaseLeasesParams) (int64, error) {
+	result, err := q.db.Exec(ctx, releaseLeases, arg.PresenceID, arg.MemberID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const reroutePresenceDeliveries = `-- name: ReroutePresenceDeliveries :execrows
+WITH gone AS (
+    DELETE FROM deliveries d USING messages m
+    WHERE d.recipient_presence_id = $1 AND d.delivered_at IS NULL
+      AND m.id = d.message_id AND m.target_kind IN ('broadcast', 'group')
+    RETURNING d.id
+)
+UPDATE deliveries d SET recipient_presence_id = NULL, claimed_by = NULL, lease_expires_at = NULL
+FROM messages m
+WHERE d.recipient_presence_id = $1 AND d.delivered_at IS NULL
+  AND m.id = d.message_id AND m.target_kind = 'session'
+`
+
+// A presence ended: direct messages addressed to its session key go to its member (any
+// session may take them); multicast copies for it are dropped (multicast is not queued).
+func (q *Queries) ReroutePresenceDeliveries(ctx context.Context, presenceID *string) (int64, error) {
+	result, err := q.db.Exec(ctx, reroutePresenceDeliveries, presenceID)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }

@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"time"
 )
 
 const countLivePresences = `-- name: CountLivePresences :one
@@ -21,4 +22,463 @@ func (q *Queries) CountLivePresences(ctx context.Context, meshID string) (int64,
 	var count int64
 	err := row.Scan(&count)
 	return count, err
+}
+
+const disconnectPresence = `-- name: DisconnectPresence :execrows
+UPDATE presences SET disconnected_at = now(), instance_id = NULL
+WHERE id = $1 AND connection_epoch = $2 AND ended_at IS NULL
+`
+
+type DisconnectPresenceParams struct {
+	ID    string
+	Epoch int64
+}
+
+// The socket dropped: the presence stays for the grace window.
+func (q *Queries) DisconnectPresence(ctx context.Context, arg DisconnectPresenceParams) (int64, error) {
+	result, err := q.db.Exec(ctx, disconnectPresence, arg.ID, arg.Epoch)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const disconnectPresencesOfDeadInstances = `-- name: DisconnectPresencesOfDeadInstances :execrows
+UPDATE presences p SET disconnected_at = now(), instance_id = NULL
+FROM instances i
+WHERE p.instance_id = i.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL
+  AND (i.stopped_at IS NOT NULL OR i.heartbeat_at < now() - make_interval(secs => $1::float8))
+`
+
+// Sockets held by an instance that stopped or stopped heartbeating are gone: their
+// presences enter the grace window.
+func (q *Queries) DisconnectPresencesOfDeadInstances(ctx context.Context, deadAfterSeconds float64) (int64, error) {
+	result, err := q.db.Exec(ctx, disconnectPresencesOfDeadInstances, deadAfterSeconds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const endPresence = `-- name: EndPresence :one
+UPDATE presences SET ended_at = now(), end_reason = $1
+WHERE id = $2 AND connection_epoch = $3 AND ended_at IS NULL
+RETURNING id, mesh_id, member_id, session_pubkey, display_name, groups, visible, profile, summary, stats
+`
+
+type EndPresenceParams struct {
+	Reason *string
+	ID     string
+	Epoch  int64
+}
+
+type EndPresenceRow struct {
+	ID            string
+	MeshID        string
+	MemberID      string
+	SessionPubkey *string
+	DisplayName   *string
+	Groups        []byte
+	Visible       bool
+	Profile       []byte
+	Summary       *string
+	Stats         []byte
+}
+
+// Ends a presence if this socket (epoch) still owns it.
+func (q *Queries) EndPresence(ctx context.Context, arg EndPresenceParams) (EndPresenceRow, error) {
+	row := q.db.QueryRow(ctx, endPresence, arg.Reason, arg.ID, arg.Epoch)
+	var i EndPresenceRow
+	err := row.Scan(
+		&i.ID,
+		&i.MeshID,
+		&i.MemberID,
+		&i.SessionPubkey,
+		&i.DisplayName,
+		&i.Groups,
+		&i.Visible,
+		&i.Profile,
+		&i.Summary,
+		&i.Stats,
+	)
+	return i, err
+}
+
+const expiredGracePresences = `-- name: ExpiredGracePresences :many
+SELECT id, connection_epoch FROM presences
+WHERE disconnected_at IS NOT NULL AND ended_at IS NULL
+  AND disconnected_at < now() - make_interval(secs => $1::float8)
+ORDER BY disconnected_at
+LIMIT 200
+`
+
+type ExpiredGracePresencesRow struct {
+	ID              string
+	ConnectionEpoch int64
+}
+
+// Presences whose socket has been gone longer than the grace window.
+func (q *Queries) ExpiredGracePresences(ctx context.Context, graceSeconds float64) ([]ExpiredGracePresencesRow, error) {
+	rows, err := q.db.Query(ctx, expiredGracePresences, graceSeconds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ExpiredGracePresencesRow{}
+	for rows.Next() {
+		var i ExpiredGracePresencesRow
+		if err := rows.Scan(&i.ID, &i.ConnectionEpoch); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const getPresenceGroups = `-- name: GetPresenceGroups :one
+SELECT groups FROM presences WHERE id = $1
+`
+
+func (q *Queries) GetPresenceGroups(ctx context.Context, id string) ([]byte, error) {
+	row := q.db.QueryRow(ctx, getPresenceGroups, id)
+	var groups []byte
+	err := row.Scan(&groups)
+	return groups, err
+}
+
+const insertPresence = `-- name: InsertPresence :one
+INSERT INTO presences (
+    id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
+    hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
+    visible, profile)
+VALUES (
+    $1, $2, $3, $4, $5, $6, $7,
+    $8, $9, $10, $11, $12, $13,
+    $14, $15, $16, $17, $18, $19)
+RETURNING id, connection_epoch, connected_at
+`
+
+type InsertPresenceParams struct {
+	ID              string
+	MeshID          string
+	MemberID        string
+	IdentityKey     string
+	SessionID       string
+	SessionPubkey   *string
+	DisplayName     *string
+	Pid             int32
+	Cwd             string
+	Hostname        *string
+	PeerType        *string
+	Channel         *string
+	Model           *string
+	Capabilities    []string
+	ProtocolVersion *int32
+	InstanceID      *string
+	Groups          []byte
+	Visible         bool
+	Profile         []byte
+}
+
+type InsertPresenceRow struct {
+	ID              string
+	ConnectionEpoch int64
+	ConnectedAt     time.Time
+}
+
+func (q *Queries) InsertPresence(ctx context.Context, arg InsertPresenceParams) (InsertPresenceRow, error) {
+	row := q.db.QueryRow(ctx, insertPresence,
+		arg.ID,
+		arg.MeshID,
+		arg.MemberID,
+		arg.IdentityKey,
+		arg.SessionID,
+		arg.SessionPubkey,
+		arg.DisplayName,
+		arg.Pid,
+		arg.Cwd,
+		arg.Hostname,
+		arg.PeerType,
+		arg.Channel,
+		arg.Model,
+		arg.Capabilities,
+		arg.ProtocolVersion,
+		arg.InstanceID,
+		arg.Groups,
+		arg.Visible,
+		arg.Profile,
+	)
+	var i InsertPresenceRow
+	err := row.Scan(&i.ID, &i.ConnectionEpoch, &i.ConnectedAt)
+	return i, err
+}
+
+const listLivePeers = `-- name: ListLivePeers :many
+SELECT p.id, p.session_pubkey, p.display_name, p.status, p.summary, p.groups, p.session_id,
+       p.connected_at, p.cwd, p.hostname, p.peer_type, p.channel, p.model, p.stats, p.visible,
+       p.profile, p.member_id, m.peer_pubkey AS member_pubkey, m.display_name AS member_display_name
+FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.mesh_id = $1 AND p.ended_at IS NULL
+ORDER BY p.connected_at, p.id
+`
+
+type ListLivePeersRow struct {
+	ID                string
+	SessionPubkey     *string
+	DisplayName       *string
+	Status            string
+	Summary           *string
+	Groups            []byte
+	SessionID         string
+	ConnectedAt       time.Time
+	Cwd               string
+	Hostname          *string
+	PeerType          *string
+	Channel           *string
+	Model             *string
+	Stats             []byte
+	Visible           bool
+	Profile           []byte
+	MemberID          string
+	MemberPubkey      string
+	MemberDisplayName string
+}
+
+// list_peers: the mesh's live presences on every instance, oldest first.
+func (q *Queries) ListLivePeers(ctx context.Context, meshID string) ([]ListLivePeersRow, error) {
+	rows, err := q.db.Query(ctx, listLivePeers, meshID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListLivePeersRow{}
+	for rows.Next() {
+		var i ListLivePeersRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SessionPubkey,
+			&i.DisplayName,
+			&i.Status,
+			&i.Summary,
+			&i.Groups,
+			&i.SessionID,
+			&i.ConnectedAt,
+			&i.Cwd,
+			&i.Hostname,
+			&i.PeerType,
+			&i.Channel,
+			&i.Model,
+			&i.Stats,
+			&i.Visible,
+			&i.Profile,
+			&i.MemberID,
+			&i.MemberPubkey,
+			&i.MemberDisplayName,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const multicastRecipients = `-- name: MulticastRecipients :many
+SELECT p.id, p.member_id, p.groups, m.peer_grants
+FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.mesh_id = $1 AND p.ended_at IS NULL AND p.visible AND p.member_id <> $2
+`
+
+type MulticastRecipientsParams struct {
+	MeshID         string
+	SenderMemberID string
+}
+
+type MulticastRecipientsRow struct {
+	ID         string
+	MemberID   string
+	Groups     []byte
+	PeerGrants []byte
+}
+
+// Live presences of a mesh that a broadcast or group message reaches (grace-window
+// presences included), with their member's grants; the sender's own member is excluded.
+func (q *Queries) MulticastRecipients(ctx context.Context, arg MulticastRecipientsParams) ([]MulticastRecipientsRow, error) {
+	rows, err := q.db.Query(ctx, multicastRecipients, arg.MeshID, arg.SenderMemberID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []MulticastRecipientsRow{}
+	for rows.Next() {
+		var i MulticastRecipientsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.MemberID,
+			&i.Groups,
+			&i.PeerGrants,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const setPresenceGroups = `-- name: SetPresenceGroups :exec
+UPDATE presences SET groups = $1 WHERE id = $2 AND ended_at IS NULL
+`
+
+type SetPresenceGroupsParams struct {
+	Groups []byte
+	ID     string
+}
+
+func (q *Queries) SetPresenceGroups(ctx context.Context, arg SetPresenceGroupsParams) error {
+	_, err := q.db.Exec(ctx, setPresenceGroups, arg.Groups, arg.ID)
+	return err
+}
+
+const setPresenceStatus = `-- name: SetPresenceStatus :one
+UPDATE presences SET status = $1, status_source = $2, status_updated_at = now()
+WHERE id = $3 AND ended_at IS NULL
+RETURNING status
+`
+
+type SetPresenceStatusParams struct {
+	Status       string
+	StatusSource string
+	ID           string
+}
+
+func (q *Queries) SetPresenceStatus(ctx context.Context, arg SetPresenceStatusParams) (string, error) {
+	row := q.db.QueryRow(ctx, setPresenceStatus, arg.Status, arg.StatusSource, arg.ID)
+	var status string
+	err := row.Scan(&status)
+	return status, err
+}
+
+const setPresenceSummary = `-- name: SetPresenceSummary :exec
+UPDATE presences SET summary = $1 WHERE id = $2 AND ended_at IS NULL
+`
+
+type SetPresenceSummaryParams struct {
+	Summary *string
+	ID      string
+}
+
+func (q *Queries) SetPresenceSummary(ctx context.Context, arg SetPresenceSummaryParams) error {
+	_, err := q.db.Exec(ctx, setPresenceSummary, arg.Summary, arg.ID)
+	return err
+}
+
+const setPresenceVisible = `-- name: SetPresenceVisible :exec
+UPDATE presences SET visible = $1 WHERE id = $2 AND ended_at IS NULL
+`
+
+type SetPresenceVisibleParams struct {
+	Visible bool
+	ID      string
+}
+
+func (q *Queries) SetPresenceVisible(ctx context.Context, arg SetPresenceVisibleParams) error {
+	_, err := q.db.Exec(ctx, setPresenceVisible, arg.Visible, arg.ID)
+	return err
+}
+
+const takeOverPresence = `-- name: TakeOverPresence :one
+UPDATE presences SET
+    instance_id = $1, connection_epoch = connection_epoch + 1, member_id = $2,
+    session_id = $3, session_pubkey = $4, display_name = $5,
+    pid = $6, cwd = $7, hostname = $8, peer_type = $9,
+    channel = $10, model = $11, capabilities = $12,
+    protocol_version = $13, last_seen_at = now(), disconnected_at = NULL
+WHERE mesh_id = $14 AND identity_key = $15 AND ended_at IS NULL
+RETURNING id, connection_epoch, groups, visible, profile, summary, status, connected_at
+`
+
+type TakeOverPresenceParams struct {
+	InstanceID      *string
+	MemberID        string
+	SessionID       string
+	SessionPubkey   *string
+	DisplayName     *string
+	Pid             int32
+	Cwd             string
+	Hostname        *string
+	PeerType        *string
+	Channel         *string
+	Model           *string
+	Capabilities    []string
+	ProtocolVersion *int32
+	MeshID          string
+	IdentityKey     string
+}
+
+type TakeOverPresenceRow struct {
+	ID              string
+	ConnectionEpoch int64
+	Groups          []byte
+	Visible         bool
+	Profile         []byte
+	Summary         *string
+	Status          string
+	ConnectedAt     time.Time
+}
+
+// A hello for an identity that already has a live presence takes the row over: new socket,
+// new instance, epoch bumped (which fences the old socket), grace window cleared.
+func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresenceParams) (TakeOverPresenceRow, error) {
+	row := q.db.QueryRow(ctx, takeOverPresence,
+		arg.InstanceID,
+		arg.MemberID,
+		arg.SessionID,
+		arg.SessionPubkey,
+		arg.DisplayName,
+		arg.Pid,
+		arg.Cwd,
+		arg.Hostname,
+		arg.PeerType,
+		arg.Channel,
+		arg.Model,
+		arg.Capabilities,
+		arg.ProtocolVersion,
+		arg.MeshID,
+		arg.IdentityKey,
+	)
+	var i TakeOverPresenceRow
+	err := row.Scan(
+		&i.ID,
+		&i.ConnectionEpoch,
+		&i.Groups,
+		&i.Visible,
+		&i.Profile,
+		&i.Summary,
+		&i.Status,
+		&i.ConnectedAt,
+	)
+	return i, err
+}
+
+const touchPresence = `-- name: TouchPresence :exec
+UPDATE presences SET last_seen_at = now()
+WHERE id = $1 AND connection_epoch = $2 AND ended_at IS NULL
+`
+
+type TouchPresenceParams struct {
+	ID    string
+	Epoch int64
+}
+
+func (q *Queries) TouchPresence(ctx context.Context, arg TouchPresenceParams) error {
+	_, err := q.db.Exec(ctx, touchPresence, arg.ID, arg.Epoch)
+	return err
 }

@@ -4,3 +4,66 @@
 -- The broker_queue_depth gauge: deliveries not yet delivered and not expired.
 SELECT count(*) FROM deliveries
 WHERE delivered_at IS NULL AND expires_at > now();
+
+-- name: ClaimDeliveries :many
+-- Leases up to @lim deliverable rows of one presence (its own rows, and its member's
+-- member-keyed rows), oldest first. Held priorities (next, low) are deliverable only while
+-- the presence is idle, read here so a status set on any instance counts at once. Rows with
+-- a live lease of another claim are skipped; concurrent claims get disjoint sets.
+WITH c AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.delivered_at IS NULL AND d.expires_at > now()
+      AND (d.recipient_presence_id = @presence_id
+           OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = @member_id))
+      AND (d.priority = 'now'
+           OR (SELECT p.status FROM presences p WHERE p.id = @presence_id) = 'idle')
+      AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+    ORDER BY d.id
+    LIMIT @lim
+    FOR UPDATE OF d SKIP LOCKED
+)
+UPDATE deliveries d
+SET claimed_by = @presence_id, lease_expires_at = now() + make_interval(secs => @lease_seconds::float8),
+    attempts = d.attempts + 1
+FROM c, messages m, members s
+WHERE d.id = c.id AND m.id = d.message_id AND s.id = m.sender_member_id
+RETURNING d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority, m.nonce, m.ciphertext,
+          m.created_at, m.client_message_id, m.target_kind,
+          coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,
+          s.peer_pubkey AS sender_member_pubkey;
+
+-- name: MarkDelivered :execrows
+UPDATE deliveries SET delivered_at = now()
+WHERE id = ANY(@ids::bigint[]) AND delivered_at IS NULL;
+
+-- name: MarkDeliveredByMessage :execrows
+-- A client_ack: the recipient presence acknowledges messages by id.
+UPDATE deliveries SET delivered_at = now()
+WHERE message_id = ANY(@message_ids::text[]) AND claimed_by = @presence_id AND delivered_at IS NULL;
+
+-- name: ReleaseLeases :execrows
+-- A socket of this presence is gone: what it held but did not deliver is claimable again.
+UPDATE deliveries SET lease_expires_at = NULL, claimed_by = NULL
+WHERE claimed_by = @presence_id AND delivered_at IS NULL
+  AND (recipient_presence_id = @presence_id OR (recipient_presence_id IS NULL AND recipient_member_id = @member_id));
+
+-- name: ReroutePresenceDeliveries :execrows
+-- A presence ended: direct messages addressed to its session key go to its member (any
+-- session may take them); multicast copies for it are dropped (multicast is not queued).
+WITH gone AS (
+    DELETE FROM deliveries d USING messages m
+    WHERE d.recipient_presence_id = @presence_id AND d.delivered_at IS NULL
+      AND m.id = d.message_id AND m.target_kind IN ('broadcast', 'group')
+    RETURNING d.id
+)
+UPDATE deliveries d SET recipient_presence_id = NULL, claimed_by = NULL, lease_expires_at = NULL
+FROM messages m
+WHERE d.recipient_presence_id = @presence_id AND d.delivered_at IS NULL
+  AND m.id = d.message_id AND m.target_kind = 'session';
+
+-- name: MessageDeliveryState :one
+SELECT m.id, m.mesh_id, m.target_spec, m.target_kind,
+       count(d.id) AS recipients, count(d.delivered_at) AS delivered, max(d.delivered_at) AS last_delivered_at
+FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
+WHERE m.id = @id
+GROUP BY m.id;

@@ -3,3 +3,90 @@
 -- name: CountLivePresences :one
 -- The hello capacity check, across every instance (grace-window presences included).
 SELECT count(*) FROM presences WHERE mesh_id = @mesh_id AND ended_at IS NULL;
+
+-- name: TakeOverPresence :one
+-- A hello for an identity that already has a live presence takes the row over: new socket,
+-- new instance, epoch bumped (which fences the old socket), grace window cleared.
+UPDATE presences SET
+    instance_id = @instance_id, connection_epoch = connection_epoch + 1, member_id = @member_id,
+    session_id = @session_id, session_pubkey = sqlc.narg(session_pubkey), display_name = sqlc.narg(display_name),
+    pid = @pid, cwd = @cwd, hostname = sqlc.narg(hostname), peer_type = sqlc.narg(peer_type),
+    channel = sqlc.narg(channel), model = sqlc.narg(model), capabilities = @capabilities,
+    protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
+WHERE mesh_id = @mesh_id AND identity_key = @identity_key AND ended_at IS NULL
+RETURNING id, connection_epoch, groups, visible, profile, summary, status, connected_at;
+
+-- name: InsertPresence :one
+INSERT INTO presences (
+    id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
+    hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
+    visible, profile)
+VALUES (
+    @id, @mesh_id, @member_id, @identity_key, @session_id, sqlc.narg(session_pubkey), sqlc.narg(display_name),
+    @pid, @cwd, sqlc.narg(hostname), sqlc.narg(peer_type), sqlc.narg(channel), sqlc.narg(model),
+    @capabilities, sqlc.narg(protocol_version), @instance_id, @groups, @visible, @profile)
+RETURNING id, connection_epoch, connected_at;
+
+-- name: EndPresence :one
+-- Ends a presence if this socket (epoch) still owns it.
+UPDATE presences SET ended_at = now(), end_reason = @reason
+WHERE id = @id AND connection_epoch = @epoch AND ended_at IS NULL
+RETURNING id, mesh_id, member_id, session_pubkey, display_name, groups, visible, profile, summary, stats;
+
+-- name: DisconnectPresence :execrows
+-- The socket dropped: the presence stays for the grace window.
+UPDATE presences SET disconnected_at = now(), instance_id = NULL
+WHERE id = @id AND connection_epoch = @epoch AND ended_at IS NULL;
+
+-- name: TouchPresence :exec
+UPDATE presences SET last_seen_at = now()
+WHERE id = @id AND connection_epoch = @epoch AND ended_at IS NULL;
+
+-- name: ListLivePeers :many
+-- list_peers: the mesh's live presences on every instance, oldest first.
+SELECT p.id, p.session_pubkey, p.display_name, p.status, p.summary, p.groups, p.session_id,
+       p.connected_at, p.cwd, p.hostname, p.peer_type, p.channel, p.model, p.stats, p.visible,
+       p.profile, p.member_id, m.peer_pubkey AS member_pubkey, m.display_name AS member_display_name
+FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL
+ORDER BY p.connected_at, p.id;
+
+-- name: SetPresenceStatus :one
+UPDATE presences SET status = @status, status_source = @status_source, status_updated_at = now()
+WHERE id = @id AND ended_at IS NULL
+RETURNING status;
+
+-- name: SetPresenceSummary :exec
+UPDATE presences SET summary = @summary WHERE id = @id AND ended_at IS NULL;
+
+-- name: SetPresenceVisible :exec
+UPDATE presences SET visible = @visible WHERE id = @id AND ended_at IS NULL;
+
+-- name: SetPresenceGroups :exec
+UPDATE presences SET groups = @groups WHERE id = @id AND ended_at IS NULL;
+
+-- name: GetPresenceGroups :one
+SELECT groups FROM presences WHERE id = @id;
+
+-- name: MulticastRecipients :many
+-- Live presences of a mesh that a broadcast or group message reaches (grace-window
+-- presences included), with their member's grants; the sender's own member is excluded.
+SELECT p.id, p.member_id, p.groups, m.peer_grants
+FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id <> @sender_member_id;
+
+-- name: ExpiredGracePresences :many
+-- Presences whose socket has been gone longer than the grace window.
+SELECT id, connection_epoch FROM presences
+WHERE disconnected_at IS NOT NULL AND ended_at IS NULL
+  AND disconnected_at < now() - make_interval(secs => @grace_seconds::float8)
+ORDER BY disconnected_at
+LIMIT 200;
+
+-- name: DisconnectPresencesOfDeadInstances :execrows
+-- Sockets held by an instance that stopped or stopped heartbeating are gone: their
+-- presences enter the grace window.
+UPDATE presences p SET disconnected_at = now(), instance_id = NULL
+FROM instances i
+WHERE p.instance_id = i.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL
+  AND (i.stopped_at IS NOT NULL OR i.heartbeat_at < now() - make_interval(secs => @dead_after_seconds::float8));

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"time"
 
@@ -18,12 +19,16 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/buildinfo"
 	"github.com/meshbroker/meshbroker/internal/config"
+	"github.com/meshbroker/meshbroker/internal/delivery"
 	"github.com/meshbroker/meshbroker/internal/devdb"
 	"github.com/meshbroker/meshbroker/internal/health"
+	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/jobs"
 	"github.com/meshbroker/meshbroker/internal/metrics"
 	"github.com/meshbroker/meshbroker/internal/migrate"
+	"github.com/meshbroker/meshbroker/internal/notifier"
 	"github.com/meshbroker/meshbroker/internal/server"
+	"github.com/meshbroker/meshbroker/internal/session"
 )
 
 // Database is an open connection to the broker's Postgres, embedded or not.
@@ -107,9 +112,31 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	m := metrics.New()
 	m.RegisterPool(pool)
 	checker := health.NewChecker(pool, migrator, cfg.ExpectedMigration, m.DBHealthy)
+
+	router := delivery.NewRouter(pool, cfg.QueueTTL)
+	router.OnGrantDrop = func(cap string) { m.MessagesDroppedByGrant.WithLabelValues(cap).Inc() }
+	hub := session.NewHub(session.Config{
+		InstanceID: ids.New(), MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,
+		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
+	}, pool, router, m, log.With("subsystem", "session"))
+	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))
+	checker.AddCheck(health.Check{Reason: "listener_down", Fn: func(context.Context) error {
+		if !listener.Connected() {
+			return errors.New("the LISTEN connection is not established")
+		}
+		return nil
+	}})
+	checker.AddCheck(health.Check{Reason: "instance_unregistered", Fn: func(context.Context) error {
+		if !hub.Registered() {
+			return errors.New("this instance is not yet recorded in the database")
+		}
+		return nil
+	}})
+	hostname, _ := os.Hostname()
+
 	srv := server.New(server.Deps{
 		Checker: checker, Metrics: m, Logger: log,
-		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(),
+		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(), WS: hub,
 	})
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
@@ -141,6 +168,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	defer stopBG()
 	go checker.Run(bg)
 	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
+	go listener.Run(bg)
+	go hub.Run(bg)
+	go hub.Maintain(bg, cfg.PresenceGrace, session.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
@@ -155,21 +185,30 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	return drain(cfg, log, checker, httpSrv)
+	return drain(cfg, log, checker, httpSrv, hub)
 }
 
 // drain is the shutdown sequence: fail readiness so the proxy routes new work elsewhere,
 // stop accepting, and let in-flight requests finish, all within DRAIN_TIMEOUT (three
 // quarters of it for HTTP; the rest is for closing the pool and the embedded cluster).
-func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv *http.Server) error {
+func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv *http.Server, hub *session.Hub) error {
 	start := time.Now()
 	checker.SetDraining()
-	log.Info("draining", "drain_timeout", cfg.DrainTimeout.String())
+	log.Info("draining", "drain_timeout", cfg.DrainTimeout.String(), "sockets", hub.Count())
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout*3/4)
 	defer cancel()
+	// Peers are told to reconnect (1001); their presences keep the grace window, so a
+	// reconnect to another instance is silent and receives what was queued meanwhile.
+	hub.CloseAll()
 	if err := httpSrv.Shutdown(ctx); err != nil {
 		log.Warn("drain deadline reached; closing remaining connections", "err", err)
 		_ = httpSrv.Close()
+	}
+	for hub.Count() > 0 && ctx.Err() == nil {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := hub.StopInstance(context.WithoutCancel(ctx)); err != nil {
+		log.Warn("mark instance stopped", "err", err)
 	}
 	log.Info("drained", "took_ms", time.Since(start).Milliseconds())
 	return nil

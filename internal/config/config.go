@@ -48,6 +48,14 @@ type Config struct {
 	MaxMessageBytes int
 	// HOOK_RATE_LIMIT_PER_MIN: per (pid, cwd) bucket capacity and refill per minute.
 	HookRateLimitPerMin int
+	// ALLOWED_ORIGINS: browser origins allowed to open /ws (comma-separated; "*" = any).
+	AllowedOrigins []string
+	// REQUIRE_SESSION_PROOF: refuse hellos without a valid sessionSig.
+	RequireSessionProof bool
+	// QUEUE_TTL: how long a message waits for an offline recipient.
+	QueueTTL time.Duration
+	// PRESENCE_GRACE_SECONDS: how long a dropped socket's presence waits for a reconnect.
+	PresenceGrace time.Duration
 
 	// NODE_ENV: development, production or test (kept for parity with the original).
 	Env string
@@ -93,6 +101,10 @@ var Vars = []Var{
 	{"MAX_CONNECTIONS_PER_INSTANCE", "10000", "sockets one instance accepts; fly.toml's hard_limit"},
 	{"MAX_MESSAGE_BYTES", "65536", "WebSocket frame cap, send payload cap and HTTP JSON body cap"},
 	{"HOOK_RATE_LIMIT_PER_MIN", "30", "POST /hook/set-status bucket per (pid, cwd): capacity and refill per minute"},
+	{"ALLOWED_ORIGINS", "", "browser origins allowed to open /ws, comma-separated (\"*\" = any); requests without Origin (CLI peers) are always allowed"},
+	{"REQUIRE_SESSION_PROOF", "0", "1 = refuse a hello without a valid sessionSig"},
+	{"QUEUE_TTL", "168h", "how long a message waits for an offline recipient (Go duration or seconds)"},
+	{"PRESENCE_GRACE_SECONDS", "90", "how long a dropped socket's presence waits for a reconnect before peer_left"},
 	{"NODE_ENV", "development", "development, production or test"},
 	{"GIT_SHA", "", "commit reported by /health (default: the build's VCS stamp)"},
 	{"CLI_SYNC_SECRET", "", "HS256 secret for /cli-sync tokens"},
@@ -126,6 +138,10 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxConnectionsPerInstance: r.intRange("MAX_CONNECTIONS_PER_INSTANCE", 1, 10_000_000),
 		MaxMessageBytes:           r.intRange("MAX_MESSAGE_BYTES", 1024, 64<<20),
 		HookRateLimitPerMin:       r.intRange("HOOK_RATE_LIMIT_PER_MIN", 1, 1_000_000),
+		AllowedOrigins:            r.list("ALLOWED_ORIGINS"),
+		RequireSessionProof:       r.flag("REQUIRE_SESSION_PROOF"),
+		QueueTTL:                  r.duration("QUEUE_TTL"),
+		PresenceGrace:             time.Duration(r.intRange("PRESENCE_GRACE_SECONDS", 0, 86400)) * time.Second,
 		Env:                       r.oneOf("NODE_ENV", "development", "production", "test"),
 		CLISyncSecret:             r.str("CLI_SYNC_SECRET"),
 		LegacyAuth:                r.flag("BROKER_LEGACY_AUTH"),
@@ -192,6 +208,16 @@ func (r *reader) optionalIntRange(name string, lo, hi int) int {
 		return 0
 	}
 	return r.intRange(name, lo, hi)
+}
+
+func (r *reader) list(name string) []string {
+	var out []string
+	for _, v := range strings.Split(r.raw(name), ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func (r *reader) flag(name string) bool {

@@ -23,6 +23,8 @@ type Deps struct {
 	Logger  *slog.Logger
 	Version string
 	GitSHA  string
+	// WS serves the WebSocket upgrade at /ws (nil: /ws answers 404).
+	WS http.Handler
 }
 
 // Server routes HTTP requests.
@@ -37,6 +39,10 @@ func New(deps Deps) *Server {
 	s.handle("/health", http.MethodGet, s.handleHealth)
 	s.handle("/health/ready", http.MethodGet, s.handleReady)
 	s.handle("/metrics", http.MethodGet, deps.Metrics.Handler().ServeHTTP)
+	if deps.WS != nil {
+		// Registered as a path, so a query string does not break the match.
+		s.handle("/ws", http.MethodGet, deps.WS.ServeHTTP)
+	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found")
 	})

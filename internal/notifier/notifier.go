@@ -1,0 +1,182 @@
+// Package notifier carries wake-ups between broker instances over Postgres LISTEN/NOTIFY:
+// one dedicated connection per process listens on one channel and dispatches each
+// notification to a handler; any instance publishes with pg_notify.
+//
+// Notifications are hints. A lost one delays delivery until the next poll but never loses a
+// message, because the rows are the truth. After every (re)connect the listener calls
+// OnConnected, so the owner can resync (poll everything it holds) for notifications it may
+// have missed while disconnected. Connected reports the listener's state for readiness.
+//
+// Wire format: "w <tokens…>" where tokens are p:<presenceID> (that presence has work) and
+// m:<memberID> (that member has work); "k <presenceID> <epoch>" (close sockets of the
+// presence older than epoch: a takeover); "s <json>" (a system event to fan out).
+package notifier
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Channel is the one LISTEN channel all instances share.
+const Channel = "meshbroker"
+
+// maxPayload keeps a notification under Postgres' 8000-byte limit.
+const maxPayload = 7900
+
+// Handler receives notifications. Methods are called from the listener goroutine, one at a
+// time, and must not block for long.
+type Handler interface {
+	OnWake(presenceIDs, memberIDs []string)
+	OnKick(presenceID string, epoch int64)
+	OnSystem(payload []byte)
+	OnConnected()
+}
+
+// Listener owns the LISTEN connection.
+type Listener struct {
+	url       string
+	h         Handler
+	log       *slog.Logger
+	connected atomic.Bool
+}
+
+// NewListener builds a listener for databaseURL.
+func NewListener(databaseURL string, h Handler, log *slog.Logger) *Listener {
+	return &Listener{url: databaseURL, h: h, log: log}
+}
+
+// Connected reports whether the listener currently holds a LISTEN connection.
+func (l *Listener) Connected() bool { return l.connected.Load() }
+
+// Run listens until ctx ends, reconnecting with backoff (100 ms doubling to 5 s).
+func (l *Listener) Run(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := l.listenOnce(ctx)
+		l.connected.Store(false)
+		if ctx.Err() != nil {
+			return
+		}
+		l.log.Warn("notification listener disconnected; reconnecting", "err", err, "in", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (l *Listener) listenOnce(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	conn, err := pgx.Connect(cctx, l.url)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
+		return err
+	}
+	l.connected.Store(true)
+	// LISTEN first, then resync: whatever was published before this point is picked up by
+	// the owner's poll; whatever comes after arrives here.
+	l.h.OnConnected()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		l.dispatch(n.Payload)
+	}
+}
+
+func (l *Listener) dispatch(payload string) {
+	kind, rest, _ := strings.Cut(payload, " ")
+	switch kind {
+	case "w":
+		var ps, ms []string
+		for _, tok := range strings.Fields(rest) {
+			switch {
+			case strings.HasPrefix(tok, "p:"):
+				ps = append(ps, tok[2:])
+			case strings.HasPrefix(tok, "m:"):
+				ms = append(ms, tok[2:])
+			}
+		}
+		l.h.OnWake(ps, ms)
+	case "k":
+		id, epochStr, _ := strings.Cut(rest, " ")
+		var epoch int64
+		for _, c := range epochStr {
+			if c < '0' || c > '9' {
+				return
+			}
+			epoch = epoch*10 + int64(c-'0')
+		}
+		l.h.OnKick(id, epoch)
+	case "s":
+		l.h.OnSystem([]byte(rest))
+	default:
+		l.log.Debug("ignoring unknown notification", "payload_prefix", kind)
+	}
+}
+
+// WakePayloads encodes wake tokens into as few notification payloads as fit.
+func WakePayloads(presenceIDs, memberIDs []string) []string {
+	var out []string
+	var b strings.Builder
+	add := func(tok string) {
+		if b.Len() > 0 && b.Len()+1+len(tok) > maxPayload {
+			out = append(out, b.String())
+			b.Reset()
+		}
+		if b.Len() == 0 {
+			b.WriteString("w")
+		}
+		b.WriteByte(' ')
+		b.WriteString(tok)
+	}
+	for _, p := range presenceIDs {
+		add("p:" + p)
+	}
+	for _, m := range memberIDs {
+		add("m:" + m)
+	}
+	if b.Len() > 0 {
+		out = append(out, b.String())
+	}
+	return out
+}
+
+// KickPayload encodes a takeover: sockets of presenceID older than epoch must close.
+func KickPayload(presenceID string, epoch int64) string {
+	return "k " + presenceID + " " + itoa(epoch)
+}
+
+// SystemPayload encodes a system event (JSON) for fan-out; ok=false if it is too large.
+func SystemPayload(event []byte) (string, bool) {
+	if len(event)+2 > maxPayload {
+		return "", false
+	}
+	return "s " + string(event), true
+}
+
+func itoa(n int64) string {
+	if n == 0 {
+		return "0"
+	}
+	var b [20]byte
+	i := len(b)
+	for n > 0 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	return string(b[i:])
+}

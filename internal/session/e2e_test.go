@@ -1,0 +1,303 @@
+package session_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha512"
+	"encoding/base64"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"filippo.io/edwards25519"
+	"golang.org/x/crypto/nacl/box"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }
+
+// curvePublic converts an ed25519 public key (hex) to X25519, as libsodium's
+// crypto_sign_ed25519_pk_to_curve25519 does.
+func curvePublic(t *testing.T, edHex string) *[32]byte {
+	t.Helper()
+	b, err := hex.DecodeString(edHex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := new(edwards25519.Point).SetBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [32]byte
+	copy(out[:], p.BytesMontgomery())
+	return &out
+}
+
+// curveSecret converts an ed25519 secret key to X25519 (crypto_sign_ed25519_sk_to_curve25519).
+func curveSecret(sk ed25519.PrivateKey) *[32]byte {
+	h := sha512.Sum512(sk.Seed())
+	var out [32]byte
+	copy(out[:], h[:32])
+	out[0] &= 248
+	out[31] &= 127
+	out[31] |= 64
+	return &out
+}
+
+func seal(t *testing.T, msg string, recipientEdHex string, senderSecret ed25519.PrivateKey) (nonce, ciphertext string) {
+	t.Helper()
+	var n [24]byte
+	_, _ = rand.Read(n[:])
+	ct := box.Seal(nil, []byte(msg), &n, curvePublic(t, recipientEdHex), curveSecret(senderSecret))
+	return base64.StdEncoding.EncodeToString(n[:]), base64.StdEncoding.EncodeToString(ct)
+}
+
+func open(t *testing.T, push client.Frame, recipientSecret ed25519.PrivateKey) string {
+	t.Helper()
+	n, err1 := base64.StdEncoding.DecodeString(push.Str("nonce"))
+	ct, err2 := base64.StdEncoding.DecodeString(push.Str("ciphertext"))
+	if err1 != nil || err2 != nil || len(n) != 24 {
+		t.Fatalf("push nonce/ciphertext not base64: %v", push)
+	}
+	var nonce [24]byte
+	copy(nonce[:], n)
+	pt, ok := box.Open(nil, ct, &nonce, curvePublic(t, push.Str("senderPubkey")), curveSecret(recipientSecret))
+	if !ok {
+		t.Fatalf("push does not decrypt with senderPubkey %s", push.Str("senderPubkey"))
+	}
+	return string(pt)
+}
+
+func within(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Two instances on one database: a DM from a socket on instance 1 reaches a socket on
+// instance 2, end-to-end encrypted, and the ciphertext passes through untouched.
+func TestDirectMessageAcrossInstances(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+
+	_, aliceSess := client.NewKey()
+	_, bobSess := client.NewKey()
+	alice, err := client.Dial(ctx, i1.WS, ids["alice"], client.Options{SessionKey: aliceSess, Proof: true, Cwd: "/a", Pid: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionKey: bobSess, Proof: true, Cwd: "/b", Pid: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if bob.Ack.Str("presenceId") == "" || bob.Ack.Str("memberDisplayName") != "bob" {
+		t.Fatalf("hello_ack %v", bob.Ack)
+	}
+
+	nonce, ct := seal(t, "hello bob, from alice", bob.SessionPub, aliceSess)
+	ack, err := alice.Send(ctx, client.Message{Target: bob.SessionPub, Priority: "now", Nonce: nonce, Ciphertext: ct})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack["queued"] != true || ack.Str("messageId") == "" {
+		t.Fatalf("ack %v", ack)
+	}
+	push, err := bob.NextMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if push.Str("messageId") != ack.Str("messageId") || push.Str("senderPubkey") != alice.SessionPub ||
+		push.Str("senderMemberPubkey") != ids["alice"].Pubkey || push.Str("nonce") != nonce || push.Str("ciphertext") != ct {
+		t.Fatalf("push %v", push)
+	}
+	if got := open(t, push, bobSess); got != "hello bob, from alice" {
+		t.Fatalf("decrypted %q", got)
+	}
+
+	// A DM to bob's member key also reaches bob's session.
+	nonce, ct = seal(t, "to your member key", bob.SessionPub, aliceSess)
+	if ack, err := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: nonce, Ciphertext: ct}); err != nil || ack["queued"] != true {
+		t.Fatalf("member-key DM: %v %v", ack, err)
+	}
+	if push, err := bob.NextMessage(ctx); err != nil || open(t, push, bobSess) != "to your member key" {
+		t.Fatalf("member-key push: %v %v", push, err)
+	}
+
+	// list_peers on instance 1 sees both sessions, across instances.
+	if err := alice.Write(ctx, map[string]any{"type": "list_peers", "_reqId": "r1"}); err != nil {
+		t.Fatal(err)
+	}
+	pl, err := alice.Next(ctx, "peers_list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers, _ := pl["peers"].([]any)
+	if len(peers) != 2 || pl.Str("_reqId") != "r1" {
+		t.Fatalf("peers_list %v", pl)
+	}
+}
+
+// Broadcast reaches every other member's sessions on both instances, never the sender's own.
+func TestBroadcastAcrossInstances(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob", "carol")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	dial := func(who string, url string, sess string) *client.Client {
+		c, err := client.Dial(ctx, url, ids[who], client.Options{SessionID: sess, Cwd: "/" + who})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	alice := dial("alice", i1.WS, "a1")
+	alice2 := dial("alice", i2.WS, "a2") // the sender's sibling session
+	bob := dial("bob", i2.WS, "b1")
+	carol := dial("carol", i1.WS, "c1")
+
+	ack, err := alice.Send(ctx, client.Message{Target: "*", Priority: "next", Nonce: "n", Ciphertext: "YnJvYWRjYXN0"})
+	if err != nil || ack["queued"] != true {
+		t.Fatalf("broadcast ack %v %v", ack, err)
+	}
+	for _, c := range []*client.Client{bob, carol} {
+		p, err := c.NextMessage(ctx)
+		if err != nil || p.Str("messageId") != ack.Str("messageId") || p.Str("ciphertext") != "YnJvYWRjYXN0" {
+			t.Fatalf("broadcast push %v %v", p, err)
+		}
+	}
+	// The sibling must get nothing but system events.
+	quiet, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if f, err := alice2.NextMessage(quiet); err == nil {
+		t.Fatalf("sender's sibling session received its own broadcast: %v", f)
+	}
+}
+
+// A next-priority DM is held while the recipient is working and released the moment it
+// goes idle, whichever instance it is on.
+func TestHeldMessageReleasedOnIdle(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	alice, err := client.Dial(ctx, i1.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if err := bob.Write(ctx, map[string]any{"type": "set_status", "status": "working"}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the status is stored, via list_peers.
+	for {
+		_ = alice.Write(ctx, map[string]any{"type": "list_peers"})
+		pl, err := alice.Next(ctx, "peers_list")
+		if err != nil {
+			t.Fatal(err)
+		}
+		working := false
+		for _, p := range pl["peers"].([]any) {
+			if pm := p.(map[string]any); pm["status"] == "working" {
+				working = true
+			}
+		}
+		if working {
+			break
+		}
+	}
+	ack, err := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "next", Nonce: "n", Ciphertext: "aGVsZA=="})
+	if err != nil || ack["queued"] != true {
+		t.Fatalf("ack %v %v", ack, err)
+	}
+	held, cancel := context.WithTimeout(ctx, 700*time.Millisecond)
+	defer cancel()
+	if p, err := bob.NextMessage(held); err == nil {
+		t.Fatalf("next-priority message pushed while working: %v", p)
+	}
+	if err := bob.Write(ctx, map[string]any{"type": "set_status", "status": "idle"}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := bob.NextMessage(ctx); err != nil || p.Str("messageId") != ack.Str("messageId") {
+		t.Fatalf("held message not released on idle: %v %v", p, err)
+	}
+}
+
+// A reconnect of the same session identity on the other instance takes the presence over:
+// the old socket is closed with session_replaced, and no peer_left/peer_joined is announced.
+func TestTakeoverAcrossInstances(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	_, sess := client.NewKey()
+	watcher, err := client.Dial(ctx, i1.WS, ids["alice"], client.Options{SessionID: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watcher.Close()
+	first, err := client.Dial(ctx, i1.WS, ids["bob"], client.Options{SessionKey: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := watcher.Next(ctx, "push"); err != nil || p.Str("event") != "peer_joined" {
+		t.Fatalf("peer_joined for the first socket: %v %v", p, err)
+	}
+	second, err := client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionKey: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Close()
+	if second.Ack.Str("presenceId") != first.Ack.Str("presenceId") {
+		t.Fatalf("takeover created a new presence: %s vs %s", second.Ack.Str("presenceId"), first.Ack.Str("presenceId"))
+	}
+	select {
+	case <-first.Done():
+	case <-ctx.Done():
+		t.Fatal("old socket not closed after takeover")
+	}
+	if err := first.Err(); err == nil || !contains(err.Error(), "session_replaced") {
+		t.Fatalf("old socket closed with %v, want session_replaced", err)
+	}
+	quiet, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if p, err := watcher.Next(quiet, "push"); err == nil {
+		t.Fatalf("takeover announced %v", p)
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0)
+}
+
+func indexOf(s, sub string) int {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,291 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/delivery"
+	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+// handle dispatches one decoded frame of an authenticated session. Unknown types are
+// ignored, as the original did (clients of newer brokers send types older ones lack).
+func (s *Session) handle(ctx context.Context, f protocol.Frame) {
+	h := s.hub
+	switch b := f.Body.(type) {
+	case *protocol.Hello:
+		s.send(protocol.NewError(protocol.CodeAlreadyAuthenticated, "this socket already sent hello", f.ReqID))
+	case *protocol.Send:
+		s.handleSend(ctx, b)
+	case *protocol.ClientAck:
+		ids := b.MessageIDs
+		if b.MessageID != "" {
+			ids = append(ids, b.MessageID)
+		}
+		if len(ids) > 0 {
+			pid := s.presenceID
+			if _, err := h.q.MarkDeliveredByMessage(ctx, db.MarkDeliveredByMessageParams{MessageIds: ids, PresenceID: &pid}); err != nil {
+				h.log.Warn("client_ack", "err", err)
+			}
+		}
+	case *protocol.SetStatus:
+		s.setStatus(ctx, b.Status, "manual")
+	case *protocol.SetSummary:
+		_ = h.q.SetPresenceSummary(ctx, db.SetPresenceSummaryParams{ID: s.presenceID, Summary: &b.Summary})
+	case *protocol.SetVisible:
+		_ = h.q.SetPresenceVisible(ctx, db.SetPresenceVisibleParams{ID: s.presenceID, Visible: b.Visible})
+		event := "peer_hidden"
+		if b.Visible {
+			event = "peer_visible"
+		}
+		h.systemPush(ctx, s.member.MeshID, "", event, map[string]any{"name": s.name, "pubkey": s.pubkey})
+		s.send(protocol.Ack{Type: "ack", ID: reqIDString(f.ReqID), Queued: false, ReqID: f.ReqID})
+	case *protocol.JoinGroup:
+		s.updateGroups(ctx, func(gs []protocol.Group) []protocol.Group {
+			for i := range gs {
+				if gs[i].Name == b.Name {
+					gs[i] = protocol.Group{Name: b.Name, Role: b.Role}
+					return gs
+				}
+			}
+			return append(gs, protocol.Group{Name: b.Name, Role: b.Role})
+		})
+	case *protocol.LeaveGroup:
+		s.updateGroups(ctx, func(gs []protocol.Group) []protocol.Group {
+			out := gs[:0]
+			for _, g := range gs {
+				if g.Name != b.Name {
+					out = append(out, g)
+				}
+			}
+			return out
+		})
+	case *protocol.ListPeers:
+		s.listPeers(ctx, f.ReqID)
+	case *protocol.MessageStatus:
+		s.messageStatus(ctx, b.MessageID, f.ReqID)
+	case *protocol.AuditQuery:
+		s.auditQuery(ctx, b, f.ReqID)
+	case *protocol.AuditVerify:
+		v, err := audit.VerifyMesh(ctx, h.q, s.member.MeshID)
+		if err != nil {
+			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
+			return
+		}
+		res := map[string]any{"type": "audit_verify_result", "valid": v.Valid, "entries": v.Entries}
+		if !v.Valid {
+			res["brokenAt"] = v.BrokenAt
+		}
+		if f.ReqID != nil {
+			res["_reqId"] = f.ReqID
+		}
+		s.send(res)
+	}
+}
+
+func reqIDString(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return string(raw)
+}
+
+func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
+	h := s.hub
+	reject := func(reason, msg string) {
+		h.metrics.MessagesRejected.WithLabelValues(reason).Inc()
+		s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: msg})
+	}
+	if n := len(b.Ciphertext) + len(b.Nonce) + len(b.TargetSpec); n > h.cfg.MaxMessageBytes {
+		reject("too_large", fmt.Sprintf("payload too large: %d bytes > MAX_MESSAGE_BYTES=%d", n, h.cfg.MaxMessageBytes))
+		return
+	}
+	switch b.Priority {
+	case "now", "next", "low":
+	default:
+		reject("parse_or_handler", "priority must be now, next or low")
+		return
+	}
+	out, err := h.router.Send(ctx, delivery.Sender{
+		MeshID: s.member.MeshID, MemberID: s.member.ID, MemberPubkey: s.member.Pubkey, DisplayName: s.name,
+		PresenceID: s.presenceID, SessionPubkey: s.hello.SessionPubkey,
+	}, delivery.Request{TargetSpec: b.TargetSpec, Priority: b.Priority, Nonce: b.Nonce, Ciphertext: b.Ciphertext, ClientMessageID: b.ClientMessageID})
+	if err != nil {
+		h.log.Warn("send", "err", err)
+		reject("parse_or_handler", "broker could not store the message; retry")
+		return
+	}
+	if !out.Queued {
+		if out.Reason == "grant" {
+			s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: out.Error})
+			return
+		}
+		reject(out.Reason, out.Error)
+		return
+	}
+	s.send(protocol.Ack{Type: "ack", ID: b.ID, MessageID: out.MessageID, Queued: true})
+}
+
+// setStatus records a status; going idle wakes the presence so held messages flow.
+func (s *Session) setStatus(ctx context.Context, status, source string) {
+	switch status {
+	case "idle", "working", "dnd":
+	default:
+		return
+	}
+	h := s.hub
+	if _, err := h.q.SetPresenceStatus(ctx, db.SetPresenceStatusParams{ID: s.presenceID, Status: status, StatusSource: source}); err != nil {
+		h.log.Warn("set status", "err", err)
+		return
+	}
+	if status == "idle" {
+		h.publish(ctx, notifier.WakePayloads([]string{s.presenceID}, nil)[0])
+	}
+}
+
+func (s *Session) updateGroups(ctx context.Context, fn func([]protocol.Group) []protocol.Group) {
+	h := s.hub
+	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		raw, err := q.GetPresenceGroups(ctx, s.presenceID)
+		if err != nil {
+			return err
+		}
+		var gs []protocol.Group
+		_ = json.Unmarshal(raw, &gs)
+		gs = fn(gs)
+		if gs == nil {
+			gs = []protocol.Group{}
+		}
+		out, _ := json.Marshal(gs)
+		return q.SetPresenceGroups(ctx, db.SetPresenceGroupsParams{ID: s.presenceID, Groups: out})
+	})
+	if err != nil {
+		h.log.Warn("update groups", "err", err)
+	}
+}
+
+type peerEntry struct {
+	Pubkey       string          `json:"pubkey"`
+	MemberPubkey string          `json:"memberPubkey"`
+	DisplayName  string          `json:"displayName"`
+	Status       string          `json:"status"`
+	Summary      *string         `json:"summary"`
+	Groups       json.RawMessage `json:"groups"`
+	SessionID    string          `json:"sessionId"`
+	ConnectedAt  string          `json:"connectedAt"`
+	Cwd          string          `json:"cwd"`
+	Hostname     *string         `json:"hostname,omitempty"`
+	PeerType     *string         `json:"peerType,omitempty"`
+	Channel      *string         `json:"channel,omitempty"`
+	Model        *string         `json:"model,omitempty"`
+	Visible      bool            `json:"visible"`
+	Profile      json.RawMessage `json:"profile,omitempty"`
+}
+
+func (s *Session) listPeers(ctx context.Context, reqID json.RawMessage) {
+	rows, err := s.hub.q.ListLivePeers(ctx, s.member.MeshID)
+	if err != nil {
+		s.hub.log.Warn("list peers", "err", err)
+		rows = nil
+	}
+	peers := make([]peerEntry, 0, len(rows))
+	for _, r := range rows {
+		if !r.Visible && r.MemberID != s.member.ID {
+			continue
+		}
+		e := peerEntry{
+			Pubkey: r.MemberPubkey, MemberPubkey: r.MemberPubkey, DisplayName: r.MemberDisplayName,
+			Status: r.Status, Summary: r.Summary, Groups: rawOr(r.Groups, "[]"), SessionID: r.SessionID,
+			ConnectedAt: audit.FormatTime(r.ConnectedAt), Cwd: r.Cwd, Hostname: r.Hostname, PeerType: r.PeerType,
+			Channel: r.Channel, Model: r.Model, Visible: r.Visible,
+		}
+		if r.SessionPubkey != nil && *r.SessionPubkey != "" {
+			e.Pubkey = *r.SessionPubkey
+		}
+		if r.DisplayName != nil && *r.DisplayName != "" {
+			e.DisplayName = *r.DisplayName
+		}
+		if len(r.Profile) > 2 {
+			e.Profile = r.Profile
+		}
+		peers = append(peers, e)
+	}
+	res := map[string]any{"type": "peers_list", "peers": peers}
+	if reqID != nil {
+		res["_reqId"] = reqID
+	}
+	s.send(res)
+}
+
+func (s *Session) messageStatus(ctx context.Context, messageID string, reqID json.RawMessage) {
+	st, err := s.hub.q.MessageDeliveryState(ctx, messageID)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && st.MeshID != s.member.MeshID) {
+		s.send(protocol.NewError(protocol.CodeNotFound, "message not found", reqID))
+		return
+	}
+	if err != nil {
+		s.send(protocol.NewError(protocol.CodeInternal, "message status unavailable", reqID))
+		return
+	}
+	delivered := st.Recipients > 0 && st.Delivered == st.Recipients
+	res := map[string]any{"type": "message_status_result", "messageId": st.ID, "targetSpec": st.TargetSpec,
+		"delivered": delivered, "deliveredAt": nil, "recipients": []any{}}
+	if t, ok := st.LastDeliveredAt.(time.Time); ok && delivered {
+		res["deliveredAt"] = audit.FormatTime(t)
+	}
+	if reqID != nil {
+		res["_reqId"] = reqID
+	}
+	s.send(res)
+}
+
+func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID json.RawMessage) {
+	limit, offset := int64(50), int64(0)
+	if b.Limit != nil && *b.Limit > 0 {
+		limit = min(*b.Limit, 1000)
+	}
+	if b.Offset != nil && *b.Offset > 0 {
+		offset = *b.Offset
+	}
+	var ev *string
+	if b.EventType != "" {
+		ev = &b.EventType
+	}
+	q := s.hub.q
+	rows, err := q.AuditPage(ctx, db.AuditPageParams{MeshID: s.member.MeshID, EventType: ev, Lim: int32(limit), Off: int32(min(offset, 1<<31-1))})
+	if err != nil {
+		s.send(protocol.NewError(protocol.CodeAuditQueryError, err.Error(), reqID))
+		return
+	}
+	total, err := q.AuditCount(ctx, db.AuditCountParams{MeshID: s.member.MeshID, EventType: ev})
+	if err != nil {
+		s.send(protocol.NewError(protocol.CodeAuditQueryError, err.Error(), reqID))
+		return
+	}
+	entries := make([]map[string]any, 0, len(rows))
+	for _, r := range rows {
+		actor := "system"
+		if r.ActorDisplayName != nil {
+			actor = *r.ActorDisplayName
+		} else if r.ActorMemberID != nil {
+			actor = *r.ActorMemberID
+		}
+		entries = append(entries, map[string]any{"id": r.ID, "eventType": r.EventType, "actor": actor,
+			"payload": json.RawMessage(r.Payload), "hash": r.Hash, "createdAt": audit.FormatTime(r.CreatedAt)})
+	}
+	res := map[string]any{"type": "audit_result", "entries": entries, "total": total}
+	if reqID != nil {
+		res["_reqId"] = reqID
+	}
+	s.send(res)
+}

@@ -1,0 +1,376 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/delivery"
+	"github.com/meshbroker/meshbroker/internal/metrics"
+	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+// Config is what sessions need from the broker configuration.
+type Config struct {
+	InstanceID          string
+	MaxMessageBytes     int
+	MaxPresencesPerMesh int
+	RequireSessionProof bool
+	AllowedOrigins      []string
+	PollInterval        time.Duration // how often every local presence is re-claimed regardless of wake-ups
+	LeaseDuration       time.Duration
+}
+
+// Hub is one instance's registry of sessions and its delivery loop.
+type Hub struct {
+	cfg     Config
+	pool    *pgxpool.Pool
+	q       *db.Queries
+	router  *delivery.Router
+	metrics *metrics.Metrics
+	log     *slog.Logger
+
+	mu         sync.Mutex
+	byPresence map[string]*Session              // guarded by mu
+	byMember   map[string]map[*Session]struct{} // guarded by mu
+	byMesh     map[string]map[*Session]struct{} // guarded by mu
+	dirty      map[string]*Session              // presences to claim for; guarded by mu
+	kick       chan struct{}                    // signals the claim loop that dirty is non-empty
+	closed     bool                             // guarded by mu
+
+	delivered  chan int64  // delivery ids written to sockets, to mark delivered
+	registered atomic.Bool // this instance's row exists in instances
+}
+
+// NewHub builds a hub.
+func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.Metrics, log *slog.Logger) *Hub {
+	if cfg.PollInterval == 0 {
+		cfg.PollInterval = 5 * time.Second
+	}
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = 30 * time.Second
+	}
+	return &Hub{
+		cfg: cfg, pool: pool, q: db.New(pool), router: router, metrics: m, log: log,
+		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
+		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]*Session{},
+		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
+	}
+}
+
+// Run drives the claim loop, the delivered-marking batcher and the poll until ctx ends.
+func (h *Hub) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); h.claimLoop(ctx) }()
+	go func() { defer wg.Done(); h.markLoop(ctx) }()
+	go func() { defer wg.Done(); h.pollLoop(ctx) }()
+	wg.Wait()
+}
+
+func (h *Hub) register(s *Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if old := h.byPresence[s.presenceID]; old != nil && old != s {
+		h.removeLocked(old)
+	}
+	h.byPresence[s.presenceID] = s
+	add := func(m map[string]map[*Session]struct{}, k string) {
+		if m[k] == nil {
+			m[k] = map[*Session]struct{}{}
+		}
+		m[k][s] = struct{}{}
+	}
+	add(h.byMember, s.member.ID)
+	add(h.byMesh, s.member.MeshID)
+	h.metrics.ConnectionsActive.Set(float64(len(h.byPresence)))
+}
+
+func (h *Hub) unregister(s *Session) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.removeLocked(s)
+}
+
+func (h *Hub) removeLocked(s *Session) {
+	if h.byPresence[s.presenceID] == s {
+		delete(h.byPresence, s.presenceID)
+		if h.dirty[s.presenceID] == s {
+			delete(h.dirty, s.presenceID)
+		}
+	}
+	del := func(m map[string]map[*Session]struct{}, k string) {
+		delete(m[k], s)
+		if len(m[k]) == 0 {
+			delete(m, k)
+		}
+	}
+	del(h.byMember, s.member.ID)
+	del(h.byMesh, s.member.MeshID)
+	h.metrics.ConnectionsActive.Set(float64(len(h.byPresence)))
+}
+
+// markDirty queues a claim for a presence held here.
+func (h *Hub) markDirty(presenceIDs ...string) {
+	h.mu.Lock()
+	n := 0
+	for _, id := range presenceIDs {
+		if s := h.byPresence[id]; s != nil {
+			h.dirty[id] = s
+			n++
+		}
+	}
+	h.mu.Unlock()
+	if n > 0 {
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// OnWake implements notifier.Handler.
+func (h *Hub) OnWake(presenceIDs, memberIDs []string) {
+	ids := presenceIDs
+	if len(memberIDs) > 0 {
+		h.mu.Lock()
+		for _, m := range memberIDs {
+			for s := range h.byMember[m] {
+				ids = append(ids, s.presenceID)
+			}
+		}
+		h.mu.Unlock()
+	}
+	h.markDirty(ids...)
+}
+
+// OnKick implements notifier.Handler: a newer socket took the presence over.
+func (h *Hub) OnKick(presenceID string, epoch int64) {
+	h.mu.Lock()
+	s := h.byPresence[presenceID]
+	h.mu.Unlock()
+	if s != nil && s.epoch < epoch {
+		s.replaced()
+	}
+}
+
+// systemEvent is the JSON a system push travels in between instances.
+type systemEvent struct {
+	MeshID        string        `json:"meshId"`
+	ExcludeMember string        `json:"excludeMember,omitempty"`
+	Push          protocol.Push `json:"push"`
+}
+
+// OnSystem implements notifier.Handler: fan a system push out to local sessions.
+func (h *Hub) OnSystem(payload []byte) {
+	var ev systemEvent
+	if err := json.Unmarshal(payload, &ev); err != nil {
+		h.log.Warn("bad system event", "err", err)
+		return
+	}
+	frame, err := json.Marshal(ev.Push)
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	var targets []*Session
+	for s := range h.byMesh[ev.MeshID] {
+		if s.member.ID != ev.ExcludeMember {
+			targets = append(targets, s)
+		}
+	}
+	h.mu.Unlock()
+	for _, s := range targets {
+		s.enqueue(outFrame{data: frame})
+	}
+}
+
+// OnConnected implements notifier.Handler: after (re)connecting the listener, claim for
+// every local presence, in case a wake-up was missed meanwhile.
+func (h *Hub) OnConnected() { h.pollAll() }
+
+func (h *Hub) pollAll() {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.byPresence))
+	for id := range h.byPresence {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	h.markDirty(ids...)
+}
+
+func (h *Hub) pollLoop(ctx context.Context) {
+	t := time.NewTicker(h.cfg.PollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			h.pollAll()
+		}
+	}
+}
+
+// claimLoop claims for dirty presences, a few at a time.
+func (h *Hub) claimLoop(ctx context.Context) {
+	const workers = 4
+	sem := make(chan struct{}, workers)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-h.kick:
+		}
+		h.mu.Lock()
+		batch := h.dirty
+		h.dirty = map[string]*Session{}
+		h.mu.Unlock()
+		for _, s := range batch {
+			sem <- struct{}{}
+			go func(s *Session) {
+				defer func() { <-sem }()
+				more := h.claimFor(ctx, s)
+				if more {
+					h.markDirty(s.presenceID)
+				}
+			}(s)
+		}
+	}
+}
+
+const claimBatch = 256
+
+// claimFor leases and pushes one presence's deliverable rows; more reports a full batch.
+func (h *Hub) claimFor(ctx context.Context, s *Session) (more bool) {
+	if !s.claiming.TryLock() {
+		return true // a claim for this presence is running; look again after it
+	}
+	defer s.claiming.Unlock()
+	if s.isClosed() {
+		return false
+	}
+	pid := s.presenceID
+	rows, err := h.q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{
+		PresenceID: &pid, MemberID: s.member.ID, Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds(),
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("claim deliveries", "presence", pid, "err", err)
+		}
+		return false
+	}
+	for _, r := range rows {
+		p := protocol.Push{
+			Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderPubkey,
+			SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
+			Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt),
+		}
+		if r.ClientMessageID != nil {
+			p.ClientMessageID = *r.ClientMessageID
+		}
+		data, err := json.Marshal(p)
+		if err != nil {
+			continue
+		}
+		f := outFrame{data: data, priority: r.Priority}
+		if !s.clientAck {
+			f.deliveryID = r.DeliveryID
+		}
+		s.enqueue(f)
+	}
+	return len(rows) == claimBatch
+}
+
+// markLoop marks written deliveries delivered, in batches.
+func (h *Hub) markLoop(ctx context.Context) {
+	var ids []int64
+	flush := func() {
+		if len(ids) == 0 {
+			return
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if _, err := h.q.MarkDelivered(fctx, ids); err != nil {
+			// The rows keep their lease; when it expires they are delivered again
+			// (at-least-once), never lost.
+			h.log.Warn("mark delivered", "n", len(ids), "err", err)
+		}
+		cancel()
+		ids = ids[:0]
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case id := <-h.delivered:
+					ids = append(ids, id)
+				default:
+					flush()
+					return
+				}
+			}
+		case id := <-h.delivered:
+			ids = append(ids, id)
+		drain:
+			for len(ids) < 1024 {
+				select {
+				case id := <-h.delivered:
+					ids = append(ids, id)
+				default:
+					break drain
+				}
+			}
+			flush()
+		}
+	}
+}
+
+// publish sends a notification, logging failures (notifications are hints).
+func (h *Hub) publish(ctx context.Context, payload string) {
+	if err := h.q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: payload}); err != nil {
+		h.log.Warn("notify", "err", err)
+	}
+}
+
+// systemPush publishes a system event to the mesh on every instance.
+func (h *Hub) systemPush(ctx context.Context, meshID, excludeMember, event string, data any) {
+	raw, _ := json.Marshal(data)
+	ev := systemEvent{MeshID: meshID, ExcludeMember: excludeMember, Push: protocol.Push{
+		Type: "push", MessageID: newUUID(), MeshID: meshID, SenderPubkey: "system", Priority: "low",
+		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: event, EventData: raw,
+	}}
+	b, _ := json.Marshal(ev)
+	if payload, ok := notifier.SystemPayload(b); ok {
+		h.publish(ctx, payload)
+	}
+}
+
+// CloseAll closes every socket with 1001 (drain): their presences keep the grace window.
+func (h *Hub) CloseAll() {
+	h.mu.Lock()
+	h.closed = true
+	all := make([]*Session, 0, len(h.byPresence))
+	for _, s := range h.byPresence {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.shutdown()
+	}
+}
+
+// Count returns the number of sessions held.
+func (h *Hub) Count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byPresence)
+}

@@ -1,0 +1,585 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+const (
+	handshakeTimeout = 10 * time.Second
+	preHelloLimit    = 16 << 10 // bytes: a hello with groups and capabilities fits easily
+	pingInterval     = 30 * time.Second
+	livenessCutoff   = 75 * time.Second
+	writeTimeout     = 10 * time.Second
+	maxQueuedBytes   = 8 << 20 // a client this far behind is disconnected (1013 slow_consumer)
+)
+
+// outFrame is one frame for the writer. deliveryID > 0 marks the delivery delivered once
+// the write succeeded.
+type outFrame struct {
+	data       []byte
+	deliveryID int64
+	priority   string
+}
+
+// Session is one authenticated socket.
+type Session struct {
+	hub        *Hub
+	conn       *websocket.Conn
+	member     auth.Member
+	hello      *protocol.Hello
+	presenceID string
+	epoch      int64
+	clientAck  bool
+	pubkey     string // routing identity: session key, else member key
+	name       string // effective display name
+
+	claiming sync.Mutex // held while a claim for this presence runs
+
+	out         chan outFrame
+	queuedBytes atomic.Int64
+	done        chan struct{} // closed when the session ends
+	endOnce     sync.Once
+	endKind     atomic.Int32 // why the socket is closing (endDrop, endReplaced, …)
+}
+
+const (
+	endDrop     int32 = iota // lost without a close frame, liveness, write failure: grace window
+	endNormal                // the client closed normally: the presence ends now
+	endReplaced              // another socket took the presence over
+	endShutdown              // this instance drains: grace window
+)
+
+// ServeHTTP handles GET /ws.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.metrics.ConnectionsTotal.Inc()
+	if origin := r.Header.Get("Origin"); origin != "" && !h.originAllowed(origin) {
+		http.Error(w, `{"error":"origin_not_allowed"}`, http.StatusForbidden)
+		return
+	}
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed || !h.registered.Load() {
+		http.Error(w, `{"error":"draining"}`, http.StatusServiceUnavailable)
+		return
+	}
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+		CompressionMode:    websocket.CompressionDisabled, // ciphertext does not compress
+		InsecureSkipVerify: true,                          // the Origin rule above replaces the library's
+	})
+	if err != nil {
+		return
+	}
+	conn.SetReadLimit(preHelloLimit)
+	h.serve(r.Context(), conn)
+}
+
+func (h *Hub) originAllowed(origin string) bool {
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	for _, a := range h.cfg.AllowedOrigins {
+		if a == "*" || strings.EqualFold(a, origin) || strings.EqualFold(a, u.Host) {
+			return true
+		}
+	}
+	return false
+}
+
+func writeNow(ctx context.Context, conn *websocket.Conn, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	_ = conn.Write(wctx, websocket.MessageText, b)
+}
+
+// readText reads one frame, enforcing text frames of valid UTF-8.
+func readText(ctx context.Context, conn *websocket.Conn) ([]byte, error) {
+	typ, data, err := conn.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if typ != websocket.MessageText {
+		conn.Close(websocket.StatusUnsupportedData, "binary frames are not accepted")
+		return nil, errors.New("binary frame")
+	}
+	return data, nil
+}
+
+// handshake reads frames until a valid hello, answering others with no_hello.
+func (h *Hub) handshake(ctx context.Context, conn *websocket.Conn) (*protocol.Hello, bool) {
+	for {
+		data, err := readText(ctx, conn)
+		if err != nil {
+			if ctx.Err() != nil {
+				conn.Close(websocket.StatusPolicyViolation, protocol.ReasonHandshakeTimout)
+			}
+			return nil, false
+		}
+		f, err := protocol.Decode(data)
+		if errors.Is(err, protocol.ErrInvalidUTF8) {
+			conn.Close(websocket.StatusInvalidFramePayloadData, "invalid UTF-8")
+			return nil, false
+		}
+		if err == nil && f.Type == "hello" {
+			return f.Body.(*protocol.Hello), true
+		}
+		if err != nil && f.Type == "hello" {
+			writeNow(ctx, conn, protocol.NewError(protocol.CodeMalformed, "hello rejected: malformed", nil))
+			h.metrics.ConnectionsRejected.WithLabelValues(protocol.CodeMalformed).Inc()
+			conn.Close(websocket.StatusPolicyViolation, protocol.CodeMalformed)
+			return nil, false
+		}
+		writeNow(ctx, conn, protocol.NewError(protocol.CodeNoHello, "must send hello first", f.ReqID))
+	}
+}
+
+func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
+	ctx := context.WithoutCancel(reqCtx)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	hello, ok := h.handshake(hctx, conn)
+	if !ok {
+		cancel()
+		return
+	}
+	member, err := auth.VerifyHello(hctx, auth.PGStore{Q: h.q}, hello, time.Now(), auth.Options{
+		MaxPresencesPerMesh: int64(h.cfg.MaxPresencesPerMesh), RequireSessionProof: h.cfg.RequireSessionProof,
+	})
+	var rej *auth.Rejection
+	if errors.As(err, &rej) {
+		cancel()
+		h.metrics.ConnectionsRejected.WithLabelValues(rej.Code).Inc()
+		writeNow(ctx, conn, protocol.NewError(rej.Code, rej.Message, nil))
+		conn.Close(websocket.StatusPolicyViolation, rej.Code)
+		return
+	}
+	if err != nil {
+		cancel()
+		h.log.Warn("hello: database error", "err", err)
+		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
+		return
+	}
+	s := &Session{
+		hub: h, conn: conn, member: member, hello: hello,
+		out: make(chan outFrame, 1024), done: make(chan struct{}),
+	}
+	for _, c := range hello.Capabilities {
+		if c == "client_ack" {
+			s.clientAck = true
+		}
+	}
+	s.pubkey = member.Pubkey
+	if hello.SessionPubkey != "" {
+		s.pubkey = hello.SessionPubkey
+	}
+	s.name = member.DisplayName
+	if hello.DisplayName != "" {
+		s.name = hello.DisplayName
+	}
+	ack, fresh, restored, err := h.attach(hctx, s)
+	cancel()
+	if err != nil {
+		h.log.Warn("hello: attach presence", "err", err)
+		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
+		return
+	}
+	go s.writeLoop(ctx)
+	h.register(s)
+	if s.epoch > 1 {
+		h.publish(ctx, notifier.KickPayload(s.presenceID, s.epoch))
+	}
+	s.send(ack)
+	if fresh {
+		event, data := "peer_joined", map[string]any{"name": s.name, "pubkey": s.pubkey, "groups": rawOr(ack.groupsJSON, "[]")}
+		if restored != nil {
+			event = "peer_returned"
+			data["lastSeenAt"] = restored.lastSeenAt
+			data["summary"] = restored.summary
+		}
+		h.systemPush(ctx, member.MeshID, member.ID, event, data)
+	}
+	h.markDirty(s.presenceID)
+	conn.SetReadLimit(int64(h.cfg.MaxMessageBytes))
+	go s.pingLoop(ctx)
+	s.readLoop(ctx)
+	s.finish(ctx)
+}
+
+// helloAck is the hello_ack frame.
+type helloAck struct {
+	Type              string          `json:"type"`
+	PresenceID        string          `json:"presenceId"`
+	MemberDisplayName string          `json:"memberDisplayName"`
+	MemberProfile     memberProfile   `json:"memberProfile"`
+	MeshPolicy        json.RawMessage `json:"meshPolicy,omitempty"`
+	Restored          bool            `json:"restored,omitempty"`
+	LastSummary       string          `json:"lastSummary,omitempty"`
+	LastSeenAt        string          `json:"lastSeenAt,omitempty"`
+	RestoredGroups    json.RawMessage `json:"restoredGroups,omitempty"`
+	RestoredStats     json.RawMessage `json:"restoredStats,omitempty"`
+	groupsJSON        []byte
+}
+
+type memberProfile struct {
+	RoleTag     *string         `json:"roleTag"`
+	Groups      json.RawMessage `json:"groups"`
+	MessageMode string          `json:"messageMode"`
+}
+
+type restoredState struct {
+	lastSeenAt string
+	summary    string
+}
+
+func rawOr(b []byte, def string) json.RawMessage {
+	if len(b) == 0 {
+		return json.RawMessage(def)
+	}
+	return json.RawMessage(b)
+}
+
+// identityKey is the stable identity a presence belongs to (PROTOCOL.md §3).
+func identityKey(memberID string, h *protocol.Hello) string {
+	if h.SessionPubkey != "" {
+		return "s:" + h.SessionPubkey
+	}
+	return "m:" + memberID + ":" + h.SessionID
+}
+
+// attach creates the presence for a hello, or takes the live one with the same identity
+// over. fresh is false for a takeover or a reconnect inside the grace window (no
+// peer_joined is announced then).
+func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool, restored *restoredState, err error) {
+	hl := s.hello
+	err = pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		mem, err := q.GetMember(ctx, s.member.ID)
+		if err != nil {
+			return fmt.Errorf("load member: %w", err)
+		}
+		mesh, err := q.GetMesh(ctx, s.member.MeshID)
+		if err != nil {
+			return fmt.Errorf("load mesh: %w", err)
+		}
+		ps, err := q.GetPeerState(ctx, db.GetPeerStateParams{MeshID: mesh.ID, MemberID: mem.ID})
+		hasState := err == nil
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("load peer state: %w", err)
+		}
+		ack = helloAck{Type: "hello_ack", MemberDisplayName: s.name, MeshPolicy: mesh.SelfEditable,
+			MemberProfile: memberProfile{RoleTag: mem.RoleTag, Groups: rawOr(mem.DefaultGroups, "[]"), MessageMode: mem.MessageMode}}
+
+		groups, _ := json.Marshal(hl.Groups)
+		if len(hl.Groups) == 0 {
+			groups = []byte("[]")
+			if hasState && len(ps.Groups) > 2 {
+				groups = ps.Groups
+				ack.RestoredGroups = ps.Groups
+			} else if len(mem.DefaultGroups) > 0 {
+				groups = mem.DefaultGroups
+			}
+		}
+		visible, profile := true, []byte("{}")
+		if hasState {
+			visible, profile = ps.Visible, ps.Profile
+			ack.Restored = true
+			if ps.LastSummary != nil {
+				ack.LastSummary = *ps.LastSummary
+			}
+			if ps.LastSeenAt != nil {
+				ack.LastSeenAt = audit.FormatTime(*ps.LastSeenAt)
+			}
+			ack.RestoredStats = ps.CumulativeStats
+			restored = &restoredState{lastSeenAt: ack.LastSeenAt, summary: ack.LastSummary}
+		}
+		ack.groupsJSON = groups
+
+		instance := h.cfg.InstanceID
+		str := func(v string) *string {
+			if v == "" {
+				return nil
+			}
+			return &v
+		}
+		var pv *int32
+		if hl.ProtocolVersion != nil {
+			v := int32(*hl.ProtocolVersion)
+			pv = &v
+		}
+		caps := hl.Capabilities
+		if caps == nil {
+			caps = []string{}
+		}
+		key := identityKey(mem.ID, hl)
+		to, err := q.TakeOverPresence(ctx, db.TakeOverPresenceParams{
+			InstanceID: &instance, MemberID: mem.ID, SessionID: hl.SessionID, SessionPubkey: str(hl.SessionPubkey),
+			DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd, Hostname: str(hl.Hostname),
+			PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model), Capabilities: caps,
+			ProtocolVersion: pv, MeshID: mesh.ID, IdentityKey: key,
+		})
+		if err == nil {
+			s.presenceID, s.epoch = to.ID, to.ConnectionEpoch
+			ack.PresenceID = to.ID
+			ack.groupsJSON = to.Groups
+			// Whatever the old socket held but did not deliver is claimable by this one.
+			if _, err := q.ReleaseLeases(ctx, db.ReleaseLeasesParams{PresenceID: &to.ID, MemberID: mem.ID}); err != nil {
+				return fmt.Errorf("release leases: %w", err)
+			}
+			fresh = false
+			return nil
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("take over presence: %w", err)
+		}
+		ins, err := q.InsertPresence(ctx, db.InsertPresenceParams{
+			ID: ids.New(), MeshID: mesh.ID, MemberID: mem.ID, IdentityKey: key, SessionID: hl.SessionID,
+			SessionPubkey: str(hl.SessionPubkey), DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd,
+			Hostname: str(hl.Hostname), PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model),
+			Capabilities: caps, ProtocolVersion: pv, InstanceID: &instance, Groups: groups, Visible: visible, Profile: profile,
+		})
+		if err != nil {
+			return fmt.Errorf("insert presence: %w", err)
+		}
+		s.presenceID, s.epoch = ins.ID, ins.ConnectionEpoch
+		ack.PresenceID = ins.ID
+		fresh = true
+		return audit.Append(ctx, q, []audit.Event{{
+			MeshID: mesh.ID, Type: "peer_joined", ActorID: mem.ID, ActorName: s.name,
+			Payload: map[string]any{"pubkey": mem.PeerPubkey, "groups": json.RawMessage(groups), "restored": hasState},
+		}}, time.Now())
+	})
+	return ack, fresh, restored, err
+}
+
+func (s *Session) send(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	s.enqueue(outFrame{data: b})
+}
+
+// enqueue hands a frame to the writer. A client whose queue exceeds maxQueuedBytes is cut
+// off (1013): it keeps its presence for the grace window and gets the rest on reconnect.
+func (s *Session) enqueue(f outFrame) {
+	if s.isClosed() {
+		return
+	}
+	if s.queuedBytes.Add(int64(len(f.data))) > maxQueuedBytes {
+		s.queuedBytes.Add(-int64(len(f.data)))
+		s.end(endDrop, websocket.StatusTryAgainLater, protocol.ReasonSlowConsumer)
+		return
+	}
+	select {
+	case s.out <- f:
+	case <-s.done:
+		s.queuedBytes.Add(-int64(len(f.data)))
+	}
+}
+
+func (s *Session) writeLoop(ctx context.Context) {
+	for {
+		select {
+		case <-s.done:
+			return
+		case f := <-s.out:
+			s.queuedBytes.Add(-int64(len(f.data)))
+			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+			err := s.conn.Write(wctx, websocket.MessageText, f.data)
+			cancel()
+			if err != nil {
+				s.end(endDrop, websocket.StatusTryAgainLater, "write failed")
+				return
+			}
+			if f.priority != "" {
+				s.hub.metrics.MessagesRouted.WithLabelValues(f.priority).Inc()
+			}
+			if f.deliveryID > 0 {
+				s.hub.delivered <- f.deliveryID
+			}
+		}
+	}
+}
+
+// pingLoop pings every 30 s; a socket that has not answered for 75 s is cut off.
+func (s *Session) pingLoop(ctx context.Context) {
+	t := time.NewTicker(pingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			pctx, cancel := context.WithTimeout(ctx, livenessCutoff-pingInterval)
+			err := s.conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				s.end(endDrop, websocket.StatusGoingAway, "liveness timeout")
+				return
+			}
+			_ = s.hub.q.TouchPresence(ctx, db.TouchPresenceParams{ID: s.presenceID, Epoch: s.epoch})
+		}
+	}
+}
+
+func (s *Session) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// end closes the socket once, recording why.
+func (s *Session) end(kind int32, code websocket.StatusCode, reason string) {
+	s.endOnce.Do(func() {
+		s.endKind.Store(kind)
+		close(s.done)
+		go s.conn.Close(code, reason)
+	})
+}
+
+func (s *Session) replaced() {
+	s.end(endReplaced, websocket.StatusNormalClosure, protocol.ReasonSessionReplaced)
+}
+
+func (s *Session) shutdown() {
+	s.end(endShutdown, websocket.StatusGoingAway, protocol.ReasonShuttingDown)
+}
+
+func (s *Session) readLoop(ctx context.Context) {
+	for {
+		data, err := readText(ctx, s.conn)
+		if err != nil {
+			if websocket.CloseStatus(err) == websocket.StatusNormalClosure {
+				s.end(endNormal, websocket.StatusNormalClosure, "")
+			} else {
+				s.end(endDrop, websocket.StatusGoingAway, "")
+			}
+			return
+		}
+		f, err := protocol.Decode(data)
+		if errors.Is(err, protocol.ErrInvalidUTF8) {
+			s.end(endDrop, websocket.StatusInvalidFramePayloadData, "invalid UTF-8")
+			return
+		}
+		if err != nil {
+			s.hub.metrics.MessagesRejected.WithLabelValues("parse_or_handler").Inc()
+			continue
+		}
+		s.handle(ctx, f)
+		if s.isClosed() {
+			return
+		}
+	}
+}
+
+// finish settles the presence after the socket is gone.
+func (s *Session) finish(ctx context.Context) {
+	s.end(endDrop, websocket.StatusGoingAway, "")
+	h := s.hub
+	h.unregister(s)
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pid := s.presenceID
+	switch s.endKind.Load() {
+	case endReplaced:
+		// The presence belongs to the new socket now.
+	case endNormal:
+		if err := h.endPresence(fctx, pid, s.epoch, "closed"); err != nil {
+			h.log.Warn("end presence", "presence", pid, "err", err)
+		}
+	default: // dropped, liveness, slow consumer, drain: keep the presence for the grace window
+		if _, err := h.q.DisconnectPresence(fctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
+			h.log.Warn("disconnect presence", "presence", pid, "err", err)
+		}
+		if _, err := h.q.ReleaseLeases(fctx, db.ReleaseLeasesParams{PresenceID: &pid, MemberID: s.member.ID}); err != nil {
+			h.log.Warn("release leases", "presence", pid, "err", err)
+		}
+	}
+}
+
+// endPresence ends a presence (if epoch still owns it): peer state saved, deliveries
+// addressed to its session rerouted to its member, peer_left announced and audited.
+func (h *Hub) endPresence(ctx context.Context, presenceID string, epoch int64, reason string) error {
+	var ended db.EndPresenceRow
+	var pubkey, name string
+	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		var err error
+		ended, err = q.EndPresence(ctx, db.EndPresenceParams{ID: presenceID, Epoch: epoch, Reason: &reason})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // already ended, or taken over
+		}
+		if err != nil {
+			return err
+		}
+		mem, err := q.GetMember(ctx, ended.MemberID)
+		if err != nil {
+			return err
+		}
+		pubkey, name = mem.PeerPubkey, mem.DisplayName
+		if ended.SessionPubkey != nil {
+			pubkey = *ended.SessionPubkey
+		}
+		if ended.DisplayName != nil {
+			name = *ended.DisplayName
+		}
+		if err := q.SavePeerState(ctx, db.SavePeerStateParams{
+			MeshID: ended.MeshID, MemberID: ended.MemberID, Groups: ended.Groups, Profile: ended.Profile,
+			Visible: ended.Visible, LastSummary: ended.Summary, LastDisplayName: ended.DisplayName,
+		}); err != nil {
+			return err
+		}
+		if _, err := q.ReroutePresenceDeliveries(ctx, &presenceID); err != nil {
+			return err
+		}
+		if _, err := q.ReleaseLeases(ctx, db.ReleaseLeasesParams{PresenceID: &presenceID, MemberID: ended.MemberID}); err != nil {
+			return err
+		}
+		if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.WakePayloads(nil, []string{ended.MemberID})[0]}); err != nil {
+			return err
+		}
+		return audit.Append(ctx, q, []audit.Event{{MeshID: ended.MeshID, Type: "peer_left", ActorID: ended.MemberID, ActorName: name, Payload: map[string]any{}}}, time.Now())
+	})
+	if err != nil || ended.ID == "" {
+		return err
+	}
+	h.systemPush(ctx, ended.MeshID, ended.MemberID, "peer_left", map[string]any{"name": name, "pubkey": pubkey})
+	return nil
+}
+
+func newUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b[:])
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
