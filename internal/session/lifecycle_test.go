@@ -1,0 +1,258 @@
+package session_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+// A session that drops without a close frame and reconnects inside the grace window, to the
+// other instance, receives every DM, group and broadcast message addressed to it meanwhile,
+// and its peers see neither peer_left nor peer_joined.
+func TestReconnectInsideGraceReceivesWhatWasSent(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	_, bobSess := client.NewKey()
+	alice, err := client.Dial(ctx, i1.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bobOpts := client.Options{SessionKey: bobSess, Groups: []map[string]string{{"name": "ops/eu"}}}
+	bob, err := client.Dial(ctx, i1.WS, ids["bob"], bobOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	presence := bob.Ack.Str("presenceId")
+	if p, err := alice.Next(ctx, "push"); err != nil || p.Str("event") != "peer_joined" {
+		t.Fatalf("bob's first connection not announced: %v %v", p, err)
+	}
+	_ = bob.Drop()
+	time.Sleep(200 * time.Millisecond) // let instance 1 notice the drop
+
+	var sent []string
+	for _, m := range []client.Message{
+		{Target: bob.SessionPub, Priority: "now", Nonce: "n1", Ciphertext: "c2Vzc2lvbg=="},
+		{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n2", Ciphertext: "bWVtYmVy"},
+		{Target: "@ops", Priority: "now", Nonce: "n3", Ciphertext: "Z3JvdXA="},
+		{Target: "*", Priority: "low", Nonce: "n4", Ciphertext: "YnJvYWRjYXN0"},
+	} {
+		ack, err := alice.Send(ctx, m)
+		if err != nil || ack["queued"] != true {
+			t.Fatalf("send %v: %v %v", m.Target, ack, err)
+		}
+		sent = append(sent, ack.Str("messageId"))
+	}
+
+	back, err := client.Dial(ctx, i2.WS, ids["bob"], bobOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if back.Ack.Str("presenceId") != presence {
+		t.Fatalf("reconnect got presence %s, want %s", back.Ack.Str("presenceId"), presence)
+	}
+	got := map[string]bool{}
+	for len(got) < len(sent) {
+		p, err := back.NextMessage(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d messages: %v", len(got), len(sent), err)
+		}
+		if got[p.Str("messageId")] {
+			t.Fatalf("duplicate push %s", p.Str("messageId"))
+		}
+		got[p.Str("messageId")] = true
+	}
+	for _, id := range sent {
+		if !got[id] {
+			t.Fatalf("message %s lost across the reconnect", id)
+		}
+	}
+	quiet, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	for {
+		p, err := alice.Next(quiet, "push")
+		if err != nil {
+			break
+		}
+		if ev := p.Str("event"); ev == "peer_left" || ev == "peer_joined" {
+			t.Fatalf("a reconnect inside grace announced %s", ev)
+		}
+	}
+}
+
+// A client_ack client gets at-least-once delivery: a push it never acknowledged comes again
+// after it reconnects; an acknowledged one does not.
+func TestClientAckRedeliversUnacknowledged(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	opts := client.Options{SessionID: "bob-1", Capabilities: []string{"client_ack"}}
+	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack1, _ := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "b25l"})
+	ack2, _ := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "dHdv"})
+	for range 2 {
+		if _, err := bob.NextMessage(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Acknowledge only the first, then crash.
+	if err := bob.Write(ctx, map[string]any{"type": "client_ack", "messageId": ack1.Str("messageId")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	_ = bob.Drop()
+	time.Sleep(200 * time.Millisecond)
+
+	again, err := client.Dial(ctx, inst.WS, ids["bob"], opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Close()
+	p, err := again.NextMessage(ctx)
+	if err != nil || p.Str("messageId") != ack2.Str("messageId") {
+		t.Fatalf("redelivery: %v %v (want %s)", p, err, ack2.Str("messageId"))
+	}
+	quiet, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if p, err := again.NextMessage(quiet); err == nil {
+		t.Fatalf("acknowledged message delivered again: %v", p)
+	}
+}
+
+// A normal close announces peer_left at once; a drop announces it when the grace window
+// (here 1 s) ends.
+func TestPeerLeftOnCloseAndAfterGrace(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob", "carol")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "PRESENCE_GRACE_SECONDS": "1"})
+	ctx := within(t, 30*time.Second)
+	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	waitEvent := func(event, name string) {
+		t.Helper()
+		for {
+			p, err := alice.Next(ctx, "push")
+			if err != nil {
+				t.Fatalf("waiting for %s of %s: %v", event, name, err)
+			}
+			if data, _ := p["eventData"].(map[string]any); p.Str("event") == event && data["name"] == name {
+				return
+			}
+		}
+	}
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent("peer_joined", "bob")
+	closedAt := time.Now()
+	_ = bob.Close()
+	waitEvent("peer_left", "bob")
+	t.Logf("peer_left after a normal close: %s", time.Since(closedAt).Round(time.Millisecond))
+
+	carol, err := client.Dial(ctx, inst.WS, ids["carol"], client.Options{SessionID: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEvent("peer_joined", "carol")
+	dropped := time.Now()
+	_ = carol.Drop()
+	waitEvent("peer_left", "carol")
+	if since := time.Since(dropped); since < time.Second {
+		t.Fatalf("peer_left %s after a drop, before the 1 s grace window ended", since)
+	}
+	// Returning later is announced as peer_returned.
+	back, err := client.Dial(ctx, inst.WS, ids["carol"], client.Options{SessionID: "c2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if back.Ack["restored"] != true {
+		t.Fatalf("hello_ack after a previous session: %v", back.Ack)
+	}
+	waitEvent("peer_returned", "carol")
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "ALLOWED_ORIGINS": "https://app.example"})
+	ctx := within(t, 20*time.Second)
+
+	// A wrong signature: error frame, then close 1008 with the code as reason.
+	bad := ids["alice"]
+	_, bad.Secret = client.NewKey()
+	_, err := client.Dial(ctx, inst.WS, bad, client.Options{SessionID: "x"})
+	if rerr, ok := err.(*client.RefusedError); !ok || rerr.Code != "bad_signature" {
+		t.Fatalf("bad signature: %v", err)
+	}
+
+	// A frame before hello gets no_hello and the socket stays open.
+	conn, _, err := websocket.Dial(ctx, inst.WS+"?v=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.Write(ctx, websocket.MessageText, []byte(`{"type":"list_peers","_reqId":"q"}`))
+	_, data, err := conn.Read(ctx)
+	if err != nil || !strings.Contains(string(data), `"no_hello"`) || !strings.Contains(string(data), `"_reqId":"q"`) {
+		t.Fatalf("no_hello: %s %v", data, err)
+	}
+	// Invalid UTF-8 closes with 1007 before any decoding.
+	_ = conn.Write(ctx, websocket.MessageText, []byte{'{', 0xff, '}'})
+	_, _, err = conn.Read(ctx)
+	if websocket.CloseStatus(err) != websocket.StatusInvalidFramePayloadData {
+		t.Fatalf("invalid UTF-8: %v", err)
+	}
+
+	// Browsers from origins not on ALLOWED_ORIGINS are refused before the upgrade.
+	_, resp, err := websocket.Dial(ctx, inst.WS, &websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign origin: %v %v", resp, err)
+	}
+	c, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "ok"})
+	if err != nil {
+		t.Fatalf("valid hello after refusals: %v", err)
+	}
+	c.Close()
+
+	// Rejections are counted by reason.
+	resp, err = http.Get(inst.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), `broker_connections_rejected_total{reason="bad_signature"} 1`) {
+		t.Fatal("bad_signature rejection not counted")
+	}
+}
