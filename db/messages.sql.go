@@ -98,6 +98,21 @@ func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (i
 	return result.RowsAffected(), nil
 }
 
+const purgeExpiredMessages = `-- name: PurgeExpiredMessages :execrows
+DELETE FROM messages WHERE id IN (
+    SELECT id FROM messages WHERE expires_at < now() ORDER BY expires_at LIMIT 5000
+)
+`
+
+// Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time.
+func (q *Queries) PurgeExpiredMessages(ctx context.Context) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeExpiredMessages)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const resolveDirectTarget = `-- name: ResolveDirectTarget :many
 
 (SELECT 'session'::text AS kind, p.id AS presence_id, p.member_id, m.peer_grants

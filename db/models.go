@@ -102,6 +102,11 @@ type Invite struct {
 	ClaimedByPubkey *string
 }
 
+type JobRun struct {
+	Name      string
+	LastRunAt time.Time
+}
+
 type Member struct {
 	ID              string
 	MeshID          string

@@ -10,6 +10,26 @@ import (
 	"time"
 )
 
+const claimJobPeriod = `-- name: ClaimJobPeriod :one
+INSERT INTO job_runs AS j (name, last_run_at) VALUES ($1, now())
+ON CONFLICT (name) DO UPDATE SET last_run_at = now()
+WHERE j.last_run_at <= now() - make_interval(secs => $2::float8)
+RETURNING true
+`
+
+type ClaimJobPeriodParams struct {
+	Name          string
+	PeriodSeconds float64
+}
+
+// True when this caller may run job @name now: no run in the last @period_seconds.
+func (q *Queries) ClaimJobPeriod(ctx context.Context, arg ClaimJobPeriodParams) (bool, error) {
+	row := q.db.QueryRow(ctx, claimJobPeriod, arg.Name, arg.PeriodSeconds)
+	var column_1 bool
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const countLivePresences = `-- name: CountLivePresences :one
 
 SELECT count(*) FROM presences WHERE mesh_id = $1 AND ended_at IS NULL
@@ -147,6 +167,60 @@ func (q *Queries) GetPresenceGroups(ctx context.Context, id string) ([]byte, err
 	var groups []byte
 	err := row.Scan(&groups)
 	return groups, err
+}
+
+const hookTargets = `-- name: HookTargets :many
+WITH by_session AS (
+    SELECT p1.id, p1.status, p1.connection_epoch FROM presences p1
+    WHERE $1::text <> '' AND p1.session_id = $1::text AND p1.ended_at IS NULL
+), by_pid AS (
+    SELECT p2.id, p2.status, p2.connection_epoch FROM presences p2
+    WHERE NOT EXISTS (SELECT 1 FROM by_session) AND p2.cwd = $2::text AND p2.pid = $3::int
+      AND p2.ended_at IS NULL
+), by_cwd AS (
+    SELECT DISTINCT ON (p3.mesh_id) p3.id, p3.status, p3.connection_epoch FROM presences p3
+    WHERE NOT EXISTS (SELECT 1 FROM by_session) AND NOT EXISTS (SELECT 1 FROM by_pid)
+      AND p3.cwd = $2::text AND p3.ended_at IS NULL
+    ORDER BY p3.mesh_id, p3.connected_at DESC
+)
+SELECT by_session.id, by_session.status, by_session.connection_epoch FROM by_session
+UNION ALL SELECT by_pid.id, by_pid.status, by_pid.connection_epoch FROM by_pid
+UNION ALL SELECT by_cwd.id, by_cwd.status, by_cwd.connection_epoch FROM by_cwd
+`
+
+type HookTargetsParams struct {
+	HookSessionID string
+	HookCwd       string
+	HookPid       int32
+}
+
+type HookTargetsRow struct {
+	ID              string
+	Status          string
+	ConnectionEpoch int64
+}
+
+// Live presences a hook signal is for: those whose hello named this Claude Code session
+// id; else those with this (pid, cwd); else the most recently connected one with this cwd
+// in each mesh.
+func (q *Queries) HookTargets(ctx context.Context, arg HookTargetsParams) ([]HookTargetsRow, error) {
+	rows, err := q.db.Query(ctx, hookTargets, arg.HookSessionID, arg.HookCwd, arg.HookPid)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []HookTargetsRow{}
+	for rows.Next() {
+		var i HookTargetsRow
+		if err := rows.Scan(&i.ID, &i.Status, &i.ConnectionEpoch); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const insertPresence = `-- name: InsertPresence :one
@@ -394,6 +468,35 @@ func (q *Queries) SetPresenceVisible(ctx context.Context, arg SetPresenceVisible
 	return err
 }
 
+const sweepWorkingToIdle = `-- name: SweepWorkingToIdle :many
+UPDATE presences SET status = 'idle', status_source = 'jsonl', status_updated_at = now()
+WHERE status = 'working' AND ended_at IS NULL
+  AND status_updated_at < now() - make_interval(secs => $1::float8)
+RETURNING id
+`
+
+// The status TTL sweep: working for longer than the TTL becomes idle (source jsonl, so a
+// fresh hook can reclaim it at once). dnd is never swept.
+func (q *Queries) SweepWorkingToIdle(ctx context.Context, ttlSeconds float64) ([]string, error) {
+	rows, err := q.db.Query(ctx, sweepWorkingToIdle, ttlSeconds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const takeOverPresence = `-- name: TakeOverPresence :one
 UPDATE presences SET
     instance_id = $1, connection_epoch = connection_epoch + 1, member_id = $2,
@@ -481,4 +584,61 @@ type TouchPresenceParams struct {
 func (q *Queries) TouchPresence(ctx context.Context, arg TouchPresenceParams) error {
 	_, err := q.db.Exec(ctx, touchPresence, arg.ID, arg.Epoch)
 	return err
+}
+
+const tryJobLock = `-- name: TryJobLock :one
+SELECT pg_try_advisory_xact_lock($1::bigint)
+`
+
+func (q *Queries) TryJobLock(ctx context.Context, lockKey int64) (bool, error) {
+	row := q.db.QueryRow(ctx, tryJobLock, lockKey)
+	var pg_try_advisory_xact_lock bool
+	err := row.Scan(&pg_try_advisory_xact_lock)
+	return pg_try_advisory_xact_lock, err
+}
+
+const writeStatus = `-- name: WriteStatus :one
+WITH old AS (
+    SELECT p.id, p.status AS old_status FROM presences p WHERE p.id = $4 AND p.ended_at IS NULL FOR UPDATE
+)
+UPDATE presences p SET
+    status_source = CASE
+        WHEN p.status <> $1::text THEN $2::text
+        WHEN (CASE $2::text WHEN 'hook' THEN 3 WHEN 'manual' THEN 2 ELSE 1 END)
+           >= (CASE p.status_source WHEN 'hook' THEN 3 WHEN 'manual' THEN 2 ELSE 1 END) THEN $2::text
+        WHEN p.status_updated_at > now() - make_interval(secs => $3::float8) THEN p.status_source
+        ELSE $2::text END,
+    status = $1::text,
+    status_updated_at = now()
+FROM old
+WHERE p.id = old.id
+RETURNING p.status, p.status_source, old.old_status::text AS old_status
+`
+
+type WriteStatusParams struct {
+	Status       string
+	Source       string
+	FreshSeconds float64
+	ID           string
+}
+
+type WriteStatusRow struct {
+	Status       string
+	StatusSource string
+	OldStatus    string
+}
+
+// The status rules (reference §4.1), atomically: a different status always wins; the same
+// status keeps or upgrades its source by rank (hook 3 > manual 2 > jsonl 1); a lower-ranked
+// source only bumps the time while the recorded source is fresh, else takes over.
+func (q *Queries) WriteStatus(ctx context.Context, arg WriteStatusParams) (WriteStatusRow, error) {
+	row := q.db.QueryRow(ctx, writeStatus,
+		arg.Status,
+		arg.Source,
+		arg.FreshSeconds,
+		arg.ID,
+	)
+	var i WriteStatusRow
+	err := row.Scan(&i.Status, &i.StatusSource, &i.OldStatus)
+	return i, err
 }

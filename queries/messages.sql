@@ -32,3 +32,9 @@ ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT
 INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
 SELECT @message_id, @mesh_id, unnest(@member_ids::text[]), NULLIF(unnest(@presence_ids::text[]), ''),
        @priority, @expires_at;
+
+-- name: PurgeExpiredMessages :execrows
+-- Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time.
+DELETE FROM messages WHERE id IN (
+    SELECT id FROM messages WHERE expires_at < now() ORDER BY expires_at LIMIT 5000
+);

@@ -90,3 +90,62 @@ UPDATE presences p SET disconnected_at = now(), instance_id = NULL
 FROM instances i
 WHERE p.instance_id = i.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL
   AND (i.stopped_at IS NOT NULL OR i.heartbeat_at < now() - make_interval(secs => @dead_after_seconds::float8));
+
+-- name: WriteStatus :one
+-- The status rules (reference §4.1), atomically: a different status always wins; the same
+-- status keeps or upgrades its source by rank (hook 3 > manual 2 > jsonl 1); a lower-ranked
+-- source only bumps the time while the recorded source is fresh, else takes over.
+WITH old AS (
+    SELECT p.id, p.status AS old_status FROM presences p WHERE p.id = @id AND p.ended_at IS NULL FOR UPDATE
+)
+UPDATE presences p SET
+    status_source = CASE
+        WHEN p.status <> @status::text THEN @source::text
+        WHEN (CASE @source::text WHEN 'hook' THEN 3 WHEN 'manual' THEN 2 ELSE 1 END)
+           >= (CASE p.status_source WHEN 'hook' THEN 3 WHEN 'manual' THEN 2 ELSE 1 END) THEN @source::text
+        WHEN p.status_updated_at > now() - make_interval(secs => @fresh_seconds::float8) THEN p.status_source
+        ELSE @source::text END,
+    status = @status::text,
+    status_updated_at = now()
+FROM old
+WHERE p.id = old.id
+RETURNING p.status, p.status_source, old.old_status::text AS old_status;
+
+-- name: HookTargets :many
+-- Live presences a hook signal is for: those whose hello named this Claude Code session
+-- id; else those with this (pid, cwd); else the most recently connected one with this cwd
+-- in each mesh.
+WITH by_session AS (
+    SELECT p1.id, p1.status, p1.connection_epoch FROM presences p1
+    WHERE @hook_session_id::text <> '' AND p1.session_id = @hook_session_id::text AND p1.ended_at IS NULL
+), by_pid AS (
+    SELECT p2.id, p2.status, p2.connection_epoch FROM presences p2
+    WHERE NOT EXISTS (SELECT 1 FROM by_session) AND p2.cwd = @hook_cwd::text AND p2.pid = @hook_pid::int
+      AND p2.ended_at IS NULL
+), by_cwd AS (
+    SELECT DISTINCT ON (p3.mesh_id) p3.id, p3.status, p3.connection_epoch FROM presences p3
+    WHERE NOT EXISTS (SELECT 1 FROM by_session) AND NOT EXISTS (SELECT 1 FROM by_pid)
+      AND p3.cwd = @hook_cwd::text AND p3.ended_at IS NULL
+    ORDER BY p3.mesh_id, p3.connected_at DESC
+)
+SELECT by_session.id, by_session.status, by_session.connection_epoch FROM by_session
+UNION ALL SELECT by_pid.id, by_pid.status, by_pid.connection_epoch FROM by_pid
+UNION ALL SELECT by_cwd.id, by_cwd.status, by_cwd.connection_epoch FROM by_cwd;
+
+-- name: SweepWorkingToIdle :many
+-- The status TTL sweep: working for longer than the TTL becomes idle (source jsonl, so a
+-- fresh hook can reclaim it at once). dnd is never swept.
+UPDATE presences SET status = 'idle', status_source = 'jsonl', status_updated_at = now()
+WHERE status = 'working' AND ended_at IS NULL
+  AND status_updated_at < now() - make_interval(secs => @ttl_seconds::float8)
+RETURNING id;
+
+-- name: TryJobLock :one
+SELECT pg_try_advisory_xact_lock(@lock_key::bigint);
+
+-- name: ClaimJobPeriod :one
+-- True when this caller may run job @name now: no run in the last @period_seconds.
+INSERT INTO job_runs AS j (name, last_run_at) VALUES (@name, now())
+ON CONFLICT (name) DO UPDATE SET last_run_at = now()
+WHERE j.last_run_at <= now() - make_interval(secs => @period_seconds::float8)
+RETURNING true;

@@ -23,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/meshbroker/meshbroker/internal/migrate"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -202,7 +203,7 @@ func TestEmbeddedDefaultKeepsDataAcrossRestart(t *testing.T) {
 	p := startServe(t, env...)
 	body, took := p.waitStatus(t, "/health/ready", 200, 15*time.Second)
 	t.Logf("first start (initdb + migrate) ready after %s", took.Round(time.Millisecond))
-	if body["migration"] != float64(3) {
+	if body["migration"] != float64(migrate.LatestVersion()) {
 		t.Fatalf("ready body %v", body)
 	}
 
@@ -268,10 +269,11 @@ func checkJSONLines(t *testing.T, stderr string) {
 func TestExpectedMigrationAboveAppliedIsNotReady(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
-	p := startServe(t, "DATABASE_URL="+d.URL, "EXPECTED_MIGRATION=4")
+	latest := migrate.LatestVersion()
+	p := startServe(t, "DATABASE_URL="+d.URL, fmt.Sprintf("EXPECTED_MIGRATION=%d", latest+1))
 	body, _ := p.waitStatus(t, "/health/ready", 503, 15*time.Second)
-	if body["reason"] != "migration_missing" || body["expected"] != float64(4) || body["migration"] != float64(3) {
-		t.Fatalf("want migration_missing with expected 4 and migration 3, got %v", body)
+	if body["reason"] != "migration_missing" || body["expected"] != float64(latest+1) || body["migration"] != float64(latest) {
+		t.Fatalf("want migration_missing with expected %d and migration %d, got %v", latest+1, latest, body)
 	}
 	if code, body, err := getJSON(p.base + "/health"); err != nil || code != 200 || body["db"] != "up" {
 		t.Fatalf("/health: %d %v %v", code, body, err)
@@ -284,11 +286,12 @@ func TestMigrateCommands(t *testing.T) {
 	env := baseEnv("DATABASE_URL=" + d.URL)
 
 	code, out, errOut := run(t, env, "migrate", "status")
-	if code != 0 || strings.Count(out, "pending") != 3 {
+	latest := int(migrate.LatestVersion())
+	if code != 0 || strings.Count(out, "pending") != latest {
 		t.Fatalf("status on empty db: %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, errOut = run(t, env, "migrate", "up")
-	if code != 0 || !strings.Contains(out, "schema at version 3 (3 applied now)") {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("schema at version %d (%d applied now)", latest, latest)) {
 		t.Fatalf("up: %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, _ = run(t, env, "migrate", "up")
@@ -296,11 +299,11 @@ func TestMigrateCommands(t *testing.T) {
 		t.Fatalf("second up should apply nothing: %d\n%s", code, out)
 	}
 	code, out, errOut = run(t, env, "migrate", "down-to", "1")
-	if code != 0 || !strings.Contains(out, "schema at version 1 (2 reverted now)") {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("schema at version 1 (%d reverted now)", latest-1)) {
 		t.Fatalf("down-to 1: %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, _ = run(t, env, "migrate", "status")
-	if code != 0 || strings.Count(out, "applied") != 1 || strings.Count(out, "pending") != 2 {
+	if code != 0 || strings.Count(out, "applied") != 1 || strings.Count(out, "pending") != latest-1 {
 		t.Fatalf("status after down-to 1: %d\n%s", code, out)
 	}
 	code, out, _ = run(t, env, "migrate", "down-to", "0")

@@ -118,6 +118,8 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	hub := session.NewHub(session.Config{
 		InstanceID: ids.New(), MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,
 		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
+		SendRateBurst: cfg.SendRateBurst, SendRatePerMinute: cfg.SendRatePerMinute,
+		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin, StatusTTL: cfg.StatusTTL,
 	}, pool, router, m, log.With("subsystem", "session"))
 	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))
 	checker.AddCheck(health.Check{Reason: "listener_down", Fn: func(context.Context) error {
@@ -136,7 +138,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 
 	srv := server.New(server.Deps{
 		Checker: checker, Metrics: m, Logger: log,
-		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(), WS: hub,
+		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(), WS: hub, Hook: hub.HookHandler(),
 	})
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
@@ -170,6 +172,8 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
 	go listener.Run(bg)
 	go hub.Run(bg)
+	go hub.SweepStatuses(bg)
+	go hub.Purge(bg)
 	go hub.Maintain(bg, cfg.PresenceGrace, session.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})
 
 	serveErr := make(chan error, 1)

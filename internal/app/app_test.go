@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/internal/app"
 	"github.com/meshbroker/meshbroker/internal/config"
+	"github.com/meshbroker/meshbroker/internal/migrate"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -102,7 +103,7 @@ func TestReadinessFollowsDatabaseOutage(t *testing.T) {
 	base, stop := startBroker(t, map[string]string{"DATABASE_URL": cluster.URL(), "AUTO_MIGRATE": "1"})
 
 	body := waitFor(t, base+"/health/ready", 200, "", 10*time.Second)
-	if body["migration"] != float64(3) {
+	if body["migration"] != float64(migrate.LatestVersion()) {
 		t.Fatalf("ready body: %v", body)
 	}
 	if err := cluster.Kill(); err != nil {
@@ -152,7 +153,7 @@ func fetchText(t *testing.T, url string) (int, string) {
 func TestNoAutoMigrateOnExternalDatabase(t *testing.T) {
 	t.Parallel()
 	d := testdb.NewEmpty(t)
-	base, _ := startBroker(t, map[string]string{"DATABASE_URL": d.URL, "EXPECTED_MIGRATION": "3"})
+	base, _ := startBroker(t, map[string]string{"DATABASE_URL": d.URL, "EXPECTED_MIGRATION": itoa(int(migrate.LatestVersion()))})
 	body := waitFor(t, base+"/health/ready", 503, "migration_missing", 10*time.Second)
 	if body["migration"] != float64(0) {
 		t.Fatalf("unmigrated database reported migration %v", body["migration"])

@@ -48,6 +48,10 @@ type Config struct {
 	MaxMessageBytes int
 	// HOOK_RATE_LIMIT_PER_MIN: per (pid, cwd) bucket capacity and refill per minute.
 	HookRateLimitPerMin int
+	// SEND_RATE_BURST, SEND_RATE_LIMIT_PER_MIN: per-member send bucket across all instances;
+	// a rate of 0 turns the limit off (benchmarks).
+	SendRateBurst     int
+	SendRatePerMinute int
 	// ALLOWED_ORIGINS: browser origins allowed to open /ws (comma-separated; "*" = any).
 	AllowedOrigins []string
 	// REQUIRE_SESSION_PROOF: refuse hellos without a valid sessionSig.
@@ -101,6 +105,8 @@ var Vars = []Var{
 	{"MAX_CONNECTIONS_PER_INSTANCE", "10000", "sockets one instance accepts; fly.toml's hard_limit"},
 	{"MAX_MESSAGE_BYTES", "65536", "WebSocket frame cap, send payload cap and HTTP JSON body cap"},
 	{"HOOK_RATE_LIMIT_PER_MIN", "30", "POST /hook/set-status bucket per (pid, cwd): capacity and refill per minute"},
+	{"SEND_RATE_BURST", "10", "sends a member may make at once (bucket capacity, shared by all its sessions on all instances)"},
+	{"SEND_RATE_LIMIT_PER_MIN", "60", "sends per minute a member's bucket refills; 0 = no send limit (benchmarks)"},
 	{"ALLOWED_ORIGINS", "", "browser origins allowed to open /ws, comma-separated (\"*\" = any); requests without Origin (CLI peers) are always allowed"},
 	{"REQUIRE_SESSION_PROOF", "0", "1 = refuse a hello without a valid sessionSig"},
 	{"QUEUE_TTL", "168h", "how long a message waits for an offline recipient (Go duration or seconds)"},
@@ -138,6 +144,8 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxConnectionsPerInstance: r.intRange("MAX_CONNECTIONS_PER_INSTANCE", 1, 10_000_000),
 		MaxMessageBytes:           r.intRange("MAX_MESSAGE_BYTES", 1024, 64<<20),
 		HookRateLimitPerMin:       r.intRange("HOOK_RATE_LIMIT_PER_MIN", 1, 1_000_000),
+		SendRateBurst:             r.intRange("SEND_RATE_BURST", 1, 1_000_000),
+		SendRatePerMinute:         r.intRange("SEND_RATE_LIMIT_PER_MIN", 0, 100_000_000),
 		AllowedOrigins:            r.list("ALLOWED_ORIGINS"),
 		RequireSessionProof:       r.flag("REQUIRE_SESSION_PROOF"),
 		QueueTTL:                  r.duration("QUEUE_TTL"),

@@ -17,7 +17,7 @@ func TestMain(m *testing.M) { testdb.Main(m) }
 var wantTables = []string{
 	"users", "meshes", "members", "permissions", "invites", "device_codes", "cli_sessions",
 	"instances", "presences", "peer_states", "pending_statuses", "hello_replays", "rate_buckets",
-	"messages", "deliveries", "audit_log",
+	"messages", "deliveries", "audit_log", "job_runs",
 }
 
 func tables(t *testing.T, url string) map[string]bool {

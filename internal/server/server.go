@@ -25,6 +25,8 @@ type Deps struct {
 	GitSHA  string
 	// WS serves the WebSocket upgrade at /ws (nil: /ws answers 404).
 	WS http.Handler
+	// Hook serves POST /hook/set-status (nil: 404).
+	Hook http.Handler
 }
 
 // Server routes HTTP requests.
@@ -42,6 +44,9 @@ func New(deps Deps) *Server {
 	if deps.WS != nil {
 		// Registered as a path, so a query string does not break the match.
 		s.handle("/ws", http.MethodGet, deps.WS.ServeHTTP)
+	}
+	if deps.Hook != nil {
+		s.mux.Handle("/hook/set-status", deps.Hook)
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found")

@@ -105,6 +105,18 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 		h.metrics.MessagesRejected.WithLabelValues(reason).Inc()
 		s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: msg})
 	}
+	if h.cfg.SendRatePerMinute > 0 {
+		ok, err := h.limiter.Allow(ctx, "send:"+s.member.ID, float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute))
+		if err != nil {
+			h.log.Warn("send rate limit", "err", err)
+			reject("parse_or_handler", "broker could not store the message; retry")
+			return
+		}
+		if !ok {
+			reject("rate_limit", fmt.Sprintf("rate_limit: max %d msg/min (burst %d) — slow down", h.cfg.SendRatePerMinute, h.cfg.SendRateBurst))
+			return
+		}
+	}
 	if n := len(b.Ciphertext) + len(b.Nonce) + len(b.TargetSpec); n > h.cfg.MaxMessageBytes {
 		reject("too_large", fmt.Sprintf("payload too large: %d bytes > MAX_MESSAGE_BYTES=%d", n, h.cfg.MaxMessageBytes))
 		return
@@ -135,21 +147,32 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 	s.send(protocol.Ack{Type: "ack", ID: b.ID, MessageID: out.MessageID, Queued: true})
 }
 
-// setStatus records a status; going idle wakes the presence so held messages flow.
+// setStatus records a status under the status rules.
 func (s *Session) setStatus(ctx context.Context, status, source string) {
 	switch status {
 	case "idle", "working", "dnd":
 	default:
 		return
 	}
-	h := s.hub
-	if _, err := h.q.SetPresenceStatus(ctx, db.SetPresenceStatusParams{ID: s.presenceID, Status: status, StatusSource: source}); err != nil {
-		h.log.Warn("set status", "err", err)
-		return
+	if err := s.hub.writeStatus(ctx, s.presenceID, status, source); err != nil {
+		s.hub.log.Warn("set status", "err", err)
 	}
-	if status == "idle" {
-		h.publish(ctx, notifier.WakePayloads([]string{s.presenceID}, nil)[0])
+}
+
+// writeStatus applies the status rules to a presence; a change to idle wakes the presence
+// wherever it is held, so messages held by priority gating flow at once.
+func (h *Hub) writeStatus(ctx context.Context, presenceID, status, source string) error {
+	r, err := h.q.WriteStatus(ctx, db.WriteStatusParams{ID: presenceID, Status: status, Source: source, FreshSeconds: h.cfg.HookFreshWindow.Seconds()})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // the presence ended meanwhile
 	}
+	if err != nil {
+		return fmt.Errorf("write status: %w", err)
+	}
+	if r.Status == "idle" && r.OldStatus != "idle" {
+		h.publish(ctx, notifier.WakePayloads([]string{presenceID}, nil)[0])
+	}
+	return nil
 }
 
 func (s *Session) updateGroups(ctx context.Context, fn func([]protocol.Group) []protocol.Group) {

@@ -16,6 +16,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/metrics"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 	"github.com/meshbroker/meshbroker/internal/protocol"
+	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
 
 // Config is what sessions need from the broker configuration.
@@ -27,6 +28,12 @@ type Config struct {
 	AllowedOrigins      []string
 	PollInterval        time.Duration // how often every local presence is re-claimed regardless of wake-ups
 	LeaseDuration       time.Duration
+	SendRateBurst       int
+	SendRatePerMinute   int // 0 = no send limit
+	HookFreshWindow     time.Duration
+	HookRatePerMinute   int
+	StatusTTL           time.Duration
+	SweepPeriod         time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
 }
 
 // Hub is one instance's registry of sessions and its delivery loop.
@@ -35,6 +42,7 @@ type Hub struct {
 	pool    *pgxpool.Pool
 	q       *db.Queries
 	router  *delivery.Router
+	limiter ratelimit.Limiter
 	metrics *metrics.Metrics
 	log     *slog.Logger
 
@@ -59,7 +67,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		cfg.LeaseDuration = 30 * time.Second
 	}
 	return &Hub{
-		cfg: cfg, pool: pool, q: db.New(pool), router: router, metrics: m, log: log,
+		cfg: cfg, pool: pool, q: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]*Session{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),

@@ -2,10 +2,15 @@ package session
 
 import (
 	"context"
+	"errors"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/jobs"
+	"github.com/meshbroker/meshbroker/internal/metrics"
+	"github.com/meshbroker/meshbroker/internal/notifier"
 )
 
 // Maintenance periods. Every instance runs them; each step is a conditional UPDATE, so
@@ -67,3 +72,118 @@ func (h *Hub) StopInstance(ctx context.Context) error { return h.q.StopInstance(
 // Registered reports whether this instance is recorded in the database (sockets are
 // refused until it is).
 func (h *Hub) Registered() bool { return h.registered.Load() }
+
+// Job lock keys: pg_try_advisory_xact_lock ids, so each job runs on one instance per period.
+var (
+	lockStatusSweep = jobLockKey("status_ttl_sweep")
+	lockPurge       = jobLockKey("purge")
+)
+
+func jobLockKey(name string) int64 {
+	var h uint64 = 1469598103934665603 // FNV-1a
+	for _, c := range []byte("meshbroker:job:" + name) {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return int64(h & 0x7fffffffffffffff)
+}
+
+// StatusSweepPeriod is how often the working -> idle TTL sweep runs (across the fleet).
+const StatusSweepPeriod = 15 * time.Second
+
+func (h *Hub) sweepPeriod() time.Duration {
+	if h.cfg.SweepPeriod > 0 {
+		return h.cfg.SweepPeriod
+	}
+	return StatusSweepPeriod
+}
+
+// SweepStatuses runs the status TTL sweep every 15 s: presences working for longer than
+// STATUS_TTL_SECONDS become idle, and are woken so messages held for them flow. Only the
+// instance that takes the job's advisory lock runs a given round.
+func (h *Hub) SweepStatuses(ctx context.Context) {
+	for {
+		if !sleepCtx(ctx, jobs.Jitter(h.sweepPeriod())) {
+			return
+		}
+		if _, err := h.SweepStatusesOnce(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("status sweep", "err", err)
+		}
+	}
+}
+
+// SweepStatusesOnce runs one round; ran is false when another instance holds the lock.
+func (h *Hub) SweepStatusesOnce(ctx context.Context) (ran bool, err error) {
+	var flipped []string
+	err = pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		got, err := q.TryJobLock(ctx, lockStatusSweep)
+		if err != nil || !got {
+			return err
+		}
+		// The lock excludes overlapping runs; the period claim makes it one run per period
+		// across the fleet, however the instances' tickers are phased.
+		if _, err := q.ClaimJobPeriod(ctx, db.ClaimJobPeriodParams{Name: "status_ttl_sweep", PeriodSeconds: h.sweepPeriod().Seconds() * 0.9}); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		}
+		ran = true
+		flipped, err = q.SweepWorkingToIdle(ctx, h.cfg.StatusTTL.Seconds())
+		if err != nil {
+			return err
+		}
+		for _, p := range notifier.WakePayloads(flipped, nil) {
+			if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: p}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil && ran {
+		h.metrics.TTLSweeps.WithLabelValues(metrics.TTLSweepBucket(int64(len(flipped)))).Inc()
+		h.metrics.TTLSweepFlipped.Add(float64(len(flipped)))
+	}
+	return ran, err
+}
+
+// Purge deletes what has expired, once a minute across the fleet: messages past QUEUE_TTL
+// (with their deliveries), hook signals older than 10 s, hello signatures past the replay
+// window, and idle rate buckets.
+func (h *Hub) Purge(ctx context.Context) {
+	for {
+		if !sleepCtx(ctx, jobs.Jitter(time.Minute)) {
+			return
+		}
+		err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+			q := db.New(tx)
+			got, err := q.TryJobLock(ctx, lockPurge)
+			if err != nil || !got {
+				return err
+			}
+			for _, f := range []func(context.Context) (int64, error){
+				q.PurgeExpiredMessages, q.PurgePendingStatuses, q.PurgeHelloReplays, q.PurgeRateBuckets,
+			} {
+				if _, err := f(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			h.log.Warn("purge", "err", err)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -368,6 +368,15 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 		s.presenceID, s.epoch = ins.ID, ins.ConnectionEpoch
 		ack.PresenceID = ins.ID
 		fresh = true
+		// A hook signal that arrived before this presence existed (the first-turn race).
+		pending, err := q.TakePendingStatus(ctx, db.TakePendingStatusParams{HelloSessionID: hl.SessionID, HelloPid: int32(hl.Pid), HelloCwd: hl.Cwd})
+		if err == nil {
+			if _, err := q.WriteStatus(ctx, db.WriteStatusParams{ID: ins.ID, Status: pending, Source: "hook", FreshSeconds: h.cfg.HookFreshWindow.Seconds()}); err != nil {
+				return fmt.Errorf("apply pending status: %w", err)
+			}
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("pending status: %w", err)
+		}
 		return audit.Append(ctx, q, []audit.Event{{
 			MeshID: mesh.ID, Type: "peer_joined", ActorID: mem.ID, ActorName: s.name,
 			Payload: map[string]any{"pubkey": mem.PeerPubkey, "groups": json.RawMessage(groups), "restored": hasState},
