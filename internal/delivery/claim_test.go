@@ -1,0 +1,178 @@
+package delivery_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/delivery"
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }
+
+func presence(t *testing.T, d *testdb.DB, id, memberID, status string) {
+	t.Helper()
+	if _, err := d.Pool.Exec(context.Background(), `INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, pid, cwd, status)
+		SELECT $1, mesh_id, id, $1, 's', 1, '/', $3 FROM members WHERE id = $2`, id, memberID, status); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sender(ids map[string]string, meshID, memberID, pubkey string) delivery.Sender {
+	return delivery.Sender{MeshID: meshID, MemberID: memberID, MemberPubkey: pubkey, PresenceID: "sender"}
+}
+
+// Concurrent claims for one recipient get disjoint sets whose union is everything (the
+// reference's dup-delivery cases), in FIFO order within each claim.
+func TestConcurrentClaimsPartition(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	ids := brokertest.Mesh(t, q, "alice", "bob")
+	a, b := ids["alice"], ids["bob"]
+	presence(t, d, "bob-p", b.MemberID, "idle")
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	const n = 20
+	var order []string
+	for range n {
+		out, err := r.Send(ctx, sender(nil, a.MeshID, a.MemberID, a.Pubkey), delivery.Request{TargetSpec: b.Pubkey, Priority: "now", Nonce: "n", Ciphertext: "c"})
+		if err != nil || !out.Queued {
+			t.Fatalf("send: %+v %v", out, err)
+		}
+		order = append(order, out.MessageID)
+	}
+	const claimers = 6
+	results := make([][]string, claimers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range claimers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			pid := "bob-p"
+			rows, err := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 7, LeaseSeconds: 30})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for _, row := range rows {
+				results[i] = append(results[i], row.MessageID)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	seen := map[string]int{}
+	for _, res := range results {
+		for _, id := range res {
+			seen[id]++
+		}
+	}
+	// 6 claims of up to 7 rows over 20 rows: every row claimed exactly once.
+	if len(seen) != n {
+		t.Fatalf("claimed %d distinct rows of %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Fatalf("row %s claimed %d times", id, c)
+		}
+	}
+	// A leased row is not claimable again until its lease expires.
+	pid := "bob-p"
+	again, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 100, LeaseSeconds: 30})
+	if len(again) != 0 {
+		t.Fatalf("leased rows claimed again: %d", len(again))
+	}
+	if _, err := d.Pool.Exec(ctx, "UPDATE deliveries SET lease_expires_at = now() - interval '1 second'"); err != nil {
+		t.Fatal(err)
+	}
+	again, _ = q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 100, LeaseSeconds: 30})
+	if len(again) != n {
+		t.Fatalf("after lease expiry: %d rows", len(again))
+	}
+	for i, row := range again {
+		if row.MessageID != order[i] {
+			t.Fatalf("claim order: position %d has %s, want %s (FIFO)", i, row.MessageID, order[i])
+		}
+	}
+}
+
+// Priority gating: a working recipient gets only now; held rows come once it is idle.
+func TestClaimGatesOnStatus(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	ids := brokertest.Mesh(t, q, "alice", "bob")
+	a, b := ids["alice"], ids["bob"]
+	presence(t, d, "bob-p", b.MemberID, "working")
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	for _, p := range []string{"next", "now", "low"} {
+		if out, err := r.Send(ctx, sender(nil, a.MeshID, a.MemberID, a.Pubkey), delivery.Request{TargetSpec: b.Pubkey, Priority: p, Nonce: "n", Ciphertext: p}); err != nil || !out.Queued {
+			t.Fatal(out, err)
+		}
+	}
+	pid := "bob-p"
+	rows, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 10, LeaseSeconds: 30})
+	if len(rows) != 1 || rows[0].Priority != "now" {
+		t.Fatalf("working recipient claimed %d rows", len(rows))
+	}
+	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET status = 'dnd' WHERE id = 'bob-p'"); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 10, LeaseSeconds: 30}); len(rows) != 0 {
+		t.Fatalf("dnd recipient claimed held rows")
+	}
+	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET status = 'idle' WHERE id = 'bob-p'"); err != nil {
+		t.Fatal(err)
+	}
+	if rows, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 10, LeaseSeconds: 30}); len(rows) != 2 {
+		t.Fatalf("idle recipient claimed %d held rows, want 2", len(rows))
+	}
+}
+
+// Routing: unknown keys and other meshes' keys are refused up front, never queued to nobody;
+// a member's key in another mesh is not a recipient here.
+func TestRoutingAndMeshIsolation(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	x := brokertest.Mesh(t, q, "alice", "bob")
+	y := brokertest.Mesh(t, q, "carol")
+	a := x["alice"]
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	s := sender(nil, a.MeshID, a.MemberID, a.Pubkey)
+	for _, target := range []string{y["carol"].Pubkey, "zzzz", "0000000000000000000000000000000000000000000000000000000000000000", "#channel"} {
+		out, err := r.Send(ctx, s, delivery.Request{TargetSpec: target, Priority: "now", Nonce: "n", Ciphertext: "c"})
+		if err != nil || out.Queued || out.Reason != "no_recipient" || out.Error != delivery.ErrTextNoRecipient {
+			t.Errorf("target %q: %+v %v", target, out, err)
+		}
+	}
+	var stored int
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&stored); err != nil || stored != 0 {
+		t.Fatalf("refused sends stored %d messages (%v)", stored, err)
+	}
+	// Grants: bob blocks alice's dm.
+	if _, err := d.Pool.Exec(ctx, `UPDATE members SET peer_grants = jsonb_build_object($1::text, '[]'::jsonb) WHERE id = $2`, a.Pubkey, x["bob"].MemberID); err != nil {
+		t.Fatal(err)
+	}
+	drops := 0
+	r.OnGrantDrop = func(string) { drops++ }
+	out, err := r.Send(ctx, s, delivery.Request{TargetSpec: x["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "c"})
+	if err != nil || out.Queued || out.Error != delivery.ErrTextGrantDM || drops != 1 {
+		t.Fatalf("grant block: %+v %v drops=%d", out, err, drops)
+	}
+	// Idempotency: the same clientMessageId is stored once.
+	out1, _ := r.Send(ctx, s, delivery.Request{TargetSpec: "*", Priority: "now", Nonce: "n", Ciphertext: "c", ClientMessageID: "retry-1"})
+	out2, _ := r.Send(ctx, s, delivery.Request{TargetSpec: "*", Priority: "now", Nonce: "n", Ciphertext: "c", ClientMessageID: "retry-1"})
+	if !out1.Queued || out2.MessageID != out1.MessageID || !out2.Duplicate {
+		t.Fatalf("idempotent retry: %+v %+v", out1, out2)
+	}
+}
