@@ -31,7 +31,7 @@ WHERE d.id = c.id AND m.id = d.message_id AND s.id = m.sender_member_id
 RETURNING d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority, m.nonce, m.ciphertext,
           m.created_at, m.client_message_id, m.target_kind,
           coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,
-          s.peer_pubkey AS sender_member_pubkey
+          s.peer_pubkey AS sender_member_pubkey, d.attempts
 `
 
 type ClaimDeliveriesParams struct {
@@ -53,6 +53,7 @@ type ClaimDeliveriesRow struct {
 	TargetKind         string
 	SenderPubkey       string
 	SenderMemberPubkey string
+	Attempts           int32
 }
 
 // Leases up to @lim deliverable rows of one presence (its own rows, and its member's
@@ -85,6 +86,7 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, arg ClaimDeliveriesParams
 			&i.TargetKind,
 			&i.SenderPubkey,
 			&i.SenderMemberPubkey,
+			&i.Attempts,
 		); err != nil {
 			return nil, err
 		}

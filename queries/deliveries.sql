@@ -30,7 +30,7 @@ WHERE d.id = c.id AND m.id = d.message_id AND s.id = m.sender_member_id
 RETURNING d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority, m.nonce, m.ciphertext,
           m.created_at, m.client_message_id, m.target_kind,
           coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,
-          s.peer_pubkey AS sender_member_pubkey;
+          s.peer_pubkey AS sender_member_pubkey, d.attempts;
 
 -- name: MarkDelivered :execrows
 UPDATE deliveries SET delivered_at = now()

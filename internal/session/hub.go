@@ -50,7 +50,7 @@ type Hub struct {
 	byPresence map[string]*Session              // guarded by mu
 	byMember   map[string]map[*Session]struct{} // guarded by mu
 	byMesh     map[string]map[*Session]struct{} // guarded by mu
-	dirty      map[string]*Session              // presences to claim for; guarded by mu
+	dirty      map[string]dirtyEntry            // presences to claim for; guarded by mu
 	kick       chan struct{}                    // signals the claim loop that dirty is non-empty
 	closed     bool                             // guarded by mu
 
@@ -69,7 +69,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
-		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]*Session{},
+		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
 	}
 }
@@ -111,7 +111,7 @@ func (h *Hub) unregister(s *Session) {
 func (h *Hub) removeLocked(s *Session) {
 	if h.byPresence[s.presenceID] == s {
 		delete(h.byPresence, s.presenceID)
-		if h.dirty[s.presenceID] == s {
+		if h.dirty[s.presenceID].s == s {
 			delete(h.dirty, s.presenceID)
 		}
 	}
@@ -126,13 +126,23 @@ func (h *Hub) removeLocked(s *Session) {
 	h.metrics.ConnectionsActive.Set(float64(len(h.byPresence)))
 }
 
+type dirtyEntry struct {
+	s        *Session
+	fromPoll bool
+}
+
 // markDirty queues a claim for a presence held here.
-func (h *Hub) markDirty(presenceIDs ...string) {
+func (h *Hub) markDirty(presenceIDs ...string) { h.mark(false, presenceIDs...) }
+
+func (h *Hub) mark(fromPoll bool, presenceIDs ...string) {
 	h.mu.Lock()
 	n := 0
 	for _, id := range presenceIDs {
 		if s := h.byPresence[id]; s != nil {
-			h.dirty[id] = s
+			if e, ok := h.dirty[id]; ok && !e.fromPoll {
+				continue // already queued by a notification
+			}
+			h.dirty[id] = dirtyEntry{s: s, fromPoll: fromPoll}
 			n++
 		}
 	}
@@ -147,6 +157,7 @@ func (h *Hub) markDirty(presenceIDs ...string) {
 
 // OnWake implements notifier.Handler.
 func (h *Hub) OnWake(presenceIDs, memberIDs []string) {
+	h.metrics.NotificationsReceived.WithLabelValues("wake").Inc()
 	ids := presenceIDs
 	if len(memberIDs) > 0 {
 		h.mu.Lock()
@@ -162,6 +173,7 @@ func (h *Hub) OnWake(presenceIDs, memberIDs []string) {
 
 // OnKick implements notifier.Handler: a newer socket took the presence over.
 func (h *Hub) OnKick(presenceID string, epoch int64) {
+	h.metrics.NotificationsReceived.WithLabelValues("kick").Inc()
 	h.mu.Lock()
 	s := h.byPresence[presenceID]
 	h.mu.Unlock()
@@ -179,6 +191,7 @@ type systemEvent struct {
 
 // OnSystem implements notifier.Handler: fan a system push out to local sessions.
 func (h *Hub) OnSystem(payload []byte) {
+	h.metrics.NotificationsReceived.WithLabelValues("system").Inc()
 	var ev systemEvent
 	if err := json.Unmarshal(payload, &ev); err != nil {
 		h.log.Warn("bad system event", "err", err)
@@ -212,7 +225,7 @@ func (h *Hub) pollAll() {
 		ids = append(ids, id)
 	}
 	h.mu.Unlock()
-	h.markDirty(ids...)
+	h.mark(true, ids...)
 }
 
 func (h *Hub) pollLoop(ctx context.Context) {
@@ -240,17 +253,20 @@ func (h *Hub) claimLoop(ctx context.Context) {
 		}
 		h.mu.Lock()
 		batch := h.dirty
-		h.dirty = map[string]*Session{}
+		h.dirty = map[string]dirtyEntry{}
 		h.mu.Unlock()
-		for _, s := range batch {
+		for _, e := range batch {
 			sem <- struct{}{}
-			go func(s *Session) {
+			go func(e dirtyEntry) {
 				defer func() { <-sem }()
-				more := h.claimFor(ctx, s)
-				if more {
-					h.markDirty(s.presenceID)
+				n, more := h.claimFor(ctx, e.s)
+				if e.fromPoll && n > 0 {
+					h.metrics.PollsWithWork.Inc()
 				}
-			}(s)
+				if more {
+					h.markDirty(e.s.presenceID)
+				}
+			}(e)
 		}
 	}
 }
@@ -258,25 +274,30 @@ func (h *Hub) claimLoop(ctx context.Context) {
 const claimBatch = 256
 
 // claimFor leases and pushes one presence's deliverable rows; more reports a full batch.
-func (h *Hub) claimFor(ctx context.Context, s *Session) (more bool) {
+func (h *Hub) claimFor(ctx context.Context, s *Session) (n int, more bool) {
 	if !s.claiming.TryLock() {
-		return true // a claim for this presence is running; look again after it
+		return 0, true // a claim for this presence is running; look again after it
 	}
 	defer s.claiming.Unlock()
 	if s.isClosed() {
-		return false
+		return 0, false
 	}
 	pid := s.presenceID
+	start := time.Now()
 	rows, err := h.q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{
 		PresenceID: &pid, MemberID: s.member.ID, Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds(),
 	})
+	h.metrics.ClaimDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if ctx.Err() == nil {
 			h.log.Warn("claim deliveries", "presence", pid, "err", err)
 		}
-		return false
+		return 0, false
 	}
 	for _, r := range rows {
+		if r.Attempts > 1 {
+			h.metrics.Redeliveries.Inc()
+		}
 		p := protocol.Push{
 			Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderPubkey,
 			SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
@@ -289,13 +310,13 @@ func (h *Hub) claimFor(ctx context.Context, s *Session) (more bool) {
 		if err != nil {
 			continue
 		}
-		f := outFrame{data: data, priority: r.Priority}
+		f := outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt}
 		if !s.clientAck {
 			f.deliveryID = r.DeliveryID
 		}
 		s.enqueue(f)
 	}
-	return len(rows) == claimBatch
+	return len(rows), len(rows) == claimBatch
 }
 
 // markLoop marks written deliveries delivered, in batches.

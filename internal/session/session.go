@@ -39,7 +39,8 @@ const (
 type outFrame struct {
 	data       []byte
 	deliveryID int64
-	priority   string
+	priority   string    // set for message pushes (counted in broker_messages_routed_total)
+	storedAt   time.Time // when the message was stored (send→push latency)
 }
 
 // Session is one authenticated socket.
@@ -345,6 +346,7 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 		if err == nil {
 			s.presenceID, s.epoch = to.ID, to.ConnectionEpoch
 			ack.PresenceID = to.ID
+			h.metrics.Takeovers.Inc()
 			ack.groupsJSON = to.Groups
 			// Whatever the old socket held but did not deliver is claimable by this one.
 			if _, err := q.ReleaseLeases(ctx, db.ReleaseLeasesParams{PresenceID: &to.ID, MemberID: mem.ID}); err != nil {
@@ -427,6 +429,7 @@ func (s *Session) writeLoop(ctx context.Context) {
 			}
 			if f.priority != "" {
 				s.hub.metrics.MessagesRouted.WithLabelValues(f.priority).Inc()
+				s.hub.metrics.SendToPush.Observe(time.Since(f.storedAt).Seconds())
 			}
 			if f.deliveryID > 0 {
 				s.hub.delivered <- f.deliveryID
