@@ -11,37 +11,45 @@ import (
 )
 
 const claimDeliveries = `-- name: ClaimDeliveries :many
-WITH c AS (
-    SELECT d.id FROM deliveries d
-    WHERE d.delivered_at IS NULL AND d.expires_at > now()
-      AND (d.recipient_presence_id = $1
-           OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = $3))
-      AND (d.priority = 'now'
-           OR (SELECT p.status FROM presences p WHERE p.id = $1) = 'idle')
-      AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
-    ORDER BY d.id
-    LIMIT $4
-    FOR UPDATE OF d SKIP LOCKED
+WITH t AS (
+    SELECT unnest($2::text[]) AS presence_id, unnest($3::text[]) AS member_id
+), c AS (
+    SELECT DISTINCT ON (x.id) x.id, t.presence_id
+    FROM t
+    JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE d.delivered_at IS NULL AND d.expires_at > now()
+          AND (d.recipient_presence_id = t.presence_id
+               OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = t.member_id))
+          AND (d.priority = 'now' OR p.status = 'idle')
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+        ORDER BY d.id
+        LIMIT $4
+        FOR UPDATE OF d SKIP LOCKED
+    ) x
+    ORDER BY x.id
 )
 UPDATE deliveries d
-SET claimed_by = $1, lease_expires_at = now() + make_interval(secs => $2::float8),
+SET claimed_by = c.presence_id, lease_expires_at = now() + make_interval(secs => $1::float8),
     attempts = d.attempts + 1
 FROM c, messages m, members s
 WHERE d.id = c.id AND m.id = d.message_id AND s.id = m.sender_member_id
-RETURNING d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority, m.nonce, m.ciphertext,
-          m.created_at, m.client_message_id, m.target_kind,
+RETURNING c.presence_id::text AS presence_id, d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority,
+          m.nonce, m.ciphertext, m.created_at, m.client_message_id, m.target_kind,
           coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,
           s.peer_pubkey AS sender_member_pubkey, d.attempts
 `
 
 type ClaimDeliveriesParams struct {
-	PresenceID   *string
 	LeaseSeconds float64
-	MemberID     string
+	PresenceIds  []string
+	MemberIds    []string
 	Lim          int32
 }
 
 type ClaimDeliveriesRow struct {
+	PresenceID         string
 	DeliveryID         int64
 	MessageID          string
 	MeshID             string
@@ -56,15 +64,16 @@ type ClaimDeliveriesRow struct {
 	Attempts           int32
 }
 
-// Leases up to @lim deliverable rows of one presence (its own rows, and its member's
-// member-keyed rows), oldest first. Held priorities (next, low) are deliverable only while
-// the presence is idle, read here so a status set on any instance counts at once. Rows with
-// a live lease of another claim are skipped; concurrent claims get disjoint sets.
+// Leases up to @lim deliverable rows for each of several presences (their own rows, and
+// their member's member-keyed rows), oldest first. Held priorities (next, low) are
+// deliverable only while the presence is idle, read here, so a status set on any instance
+// counts at once. Rows under another claim's live lease are skipped; concurrent claims get
+// disjoint sets. A member-keyed row reachable by two of the presences goes to one of them.
 func (q *Queries) ClaimDeliveries(ctx context.Context, arg ClaimDeliveriesParams) ([]ClaimDeliveriesRow, error) {
 	rows, err := q.db.Query(ctx, claimDeliveries,
-		arg.PresenceID,
 		arg.LeaseSeconds,
-		arg.MemberID,
+		arg.PresenceIds,
+		arg.MemberIds,
 		arg.Lim,
 	)
 	if err != nil {
@@ -75,6 +84,7 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, arg ClaimDeliveriesParams
 	for rows.Next() {
 		var i ClaimDeliveriesRow
 		if err := rows.Scan(
+			&i.PresenceID,
 			&i.DeliveryID,
 			&i.MessageID,
 			&i.MeshID,

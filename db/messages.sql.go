@@ -10,100 +10,142 @@ import (
 	"time"
 )
 
-const getMessageByClientID = `-- name: GetMessageByClientID :one
-SELECT id FROM messages WHERE sender_member_id = $1 AND client_message_id = $2
+const existingClientMessages = `-- name: ExistingClientMessages :many
+SELECT m.sender_member_id, m.client_message_id::text AS client_message_id, m.id
+FROM messages m
+JOIN (SELECT unnest($1::text[]) AS s, unnest($2::text[]) AS c) k
+  ON m.sender_member_id = k.s AND m.client_message_id = k.c
 `
 
-type GetMessageByClientIDParams struct {
+type ExistingClientMessagesParams struct {
+	SenderMemberIds  []string
+	ClientMessageIds []string
+}
+
+type ExistingClientMessagesRow struct {
 	SenderMemberID  string
-	ClientMessageID *string
+	ClientMessageID string
+	ID              string
 }
 
-func (q *Queries) GetMessageByClientID(ctx context.Context, arg GetMessageByClientIDParams) (string, error) {
-	row := q.db.QueryRow(ctx, getMessageByClientID, arg.SenderMemberID, arg.ClientMessageID)
-	var id string
-	err := row.Scan(&id)
-	return id, err
+// Which (sender, clientMessageId) pairs are already stored, for idempotent retries.
+func (q *Queries) ExistingClientMessages(ctx context.Context, arg ExistingClientMessagesParams) ([]ExistingClientMessagesRow, error) {
+	rows, err := q.db.Query(ctx, existingClientMessages, arg.SenderMemberIds, arg.ClientMessageIds)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ExistingClientMessagesRow{}
+	for rows.Next() {
+		var i ExistingClientMessagesRow
+		if err := rows.Scan(&i.SenderMemberID, &i.ClientMessageID, &i.ID); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
-const insertDeliveries = `-- name: InsertDeliveries :exec
+const insertDeliveryRows = `-- name: InsertDeliveryRows :exec
 INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
-SELECT $1, $2, unnest($3::text[]), NULLIF(unnest($4::text[]), ''),
-       $5, $6
+SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
+       NULLIF(unnest($4::text[]), ''), unnest($5::text[]), unnest($6::timestamptz[])
 `
 
-type InsertDeliveriesParams struct {
-	MessageID   string
-	MeshID      string
+type InsertDeliveryRowsParams struct {
+	MessageIds  []string
+	MeshIds     []string
 	MemberIds   []string
 	PresenceIds []string
-	Priority    string
-	ExpiresAt   time.Time
+	Priorities  []string
+	ExpiresAts  []time.Time
 }
 
-// One row per recipient; an empty presence id means "any session of the member".
-func (q *Queries) InsertDeliveries(ctx context.Context, arg InsertDeliveriesParams) error {
-	_, err := q.db.Exec(ctx, insertDeliveries,
-		arg.MessageID,
-		arg.MeshID,
+// Many deliveries at once; an empty presence id means "any session of the member".
+func (q *Queries) InsertDeliveryRows(ctx context.Context, arg InsertDeliveryRowsParams) error {
+	_, err := q.db.Exec(ctx, insertDeliveryRows,
+		arg.MessageIds,
+		arg.MeshIds,
 		arg.MemberIds,
 		arg.PresenceIds,
-		arg.Priority,
-		arg.ExpiresAt,
+		arg.Priorities,
+		arg.ExpiresAts,
 	)
 	return err
 }
 
-const insertMessage = `-- name: InsertMessage :execrows
+const insertMessages = `-- name: InsertMessages :many
 INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
     target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
-VALUES ($1, $2, $3, $4, $5,
-    $6, $7, $8, $9, $10, $11, $12)
+SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
+       unnest($4::text[]), NULLIF(unnest($5::text[]), ''),
+       unnest($6::text[]), unnest($7::text[]), unnest($8::text[]),
+       unnest($9::text[]), unnest($10::text[]), NULLIF(unnest($11::text[]), ''),
+       unnest($12::timestamptz[])
 ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
+RETURNING id
 `
 
-type InsertMessageParams struct {
-	ID                  string
-	MeshID              string
-	SenderMemberID      string
-	SenderPresenceID    *string
-	SenderSessionPubkey *string
-	TargetSpec          string
-	TargetKind          string
-	Priority            string
-	Nonce               string
-	Ciphertext          string
-	ClientMessageID     *string
-	ExpiresAt           time.Time
+type InsertMessagesParams struct {
+	Ids                  []string
+	MeshIds              []string
+	SenderMemberIds      []string
+	SenderPresenceIds    []string
+	SenderSessionPubkeys []string
+	TargetSpecs          []string
+	TargetKinds          []string
+	Priorities           []string
+	Nonces               []string
+	Ciphertexts          []string
+	ClientMessageIds     []string
+	ExpiresAts           []time.Time
 }
 
-func (q *Queries) InsertMessage(ctx context.Context, arg InsertMessageParams) (int64, error) {
-	result, err := q.db.Exec(ctx, insertMessage,
-		arg.ID,
-		arg.MeshID,
-		arg.SenderMemberID,
-		arg.SenderPresenceID,
-		arg.SenderSessionPubkey,
-		arg.TargetSpec,
-		arg.TargetKind,
-		arg.Priority,
-		arg.Nonce,
-		arg.Ciphertext,
-		arg.ClientMessageID,
-		arg.ExpiresAt,
+// Many messages at once; a clientMessageId already stored is skipped (not returned).
+func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, insertMessages,
+		arg.Ids,
+		arg.MeshIds,
+		arg.SenderMemberIds,
+		arg.SenderPresenceIds,
+		arg.SenderSessionPubkeys,
+		arg.TargetSpecs,
+		arg.TargetKinds,
+		arg.Priorities,
+		arg.Nonces,
+		arg.Ciphertexts,
+		arg.ClientMessageIds,
+		arg.ExpiresAts,
 	)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return result.RowsAffected(), nil
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const purgeExpiredMessages = `-- name: PurgeExpiredMessages :execrows
+
 DELETE FROM messages WHERE id IN (
     SELECT id FROM messages WHERE expires_at < now() ORDER BY expires_at LIMIT 5000
 )
 `
 
+// Messages and their recipients.
 // Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time.
 func (q *Queries) PurgeExpiredMessages(ctx context.Context) (int64, error) {
 	result, err := q.db.Exec(ctx, purgeExpiredMessages)
@@ -113,48 +155,56 @@ func (q *Queries) PurgeExpiredMessages(ctx context.Context) (int64, error) {
 	return result.RowsAffected(), nil
 }
 
-const resolveDirectTarget = `-- name: ResolveDirectTarget :many
-
-(SELECT 'session'::text AS kind, p.id AS presence_id, p.member_id, m.peer_grants
- FROM presences p JOIN members m ON m.id = p.member_id
- WHERE p.mesh_id = $1 AND p.session_pubkey = $2 AND p.ended_at IS NULL AND m.revoked_at IS NULL
- LIMIT 1)
-UNION ALL
-(SELECT 'member'::text, ''::text, m.id, m.peer_grants
- FROM members m WHERE m.mesh_id = $1 AND m.peer_pubkey = $2 AND m.revoked_at IS NULL
- LIMIT 1)
-UNION ALL
-(SELECT 'stale'::text, ''::text, p.member_id, m.peer_grants
- FROM presences p JOIN members m ON m.id = p.member_id
- WHERE p.mesh_id = $1 AND p.session_pubkey = $2 AND p.ended_at IS NOT NULL AND m.revoked_at IS NULL
- ORDER BY p.ended_at DESC LIMIT 1)
+const resolveDirectTargets = `-- name: ResolveDirectTargets :many
+SELECT t.ord::int AS ord, r.kind::text AS kind, r.presence_id::text AS presence_id,
+       r.member_id::text AS member_id, r.peer_grants
+FROM (SELECT unnest($1::text[]) AS mesh_id, unnest($2::text[]) AS target,
+             generate_subscripts($2::text[], 1) AS ord) t
+CROSS JOIN LATERAL (
+    SELECT x.kind, x.presence_id, x.member_id, x.peer_grants FROM (
+        (SELECT 'session' AS kind, p.id AS presence_id, p.member_id, m.peer_grants, 1 AS rank
+         FROM presences p JOIN members m ON m.id = p.member_id
+         WHERE p.mesh_id = t.mesh_id AND p.session_pubkey = t.target AND p.ended_at IS NULL AND m.revoked_at IS NULL
+         LIMIT 1)
+        UNION ALL
+        (SELECT 'member', '', m.id, m.peer_grants, 2
+         FROM members m WHERE m.mesh_id = t.mesh_id AND m.peer_pubkey = t.target AND m.revoked_at IS NULL
+         LIMIT 1)
+        UNION ALL
+        (SELECT 'stale', '', p.member_id, m.peer_grants, 3
+         FROM presences p JOIN members m ON m.id = p.member_id
+         WHERE p.mesh_id = t.mesh_id AND p.session_pubkey = t.target AND p.ended_at IS NOT NULL AND m.revoked_at IS NULL
+         ORDER BY p.ended_at DESC LIMIT 1)
+    ) x ORDER BY x.rank LIMIT 1
+) r
 `
 
-type ResolveDirectTargetParams struct {
-	MeshID string
-	Target *string
+type ResolveDirectTargetsParams struct {
+	MeshIds []string
+	Targets []string
 }
 
-type ResolveDirectTargetRow struct {
+type ResolveDirectTargetsRow struct {
+	Ord        int32
 	Kind       string
 	PresenceID string
 	MemberID   string
 	PeerGrants []byte
 }
 
-// Messages and their recipients.
-// Who a 64-hex target names in a mesh: a live session key first, then a member key, then
-// an ended session key (a stale key: routed to its member). kind says which.
-func (q *Queries) ResolveDirectTarget(ctx context.Context, arg ResolveDirectTargetParams) ([]ResolveDirectTargetRow, error) {
-	rows, err := q.db.Query(ctx, resolveDirectTarget, arg.MeshID, arg.Target)
+// ResolveDirectTarget for many (mesh, target) pairs at once: ord is the pair's 1-based
+// position; pairs that name nobody are absent.
+func (q *Queries) ResolveDirectTargets(ctx context.Context, arg ResolveDirectTargetsParams) ([]ResolveDirectTargetsRow, error) {
+	rows, err := q.db.Query(ctx, resolveDirectTargets, arg.MeshIds, arg.Targets)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []ResolveDirectTargetRow{}
+	items := []ResolveDirectTargetsRow{}
 	for rows.Next() {
-		var i ResolveDirectTargetRow
+		var i ResolveDirectTargetsRow
 		if err := rows.Scan(
+			&i.Ord,
 			&i.Kind,
 			&i.PresenceID,
 			&i.MemberID,

@@ -362,6 +362,20 @@ func (q *Queries) ListLivePeers(ctx context.Context, meshID string) ([]ListLiveP
 	return items, nil
 }
 
+const mergePresenceProfile = `-- name: MergePresenceProfile :exec
+UPDATE presences SET profile = profile || $1::jsonb WHERE id = $2 AND ended_at IS NULL
+`
+
+type MergePresenceProfileParams struct {
+	Patch []byte
+	ID    string
+}
+
+func (q *Queries) MergePresenceProfile(ctx context.Context, arg MergePresenceProfileParams) error {
+	_, err := q.db.Exec(ctx, mergePresenceProfile, arg.Patch, arg.ID)
+	return err
+}
+
 const multicastRecipients = `-- name: MulticastRecipients :many
 SELECT p.id, p.member_id, p.groups, m.peer_grants
 FROM presences p JOIN members m ON m.id = p.member_id
@@ -418,6 +432,20 @@ type SetPresenceGroupsParams struct {
 
 func (q *Queries) SetPresenceGroups(ctx context.Context, arg SetPresenceGroupsParams) error {
 	_, err := q.db.Exec(ctx, setPresenceGroups, arg.Groups, arg.ID)
+	return err
+}
+
+const setPresenceStats = `-- name: SetPresenceStats :exec
+UPDATE presences SET stats = $1::jsonb WHERE id = $2 AND ended_at IS NULL
+`
+
+type SetPresenceStatsParams struct {
+	Stats []byte
+	ID    string
+}
+
+func (q *Queries) SetPresenceStats(ctx context.Context, arg SetPresenceStatsParams) error {
+	_, err := q.db.Exec(ctx, setPresenceStats, arg.Stats, arg.ID)
 	return err
 }
 

@@ -149,3 +149,9 @@ INSERT INTO job_runs AS j (name, last_run_at) VALUES (@name, now())
 ON CONFLICT (name) DO UPDATE SET last_run_at = now()
 WHERE j.last_run_at <= now() - make_interval(secs => @period_seconds::float8)
 RETURNING true;
+
+-- name: MergePresenceProfile :exec
+UPDATE presences SET profile = profile || @patch::jsonb WHERE id = @id AND ended_at IS NULL;
+
+-- name: SetPresenceStats :exec
+UPDATE presences SET stats = @stats::jsonb WHERE id = @id AND ended_at IS NULL;

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -67,6 +68,11 @@ func NewPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	if _, ok := pc.ConnConfig.RuntimeParams["application_name"]; !ok {
 		pc.ConnConfig.RuntimeParams["application_name"] = "meshbroker"
 	}
+	// pgxpool's default (max(4, NumCPU)) starves concurrent sends and claims; a URL's
+	// pool_max_conns still wins.
+	if !strings.Contains(url, "pool_max_conns") {
+		pc.MaxConns = 32
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pc)
 	if err != nil {
 		return nil, fmt.Errorf("open database pool: %w", err)
@@ -114,6 +120,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	checker := health.NewChecker(pool, migrator, cfg.ExpectedMigration, m.DBHealthy)
 
 	router := delivery.NewRouter(pool, cfg.QueueTTL)
+	defer router.Close()
 	router.OnGrantDrop = func(cap string) { m.MessagesDroppedByGrant.WithLabelValues(cap).Inc() }
 	hub := session.NewHub(session.Config{
 		InstanceID: ids.New(), MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,

@@ -1,7 +1,9 @@
 package delivery_test
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +22,10 @@ func presence(t *testing.T, d *testdb.DB, id, memberID, status string) {
 		SELECT $1, mesh_id, id, $1, 's', 1, '/', $3 FROM members WHERE id = $2`, id, memberID, status); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func claimFor(presence, member string, lim int32) db.ClaimDeliveriesParams {
+	return db.ClaimDeliveriesParams{PresenceIds: []string{presence}, MemberIds: []string{member}, Lim: lim, LeaseSeconds: 30}
 }
 
 func sender(ids map[string]string, meshID, memberID, pubkey string) delivery.Sender {
@@ -55,8 +61,7 @@ func TestConcurrentClaimsPartition(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			pid := "bob-p"
-			rows, err := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 7, LeaseSeconds: 30})
+			rows, err := q.ClaimDeliveries(ctx, claimFor("bob-p", b.MemberID, 7))
 			if err != nil {
 				t.Error(err)
 				return
@@ -84,18 +89,18 @@ func TestConcurrentClaimsPartition(t *testing.T) {
 		}
 	}
 	// A leased row is not claimable again until its lease expires.
-	pid := "bob-p"
-	again, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 100, LeaseSeconds: 30})
+	again, _ := q.ClaimDeliveries(ctx, claimFor("bob-p", b.MemberID, 100))
 	if len(again) != 0 {
 		t.Fatalf("leased rows claimed again: %d", len(again))
 	}
 	if _, err := d.Pool.Exec(ctx, "UPDATE deliveries SET lease_expires_at = now() - interval '1 second'"); err != nil {
 		t.Fatal(err)
 	}
-	again, _ = q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 100, LeaseSeconds: 30})
+	again, _ = q.ClaimDeliveries(ctx, claimFor("bob-p", b.MemberID, 100))
 	if len(again) != n {
 		t.Fatalf("after lease expiry: %d rows", len(again))
 	}
+	slices.SortFunc(again, func(x, y db.ClaimDeliveriesRow) int { return cmp.Compare(x.DeliveryID, y.DeliveryID) })
 	for i, row := range again {
 		if row.MessageID != order[i] {
 			t.Fatalf("claim order: position %d has %s, want %s (FIFO)", i, row.MessageID, order[i])
@@ -118,21 +123,20 @@ func TestClaimGatesOnStatus(t *testing.T) {
 			t.Fatal(out, err)
 		}
 	}
-	pid := "bob-p"
-	rows, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 10, LeaseSeconds: 30})
+	rows, _ := q.ClaimDeliveries(ctx, claimFor("bob-p", b.MemberID, 10))
 	if len(rows) != 1 || rows[0].Priority != "now" {
 		t.Fatalf("working recipient claimed %d rows", len(rows))
 	}
 	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET status = 'dnd' WHERE id = 'bob-p'"); err != nil {
 		t.Fatal(err)
 	}
-	if rows, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 10, LeaseSeconds: 30}); len(rows) != 0 {
+	if rows, _ := q.ClaimDeliveries(ctx, claimFor("bob-p", b.MemberID, 10)); len(rows) != 0 {
 		t.Fatalf("dnd recipient claimed held rows")
 	}
 	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET status = 'idle' WHERE id = 'bob-p'"); err != nil {
 		t.Fatal(err)
 	}
-	if rows, _ := q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{PresenceID: &pid, MemberID: b.MemberID, Lim: 10, LeaseSeconds: 30}); len(rows) != 2 {
+	if rows, _ := q.ClaimDeliveries(ctx, claimFor("bob-p", b.MemberID, 10)); len(rows) != 2 {
 		t.Fatalf("idle recipient claimed %d held rows, want 2", len(rows))
 	}
 }

@@ -48,6 +48,30 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 		}
 		h.systemPush(ctx, s.member.MeshID, "", event, map[string]any{"name": s.name, "pubkey": s.pubkey})
 		s.send(protocol.Ack{Type: "ack", ID: reqIDString(f.ReqID), Queued: false, ReqID: f.ReqID})
+	case *protocol.SetProfile:
+		patch := map[string]any{}
+		if b.Avatar != nil {
+			patch["avatar"] = *b.Avatar
+		}
+		if b.Title != nil {
+			patch["title"] = *b.Title
+		}
+		if b.Bio != nil {
+			patch["bio"] = *b.Bio
+		}
+		if b.Capabilities != nil {
+			patch["capabilities"] = b.Capabilities
+		}
+		raw, _ := json.Marshal(patch)
+		if err := h.q.MergePresenceProfile(ctx, db.MergePresenceProfileParams{ID: s.presenceID, Patch: raw}); err != nil {
+			h.log.Warn("set profile", "err", err)
+		}
+		s.send(protocol.Ack{Type: "ack", ID: reqIDString(f.ReqID), Queued: false, ReqID: f.ReqID})
+	case *protocol.SetStats:
+		raw, _ := json.Marshal(b.Stats)
+		if err := h.q.SetPresenceStats(ctx, db.SetPresenceStatsParams{ID: s.presenceID, Stats: raw}); err != nil {
+			h.log.Warn("set stats", "err", err)
+		}
 	case *protocol.JoinGroup:
 		s.updateGroups(ctx, func(gs []protocol.Group) []protocol.Group {
 			for i := range gs {
@@ -127,24 +151,27 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 		reject("parse_or_handler", "priority must be now, next or low")
 		return
 	}
-	out, err := h.router.Send(ctx, delivery.Sender{
+	// Pipelined: the read loop goes on while the send is stored; acks come back in order.
+	// At most maxInFlightSends per session are outstanding (backpressure on the socket).
+	s.inflight <- struct{}{}
+	h.router.SendAsync(ctx, delivery.Sender{
 		MeshID: s.member.MeshID, MemberID: s.member.ID, MemberPubkey: s.member.Pubkey, DisplayName: s.name,
 		PresenceID: s.presenceID, SessionPubkey: s.hello.SessionPubkey,
-	}, delivery.Request{TargetSpec: b.TargetSpec, Priority: b.Priority, Nonce: b.Nonce, Ciphertext: b.Ciphertext, ClientMessageID: b.ClientMessageID})
-	if err != nil {
-		h.log.Warn("send", "err", err)
-		reject("parse_or_handler", "broker could not store the message; retry")
-		return
-	}
-	if !out.Queued {
-		if out.Reason == "grant" {
-			s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: out.Error})
-			return
-		}
-		reject(out.Reason, out.Error)
-		return
-	}
-	s.send(protocol.Ack{Type: "ack", ID: b.ID, MessageID: out.MessageID, Queued: true})
+	}, delivery.Request{TargetSpec: b.TargetSpec, Priority: b.Priority, Nonce: b.Nonce, Ciphertext: b.Ciphertext, ClientMessageID: b.ClientMessageID},
+		func(out delivery.Outcome, err error) {
+			<-s.inflight
+			switch {
+			case err != nil:
+				h.log.Warn("send", "err", err)
+				reject("parse_or_handler", "broker could not store the message; retry")
+			case !out.Queued && out.Reason == "grant":
+				s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: out.Error})
+			case !out.Queued:
+				reject(out.Reason, out.Error)
+			default:
+				s.send(protocol.Ack{Type: "ack", ID: b.ID, MessageID: out.MessageID, Queued: true})
+			}
+		})
 }
 
 // setStatus records a status under the status rules.
@@ -213,6 +240,7 @@ type peerEntry struct {
 	Model        *string         `json:"model,omitempty"`
 	Visible      bool            `json:"visible"`
 	Profile      json.RawMessage `json:"profile,omitempty"`
+	Stats        json.RawMessage `json:"stats,omitempty"`
 }
 
 func (s *Session) listPeers(ctx context.Context, reqID json.RawMessage) {
@@ -240,6 +268,9 @@ func (s *Session) listPeers(ctx context.Context, reqID json.RawMessage) {
 		}
 		if len(r.Profile) > 2 {
 			e.Profile = r.Profile
+		}
+		if len(r.Stats) > 2 {
+			e.Stats = r.Stats
 		}
 		peers = append(peers, e)
 	}

@@ -1,9 +1,12 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,82 +244,107 @@ func (h *Hub) pollLoop(ctx context.Context) {
 	}
 }
 
-// claimLoop claims for dirty presences, a few at a time.
+// claimLoop claims for dirty presences: all that are dirty at once (up to claimPresences per
+// query), in one statement, so a burst of wake-ups costs one round trip, not one per
+// recipient. While a claim runs, new wake-ups accumulate for the next one.
 func (h *Hub) claimLoop(ctx context.Context) {
-	const workers = 4
-	sem := make(chan struct{}, workers)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-h.kick:
 		}
-		h.mu.Lock()
-		batch := h.dirty
-		h.dirty = map[string]dirtyEntry{}
-		h.mu.Unlock()
-		for _, e := range batch {
-			sem <- struct{}{}
-			go func(e dirtyEntry) {
-				defer func() { <-sem }()
-				n, more := h.claimFor(ctx, e.s)
-				if e.fromPoll && n > 0 {
-					h.metrics.PollsWithWork.Inc()
+		for ctx.Err() == nil {
+			h.mu.Lock()
+			batch := make([]dirtyEntry, 0, min(len(h.dirty), claimPresences))
+			for id, e := range h.dirty {
+				if len(batch) == claimPresences {
+					break
 				}
-				if more {
-					h.markDirty(e.s.presenceID)
-				}
-			}(e)
+				delete(h.dirty, id)
+				batch = append(batch, e)
+			}
+			h.mu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			h.claim(ctx, batch)
 		}
 	}
 }
 
-const claimBatch = 256
+const (
+	claimBatch     = 256 // rows per presence per claim
+	claimPresences = 256 // presences per claim statement
+)
 
-// claimFor leases and pushes one presence's deliverable rows; more reports a full batch.
-func (h *Hub) claimFor(ctx context.Context, s *Session) (n int, more bool) {
-	if !s.claiming.TryLock() {
-		return 0, true // a claim for this presence is running; look again after it
+// claim leases and pushes the deliverable rows of a set of presences held here.
+func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
+	byID := make(map[string]dirtyEntry, len(batch))
+	p := db.ClaimDeliveriesParams{Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds()}
+	for _, e := range batch {
+		if e.s.isClosed() {
+			continue
+		}
+		byID[e.s.presenceID] = e
+		p.PresenceIds = append(p.PresenceIds, e.s.presenceID)
+		p.MemberIds = append(p.MemberIds, e.s.member.ID)
 	}
-	defer s.claiming.Unlock()
-	if s.isClosed() {
-		return 0, false
+	if len(p.PresenceIds) == 0 {
+		return
 	}
-	pid := s.presenceID
 	start := time.Now()
-	rows, err := h.q.ClaimDeliveries(ctx, db.ClaimDeliveriesParams{
-		PresenceID: &pid, MemberID: s.member.ID, Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds(),
-	})
+	rows, err := h.q.ClaimDeliveries(ctx, p)
 	h.metrics.ClaimDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if ctx.Err() == nil {
-			h.log.Warn("claim deliveries", "presence", pid, "err", err)
+			h.log.Warn("claim deliveries", "presences", len(p.PresenceIds), "err", err)
 		}
-		return 0, false
+		return
 	}
+	// FIFO per recipient.
+	slices.SortFunc(rows, func(a, b db.ClaimDeliveriesRow) int {
+		if c := strings.Compare(a.PresenceID, b.PresenceID); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.DeliveryID, b.DeliveryID)
+	})
+	counts := map[string]int{}
 	for _, r := range rows {
+		e, ok := byID[r.PresenceID]
+		if !ok {
+			continue
+		}
+		counts[r.PresenceID]++
 		if r.Attempts > 1 {
 			h.metrics.Redeliveries.Inc()
 		}
-		p := protocol.Push{
+		push := protocol.Push{
 			Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderPubkey,
 			SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
 			Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt),
 		}
 		if r.ClientMessageID != nil {
-			p.ClientMessageID = *r.ClientMessageID
+			push.ClientMessageID = *r.ClientMessageID
 		}
-		data, err := json.Marshal(p)
+		data, err := json.Marshal(push)
 		if err != nil {
 			continue
 		}
 		f := outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt}
-		if !s.clientAck {
+		if !e.s.clientAck {
 			f.deliveryID = r.DeliveryID
 		}
-		s.enqueue(f)
+		e.s.enqueue(f)
 	}
-	return len(rows), len(rows) == claimBatch
+	for id, n := range counts {
+		if byID[id].fromPoll {
+			h.metrics.PollsWithWork.Inc()
+		}
+		if n == claimBatch {
+			h.markDirty(id) // there may be more
+		}
+	}
 }
 
 // markLoop marks written deliveries delivered, in batches.

@@ -32,6 +32,8 @@ const (
 	livenessCutoff   = 75 * time.Second
 	writeTimeout     = 10 * time.Second
 	maxQueuedBytes   = 8 << 20 // a client this far behind is disconnected (1013 slow_consumer)
+	maxInFlightSends = 256     // sends one session may have waiting for storage
+	outQueueFrames   = 4096    // frames queued for one socket before it counts as too slow
 )
 
 // outFrame is one frame for the writer. deliveryID > 0 marks the delivery delivered once
@@ -55,8 +57,7 @@ type Session struct {
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
-	claiming sync.Mutex // held while a claim for this presence runs
-
+	inflight    chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
 	out         chan outFrame
 	queuedBytes atomic.Int64
 	done        chan struct{} // closed when the session ends
@@ -187,7 +188,7 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 	}
 	s := &Session{
 		hub: h, conn: conn, member: member, hello: hello,
-		out: make(chan outFrame, 1024), done: make(chan struct{}),
+		out: make(chan outFrame, outQueueFrames), done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
 	}
 	for _, c := range hello.Capabilities {
 		if c == "client_ack" {
@@ -406,10 +407,13 @@ func (s *Session) enqueue(f outFrame) {
 		s.end(endDrop, websocket.StatusTryAgainLater, protocol.ReasonSlowConsumer)
 		return
 	}
+	// Never block the producer (the claim loop, the send batcher, a notification): a socket
+	// that cannot keep up is cut off, and what it did not get is delivered on reconnect.
 	select {
 	case s.out <- f:
-	case <-s.done:
+	default:
 		s.queuedBytes.Add(-int64(len(f.data)))
+		s.end(endDrop, websocket.StatusTryAgainLater, protocol.ReasonSlowConsumer)
 	}
 }
 

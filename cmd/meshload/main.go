@@ -1,0 +1,374 @@
+// Command meshload drives one or more brokers with P sender→receiver pairs (or one
+// broadcaster fanning out to N receivers) for W seconds, with S-byte crypto_box-sized
+// payloads, and reports sent, acked, delivered, lost, duplicated, messages/s and the
+// send→push latency distribution. It provisions its own mesh through the database.
+//
+//	go run ./cmd/meshload -dsn "$DATABASE_URL" -url ws://127.0.0.1:7900/ws -pairs 100 -duration 10s -size 256
+//
+// The brokers must run with SEND_RATE_LIMIT_PER_MIN=0 (the per-member limit would
+// otherwise cap each sender at 60 messages a minute).
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/admin"
+	"github.com/meshbroker/meshbroker/internal/client"
+)
+
+type options struct {
+	dsn       string
+	urls      []string
+	pairs     int
+	broadcast int
+	duration  time.Duration
+	size      int
+	rate      float64
+	window    int
+	priority  string
+	drain     time.Duration
+	burst     int
+}
+
+func main() {
+	var o options
+	var urls string
+	flag.StringVar(&o.dsn, "dsn", os.Getenv("DATABASE_URL"), "Postgres URL of the brokers' database (provisions the test mesh)")
+	flag.StringVar(&urls, "url", "ws://127.0.0.1:7900/ws", "broker WebSocket URL(s), comma-separated; peers alternate between them")
+	flag.IntVar(&o.pairs, "pairs", 10, "sender→receiver pairs (direct messages)")
+	flag.IntVar(&o.broadcast, "broadcast", 0, "instead of pairs: one sender broadcasting to this many receivers")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long to send")
+	flag.IntVar(&o.size, "size", 256, "ciphertext bytes per message (before base64)")
+	flag.Float64Var(&o.rate, "rate", 0, "total messages/s to offer (0 = as fast as acks allow)")
+	flag.IntVar(&o.window, "window", 8, "sends in flight per sender when -rate is 0")
+	flag.StringVar(&o.priority, "priority", "now", "message priority")
+	flag.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait for outstanding pushes after sending stops")
+	flag.IntVar(&o.burst, "burst", 0, "instead of a timed run: send this many DMs at the same instant (one per pair) and report how long until all are pushed")
+	flag.Parse()
+	o.urls = strings.Split(urls, ",")
+	if o.dsn == "" {
+		fmt.Fprintln(os.Stderr, "meshload: -dsn (or DATABASE_URL) is required to provision the test mesh")
+		os.Exit(2)
+	}
+	if o.pairs < 1 || o.size < 1 || o.window < 1 || o.duration <= 0 {
+		fmt.Fprintln(os.Stderr, "meshload: -pairs, -size, -window and -duration must be positive")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	res, err := run(ctx, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshload:", err)
+		os.Exit(1)
+	}
+	out, _ := json.MarshalIndent(res, "", "  ")
+	fmt.Println(string(out))
+	if res.Lost > 0 || res.Duplicated > 0 {
+		os.Exit(1)
+	}
+}
+
+// Result is the run's summary (printed as JSON).
+type Result struct {
+	Mode         string  `json:"mode"`
+	Brokers      int     `json:"brokers"`
+	Senders      int     `json:"senders"`
+	Receivers    int     `json:"receivers"`
+	SizeBytes    int     `json:"sizeBytes"`
+	DurationSec  float64 `json:"durationSec"`
+	Sent         int64   `json:"sent"`
+	Acked        int64   `json:"acked"`
+	Refused      int64   `json:"refused"`
+	Delivered    int64   `json:"delivered"`
+	Lost         int64   `json:"lost"`
+	Duplicated   int64   `json:"duplicated"`
+	MsgsPerSec   float64 `json:"deliveredPerSec"`
+	AckedPerSec  float64 `json:"ackedPerSec"`
+	P50Ms        float64 `json:"p50Ms"`
+	P95Ms        float64 `json:"p95Ms"`
+	P99Ms        float64 `json:"p99Ms"`
+	MaxMs        float64 `json:"maxMs"`
+	BurstAllInMs float64 `json:"burstAllPushedMs,omitempty"`
+}
+
+type tracker struct {
+	mu        sync.Mutex
+	sentAt    map[string]time.Time // clientMessageId → send time
+	expect    map[string]int       // clientMessageId → pushes expected
+	seen      map[string]int
+	acked     map[string]bool
+	latencies []float64
+	dups      int64
+	delivered atomic.Int64
+	lastPush  atomic.Int64
+}
+
+func (tr *tracker) push(f client.Frame) {
+	id := f.Str("clientMessageId")
+	now := time.Now()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	t0, ok := tr.sentAt[id]
+	if !ok {
+		return
+	}
+	tr.seen[id]++
+	if tr.seen[id] > tr.expect[id] {
+		tr.dups++
+		return
+	}
+	tr.latencies = append(tr.latencies, float64(now.Sub(t0).Microseconds())/1000)
+	tr.delivered.Add(1)
+	tr.lastPush.Store(now.UnixNano())
+}
+
+func run(ctx context.Context, o options) (Result, error) {
+	pool, err := pgxpool.New(ctx, o.dsn)
+	if err != nil {
+		return Result{}, err
+	}
+	defer pool.Close()
+	q := db.New(pool)
+	mesh, err := admin.CreateMesh(ctx, q, fmt.Sprintf("meshload %s", time.Now().Format(time.RFC3339)))
+	if err != nil {
+		return Result{}, fmt.Errorf("provision mesh: %w", err)
+	}
+	nSend, nRecv := o.pairs, o.pairs
+	mode := "direct"
+	if o.broadcast > 0 {
+		nSend, nRecv, mode = 1, o.broadcast, "broadcast"
+	}
+	if o.burst > 0 {
+		mode = "burst"
+	}
+	newPeer := func(name string) (client.Identity, error) {
+		pub, sec := client.NewKey()
+		m, err := admin.AddMember(ctx, q, mesh.MeshID, pub, name, "member")
+		return client.Identity{MeshID: mesh.MeshID, MemberID: m.MemberID, Pubkey: pub, Secret: sec}, err
+	}
+	fmt.Fprintf(os.Stderr, "meshload: provisioned mesh %s; connecting %d senders and %d receivers to %d broker(s)\n", mesh.MeshID, nSend, nRecv, len(o.urls))
+	tr := &tracker{sentAt: map[string]time.Time{}, expect: map[string]int{}, seen: map[string]int{}, acked: map[string]bool{}}
+	senders := make([]*client.Client, nSend)
+	receivers := make([]*client.Client, nRecv)
+	recvKeys := make([]string, nRecv)
+	dial := func(i int, name string, url string) (*client.Client, error) {
+		id, err := newPeer(name)
+		if err != nil {
+			return nil, err
+		}
+		_, sess := client.NewKey()
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		return client.Dial(dctx, url, id, client.Options{SessionKey: sess, SessionID: fmt.Sprintf("%s-%d", name, i), Cwd: "/meshload", Pid: i})
+	}
+	var wg sync.WaitGroup
+	var dialErr atomic.Value
+	for i := range nRecv {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dial(i, fmt.Sprintf("recv-%d", i), o.urls[(i+1)%len(o.urls)])
+			if err != nil {
+				dialErr.Store(err)
+				return
+			}
+			receivers[i], recvKeys[i] = c, c.SessionPub
+		}()
+	}
+	for i := range nSend {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dial(i, fmt.Sprintf("send-%d", i), o.urls[i%len(o.urls)])
+			if err != nil {
+				dialErr.Store(err)
+				return
+			}
+			senders[i] = c
+		}()
+	}
+	wg.Wait()
+	if e := dialErr.Load(); e != nil {
+		return Result{}, fmt.Errorf("connect: %w", e.(error))
+	}
+	for _, c := range append(slices.Clone(receivers), senders...) {
+		go func(c *client.Client) {
+			for f := range c.Frames {
+				if f.Type() == "push" && f.Str("subtype") != "system" {
+					tr.push(f)
+				}
+			}
+		}(c)
+	}
+	defer func() {
+		for _, c := range append(receivers, senders...) {
+			_ = c.Close()
+		}
+	}()
+
+	payload := make([]byte, o.size)
+	_, _ = rand.Read(payload)
+	ct := base64.StdEncoding.EncodeToString(payload)
+	nonceBytes := make([]byte, 24)
+	_, _ = rand.Read(nonceBytes)
+	nonce := base64.StdEncoding.EncodeToString(nonceBytes)
+
+	var sent, acked, refused atomic.Int64
+	var seq atomic.Int64
+	sendOne := func(sctx context.Context, c *client.Client, target string, expect int) {
+		id := fmt.Sprintf("m%d", seq.Add(1))
+		tr.mu.Lock()
+		tr.sentAt[id] = time.Now()
+		tr.expect[id] = expect
+		tr.mu.Unlock()
+		sent.Add(1)
+		ack, err := c.Send(sctx, client.Message{Target: target, Priority: o.priority, Nonce: nonce, Ciphertext: ct, ClientMessageID: id})
+		if err != nil {
+			return
+		}
+		if ack["queued"] == true {
+			acked.Add(1)
+			tr.mu.Lock()
+			tr.acked[id] = true
+			tr.mu.Unlock()
+		} else {
+			refused.Add(1)
+			tr.mu.Lock()
+			delete(tr.sentAt, id)
+			tr.mu.Unlock()
+		}
+	}
+	target := func(i int) (string, int) {
+		if mode == "broadcast" {
+			return "*", nRecv
+		}
+		return recvKeys[i], 1
+	}
+
+	start := time.Now()
+	var burstMs float64
+	if mode == "burst" {
+		var bw sync.WaitGroup
+		gate := make(chan struct{})
+		for i := range min(o.burst, nSend) {
+			bw.Add(1)
+			go func() {
+				defer bw.Done()
+				<-gate
+				tgt, n := target(i)
+				sendOne(ctx, senders[i], tgt, n)
+			}()
+		}
+		start = time.Now()
+		close(gate)
+		bw.Wait()
+	} else {
+		sctx, cancel := context.WithTimeout(ctx, o.duration)
+		var sw sync.WaitGroup
+		perSenderInterval := time.Duration(0)
+		if o.rate > 0 {
+			perSenderInterval = time.Duration(float64(time.Second) * float64(nSend) / o.rate)
+		}
+		for i := range nSend {
+			workers := o.window
+			if o.rate > 0 {
+				workers = 1
+			}
+			for w := range workers {
+				sw.Add(1)
+				go func() {
+					defer sw.Done()
+					next := time.Now().Add(time.Duration(w) * time.Millisecond)
+					for sctx.Err() == nil {
+						if perSenderInterval > 0 {
+							if d := time.Until(next); d > 0 {
+								select {
+								case <-sctx.Done():
+									return
+								case <-time.After(d):
+								}
+							}
+							next = next.Add(perSenderInterval)
+						}
+						tgt, n := target(i)
+						sendOne(ctx, senders[i], tgt, n) // an in-flight send completes after -duration
+					}
+				}()
+			}
+		}
+		ticker := time.NewTicker(time.Second)
+	progress:
+		for {
+			select {
+			case <-sctx.Done():
+				break progress
+			case <-ticker.C:
+				el := time.Since(start).Seconds()
+				fmt.Fprintf(os.Stderr, "meshload: %5.1fs sent %d acked %d delivered %d (%.0f/s)\n", el, sent.Load(), acked.Load(), tr.delivered.Load(), float64(tr.delivered.Load())/el)
+			}
+		}
+		ticker.Stop()
+		cancel()
+		sw.Wait()
+	}
+	sendEnd := time.Now()
+	// Wait for outstanding pushes.
+	// missing counts pushes still owed for acked messages.
+	missing := func() int64 {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		var n int64
+		for id := range tr.acked {
+			if d := tr.expect[id] - tr.seen[id]; d > 0 {
+				n += int64(d)
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(o.drain)
+	for time.Now().Before(deadline) && missing() > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if mode == "burst" {
+		burstMs = float64(time.Duration(tr.lastPush.Load()-start.UnixNano()).Microseconds()) / 1000
+	}
+	tr.mu.Lock()
+	lat := slices.Clone(tr.latencies)
+	dups := tr.dups
+	tr.mu.Unlock()
+	slices.Sort(lat)
+	pct := func(p float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return lat[min(len(lat)-1, int(p*float64(len(lat))))]
+	}
+	dur := sendEnd.Sub(start).Seconds()
+	res := Result{
+		Mode: mode, Brokers: len(o.urls), Senders: nSend, Receivers: nRecv, SizeBytes: o.size, DurationSec: dur,
+		Sent: sent.Load(), Acked: acked.Load(), Refused: refused.Load(), Delivered: tr.delivered.Load(),
+		Lost: missing(), Duplicated: dups,
+		MsgsPerSec: float64(tr.delivered.Load()) / dur, AckedPerSec: float64(acked.Load()) / dur,
+		P50Ms: pct(.5), P95Ms: pct(.95), P99Ms: pct(.99), BurstAllInMs: burstMs,
+	}
+	if len(lat) > 0 {
+		res.MaxMs = lat[len(lat)-1]
+	}
+	return res, nil
+}

@@ -1,0 +1,411 @@
+package delivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/notifier"
+)
+
+// Batching: concurrent sends are grouped into one transaction (up to maxBatch of them),
+// because a commit — and the audit chain's per-mesh lock held through it, and the NOTIFY
+// that serialises notifying commits cluster-wide — is the expensive part, not the rows.
+// There is no timer: while a batch commits, the next one accumulates, so a lone send goes
+// out at once and a busy broker sends large batches.
+//
+// One batch is in flight at a time. That keeps each session's sends in order (a later send
+// can never commit before an earlier one), and costs little: a mesh's batches serialise on
+// its audit-chain lock anyway, and one commit of hundreds of sends is cheaper than several
+// small ones.
+const (
+	maxBatch     = 1024
+	batchWorkers = 1
+)
+
+// Router stores sends.
+type Router struct {
+	pool     *pgxpool.Pool
+	queueTTL time.Duration
+	// OnGrantDrop is called for each recipient a grant blocked (cap "dm" or "broadcast").
+	// Set it before the first Send.
+	OnGrantDrop func(cap string)
+	// OnBatch, when set, observes each committed batch's size.
+	OnBatch func(n int)
+
+	reqs      chan *pending
+	quit      chan struct{}
+	closeOnce sync.Once
+}
+
+type pending struct {
+	ctx  context.Context
+	s    Sender
+	req  Request
+	kind string
+	out  Outcome
+	err  error
+	cb   func(Outcome, error) // called once, in submission order within a batch
+}
+
+func (p *pending) finish() { p.cb(p.out, p.err) }
+
+// NewRouter builds a Router and starts its batching loop; Close stops it.
+func NewRouter(pool *pgxpool.Pool, queueTTL time.Duration) *Router {
+	r := &Router{
+		pool: pool, queueTTL: queueTTL, OnGrantDrop: func(string) {},
+		reqs: make(chan *pending, 4*maxBatch), quit: make(chan struct{}),
+	}
+	go r.dispatch()
+	return r
+}
+
+// Close stops the batching loop; later Sends fail.
+func (r *Router) Close() { r.closeOnce.Do(func() { close(r.quit) }) }
+
+// ErrClosed is returned by Send after Close.
+var ErrClosed = errors.New("router closed")
+
+// Send validates the target, stores the message with its deliveries and audit entry (in a
+// batch with concurrent sends), and wakes the recipients. A refusal is an Outcome with
+// Queued false; an error is a failure to store (the caller must not claim it was queued).
+func (r *Router) Send(ctx context.Context, s Sender, req Request) (Outcome, error) {
+	type result struct {
+		out Outcome
+		err error
+	}
+	ch := make(chan result, 1)
+	r.SendAsync(ctx, s, req, func(o Outcome, err error) { ch <- result{o, err} })
+	res := <-ch // always answered: the batch finishes or fails as a whole
+	return res.out, res.err
+}
+
+// SendAsync is Send without waiting: cb receives the outcome, exactly once. Sends submitted
+// by one goroutine are stored, and their callbacks run, in submission order, so a session
+// can pipeline its sends and still ack them in order. cb must not block.
+func (r *Router) SendAsync(ctx context.Context, s Sender, req Request, cb func(Outcome, error)) {
+	kind := TargetKind(req.TargetSpec)
+	if kind == "" {
+		cb(Outcome{Reason: "no_recipient", Error: ErrTextNoRecipient}, nil)
+		return
+	}
+	p := &pending{ctx: ctx, s: s, req: req, kind: kind, cb: cb}
+	select {
+	case r.reqs <- p:
+	case <-ctx.Done():
+		cb(Outcome{}, ctx.Err())
+	case <-r.quit:
+		cb(Outcome{}, ErrClosed)
+	}
+}
+
+func (r *Router) dispatch() {
+	sem := make(chan struct{}, batchWorkers)
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-r.quit:
+			return
+		}
+		var batch []*pending
+		select {
+		case p := <-r.reqs:
+			batch = append(batch, p)
+		case <-r.quit:
+			return
+		}
+	gather:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-r.reqs:
+				batch = append(batch, p)
+			default:
+				break gather
+			}
+		}
+		go func() {
+			defer func() { <-sem }()
+			r.run(batch)
+		}()
+	}
+}
+
+// run stores a batch; if the batch transaction fails, each send is retried alone so that
+// one bad send cannot fail its neighbours.
+func (r *Router) run(batch []*pending) {
+	live := batch[:0]
+	for _, p := range batch {
+		if p.ctx.Err() != nil {
+			p.err = p.ctx.Err()
+			p.finish()
+			continue
+		}
+		live = append(live, p)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := r.store(ctx, live)
+	if err != nil && len(live) > 1 {
+		for _, p := range live {
+			p.out, p.err = Outcome{}, nil
+			if e := r.store(ctx, []*pending{p}); e != nil {
+				p.out, p.err = Outcome{}, fmt.Errorf("store send: %w", e)
+			}
+			p.finish()
+		}
+		return
+	}
+	for _, p := range live {
+		if err != nil {
+			p.out, p.err = Outcome{}, fmt.Errorf("store send: %w", err)
+		}
+		p.finish()
+	}
+	if err == nil && r.OnBatch != nil {
+		r.OnBatch(len(live))
+	}
+}
+
+type recipient struct {
+	memberID   string
+	presenceID string // "" = any session of the member
+}
+
+type clientKey struct{ sender, clientID string }
+
+// store runs one batch in one transaction and sets each pending's outcome.
+func (r *Router) store(ctx context.Context, batch []*pending) error {
+	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		for _, p := range batch {
+			p.out = Outcome{}
+		}
+		// 1. Retries of stored clientMessageIds are acked with the stored id.
+		var ks, kc []string
+		for _, p := range batch {
+			if p.req.ClientMessageID != "" {
+				ks, kc = append(ks, p.s.MemberID), append(kc, p.req.ClientMessageID)
+			}
+		}
+		existing := map[clientKey]string{}
+		if len(ks) > 0 {
+			rows, err := q.ExistingClientMessages(ctx, db.ExistingClientMessagesParams{SenderMemberIds: ks, ClientMessageIds: kc})
+			if err != nil {
+				return fmt.Errorf("look up clientMessageIds: %w", err)
+			}
+			for _, row := range rows {
+				existing[clientKey{row.SenderMemberID, row.ClientMessageID}] = row.ID
+			}
+		}
+		todo := make([]*pending, 0, len(batch))
+		for _, p := range batch {
+			if id, ok := existing[clientKey{p.s.MemberID, p.req.ClientMessageID}]; ok && p.req.ClientMessageID != "" {
+				p.out = Outcome{MessageID: id, Queued: true, Duplicate: true}
+				continue
+			}
+			todo = append(todo, p)
+		}
+
+		// 2. Resolve direct targets: each distinct (mesh, target) once, all in one query.
+		type targetKey struct{ mesh, target string }
+		var dm, dt []string
+		index := map[targetKey]int{}
+		var directs []*pending
+		for _, p := range todo {
+			if p.kind != "direct" {
+				continue
+			}
+			directs = append(directs, p)
+			k := targetKey{p.s.MeshID, strings.ToLower(p.req.TargetSpec)}
+			if _, ok := index[k]; !ok {
+				index[k] = len(dm)
+				dm, dt = append(dm, k.mesh), append(dt, k.target)
+			}
+		}
+		resolved := map[int]db.ResolveDirectTargetsRow{}
+		if len(dm) > 0 {
+			rows, err := q.ResolveDirectTargets(ctx, db.ResolveDirectTargetsParams{MeshIds: dm, Targets: dt})
+			if err != nil {
+				return fmt.Errorf("resolve targets: %w", err)
+			}
+			for _, row := range rows {
+				resolved[int(row.Ord)-1] = row
+			}
+		}
+		recips := make(map[*pending][]recipient, len(todo))
+		for _, p := range directs {
+			t, ok := resolved[index[targetKey{p.s.MeshID, strings.ToLower(p.req.TargetSpec)}]]
+			switch {
+			case !ok, t.Kind == "session" && t.PresenceID == p.s.PresenceID:
+				p.out = Outcome{Reason: "no_recipient", Error: ErrTextNoRecipient}
+			case !Allowed(t.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "dm"):
+				r.OnGrantDrop("dm")
+				p.out = Outcome{Reason: "grant", Error: ErrTextGrantDM}
+			default:
+				rc := recipient{memberID: t.MemberID}
+				if t.Kind == "session" {
+					rc.presenceID = t.PresenceID
+				}
+				recips[p] = []recipient{rc}
+			}
+		}
+
+		// 3. Multicast scopes: the mesh's live presences, once per (mesh, sender member).
+		type scopeKey struct{ mesh, sender string }
+		scopes := map[scopeKey][]db.MulticastRecipientsRow{}
+		for _, p := range todo {
+			if p.kind == "direct" {
+				continue
+			}
+			k := scopeKey{p.s.MeshID, p.s.MemberID}
+			rows, ok := scopes[k]
+			if !ok {
+				var err error
+				rows, err = q.MulticastRecipients(ctx, db.MulticastRecipientsParams{MeshID: k.mesh, SenderMemberID: k.sender})
+				if err != nil {
+					return fmt.Errorf("multicast recipients: %w", err)
+				}
+				scopes[k] = rows
+			}
+			group := ""
+			if p.kind == "group" {
+				group = p.req.TargetSpec[1:]
+			}
+			list := []recipient{}
+			for _, row := range rows {
+				if group != "" && !InGroup(row.Groups, group) {
+					continue
+				}
+				if !Allowed(row.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "broadcast") {
+					r.OnGrantDrop("broadcast")
+					continue
+				}
+				list = append(list, recipient{memberID: row.MemberID, presenceID: row.ID})
+			}
+			recips[p] = list
+		}
+
+		// 4. Store the accepted messages. Two sends in this batch with the same
+		// clientMessageId store one message; both are acked with its id.
+		now := time.Now()
+		expires := now.Add(r.queueTTL)
+		var mp db.InsertMessagesParams
+		var accepted []*pending
+		firstByKey := map[clientKey]*pending{}
+		var sameAs = map[*pending]*pending{}
+		for _, p := range todo {
+			if _, ok := recips[p]; !ok {
+				continue // refused above
+			}
+			if p.req.ClientMessageID != "" {
+				k := clientKey{p.s.MemberID, p.req.ClientMessageID}
+				if first, ok := firstByKey[k]; ok {
+					sameAs[p] = first
+					continue
+				}
+				firstByKey[k] = p
+			}
+			p.out = Outcome{MessageID: ids.New(), Queued: true}
+			storedKind := p.kind
+			if p.kind == "direct" {
+				storedKind = "member"
+				if rc := recips[p]; len(rc) == 1 && rc[0].presenceID != "" {
+					storedKind = "session"
+				}
+			}
+			mp.Ids = append(mp.Ids, p.out.MessageID)
+			mp.MeshIds = append(mp.MeshIds, p.s.MeshID)
+			mp.SenderMemberIds = append(mp.SenderMemberIds, p.s.MemberID)
+			mp.SenderPresenceIds = append(mp.SenderPresenceIds, p.s.PresenceID)
+			mp.SenderSessionPubkeys = append(mp.SenderSessionPubkeys, p.s.SessionPubkey)
+			mp.TargetSpecs = append(mp.TargetSpecs, p.req.TargetSpec)
+			mp.TargetKinds = append(mp.TargetKinds, storedKind)
+			mp.Priorities = append(mp.Priorities, p.req.Priority)
+			mp.Nonces = append(mp.Nonces, p.req.Nonce)
+			mp.Ciphertexts = append(mp.Ciphertexts, p.req.Ciphertext)
+			mp.ClientMessageIds = append(mp.ClientMessageIds, p.req.ClientMessageID)
+			mp.ExpiresAts = append(mp.ExpiresAts, expires)
+			accepted = append(accepted, p)
+		}
+		if len(accepted) == 0 {
+			return nil
+		}
+		inserted, err := q.InsertMessages(ctx, mp)
+		if err != nil {
+			return fmt.Errorf("insert messages: %w", err)
+		}
+		if len(inserted) != len(accepted) {
+			// A concurrent batch stored one of these clientMessageIds first: fail the batch;
+			// the per-send retry acks it as the duplicate it is.
+			return errors.New("clientMessageId stored concurrently")
+		}
+		var dp db.InsertDeliveryRowsParams
+		var events []audit.Event
+		var wakeP, wakeM []string
+		for _, p := range accepted {
+			prio := p.req.Priority
+			if p.kind == "broadcast" || p.kind == "group" {
+				prio = "now" // multicast is never held by priority gating
+			}
+			for _, rc := range recips[p] {
+				dp.MessageIds = append(dp.MessageIds, p.out.MessageID)
+				dp.MeshIds = append(dp.MeshIds, p.s.MeshID)
+				dp.MemberIds = append(dp.MemberIds, rc.memberID)
+				dp.PresenceIds = append(dp.PresenceIds, rc.presenceID)
+				dp.Priorities = append(dp.Priorities, prio)
+				dp.ExpiresAts = append(dp.ExpiresAts, expires)
+				if rc.presenceID != "" {
+					wakeP = append(wakeP, rc.presenceID)
+				} else {
+					wakeM = append(wakeM, rc.memberID)
+				}
+			}
+			events = append(events, audit.Event{
+				MeshID: p.s.MeshID, Type: "message_sent", ActorID: p.s.MemberID, ActorName: p.s.DisplayName,
+				Payload: map[string]any{"targetSpec": p.req.TargetSpec, "priority": p.req.Priority},
+			})
+		}
+		if len(dp.MessageIds) > 0 {
+			if err := q.InsertDeliveryRows(ctx, dp); err != nil {
+				return fmt.Errorf("insert deliveries: %w", err)
+			}
+		}
+		for p, first := range sameAs {
+			p.out = Outcome{MessageID: first.out.MessageID, Queued: true, Duplicate: true}
+		}
+		// The audit chain's per-mesh lock is taken last, so it is held only through commit.
+		if err := audit.Append(ctx, q, events, now); err != nil {
+			return err
+		}
+		for _, payload := range notifier.WakePayloads(dedupe(wakeP), dedupe(wakeM)) {
+			if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: payload}); err != nil {
+				return fmt.Errorf("notify: %w", err)
+			}
+		}
+		return nil
+	})
+}
+
+func dedupe(xs []string) []string {
+	seen := make(map[string]struct{}, len(xs))
+	out := xs[:0]
+	for _, x := range xs {
+		if _, ok := seen[x]; !ok {
+			seen[x] = struct{}{}
+			out = append(out, x)
+		}
+	}
+	return out
+}
