@@ -6,35 +6,49 @@ SELECT count(*) FROM deliveries
 WHERE delivered_at IS NULL AND expires_at > now();
 
 -- name: ClaimDeliveries :many
--- Leases up to @lim deliverable rows for each of several presences (their own rows, and
--- their member's member-keyed rows), oldest first. Held priorities (next, low) are
--- deliverable only while the presence is idle, read here, so a status set on any instance
--- counts at once. Rows under another claim's live lease are skipped; concurrent claims get
--- disjoint sets. A member-keyed row reachable by two of the presences goes to one of them.
+-- Leases up to @lim deliverable rows for each of several presences — rows addressed to the
+-- presence, and rows addressed to its member (any session) — oldest first. Held priorities
+-- (next, low) are deliverable only while the presence is idle, read here, so a status set on
+-- any instance counts at once. Rows under another claim's live lease are skipped;
+-- concurrent claims get disjoint sets; a member row reachable by two of the presences goes
+-- to one of them. Each lateral matches one partial index exactly (recipient, id), so the
+-- scan stays on the recipient's pending rows however stale the statistics of this busy
+-- table are; expiry is checked on the joined rows, not in the index scan.
 WITH t AS (
     SELECT unnest(@presence_ids::text[]) AS presence_id, unnest(@member_ids::text[]) AS member_id
-), c AS (
-    SELECT DISTINCT ON (x.id) x.id, t.presence_id
-    FROM t
-    JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL
+), tp AS (
+    SELECT t.presence_id, t.member_id, p.status FROM t JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL
+), own AS (
+    SELECT x.id, tp.presence_id FROM tp
     CROSS JOIN LATERAL (
         SELECT d.id FROM deliveries d
-        WHERE d.delivered_at IS NULL AND d.expires_at > now()
-          AND (d.recipient_presence_id = t.presence_id
-               OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = t.member_id))
-          AND (d.priority = 'now' OR p.status = 'idle')
+        WHERE d.recipient_presence_id = tp.presence_id AND d.delivered_at IS NULL
+          AND (d.priority = 'now' OR tp.status = 'idle')
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+        ORDER BY d.id
+        LIMIT @lim
+        FOR UPDATE OF d SKIP LOCKED
+    ) x
+), shared AS (
+    SELECT DISTINCT ON (x.id) x.id, tp.presence_id FROM tp
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries d
+        WHERE d.recipient_presence_id IS NULL AND d.recipient_member_id = tp.member_id AND d.delivered_at IS NULL
+          AND (d.priority = 'now' OR tp.status = 'idle')
           AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
         ORDER BY d.id
         LIMIT @lim
         FOR UPDATE OF d SKIP LOCKED
     ) x
     ORDER BY x.id
+), c AS (
+    SELECT own.id, own.presence_id FROM own UNION ALL SELECT shared.id, shared.presence_id FROM shared
 )
 UPDATE deliveries d
 SET claimed_by = c.presence_id, lease_expires_at = now() + make_interval(secs => @lease_seconds::float8),
     attempts = d.attempts + 1
 FROM c, messages m, members s
-WHERE d.id = c.id AND m.id = d.message_id AND s.id = m.sender_member_id
+WHERE d.id = c.id AND d.expires_at > now() AND m.id = d.message_id AND s.id = m.sender_member_id
 RETURNING c.presence_id::text AS presence_id, d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority,
           m.nonce, m.ciphertext, m.created_at, m.client_message_id, m.target_kind,
           coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,

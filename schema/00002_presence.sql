@@ -1,5 +1,6 @@
 -- Schema v1, part 2: broker instances, presences (one per live session identity), restore
--- state, pending hook statuses, hello replay memory and shared rate-limit buckets.
+-- state, pending hook statuses, hello replay memory, shared rate-limit buckets and the
+-- periodic jobs' clock.
 
 -- +goose Up
 
@@ -64,6 +65,9 @@ CREATE INDEX presences_member_live_idx ON presences (member_id) WHERE ended_at I
 CREATE INDEX presences_cwd_live_idx ON presences (cwd, pid) WHERE ended_at IS NULL;
 CREATE INDEX presences_session_id_live_idx ON presences (session_id) WHERE ended_at IS NULL;
 CREATE INDEX presences_instance_live_idx ON presences (instance_id) WHERE ended_at IS NULL;
+-- Direct messages are addressed by session key. Ended presences are included, because a
+-- stale session key routes to its member.
+CREATE INDEX presences_session_pubkey_idx ON presences (mesh_id, session_pubkey) WHERE session_pubkey IS NOT NULL;
 -- The working -> idle TTL sweep.
 CREATE INDEX presences_working_idx ON presences (status_updated_at) WHERE status = 'working' AND ended_at IS NULL;
 -- Grace-window expiry.
@@ -117,7 +121,15 @@ CREATE TABLE rate_buckets (
 );
 CREATE INDEX rate_buckets_updated_idx ON rate_buckets (updated_at);
 
+-- Periodic jobs run once per period across the fleet: each run first claims its period
+-- here (a conditional UPDATE), inside a transaction that also holds the job's advisory lock.
+CREATE TABLE job_runs (
+    name        text PRIMARY KEY,
+    last_run_at timestamptz NOT NULL
+);
+
 -- +goose Down
+DROP TABLE job_runs;
 DROP TABLE rate_buckets;
 DROP TABLE hello_replays;
 DROP TABLE pending_statuses;

@@ -42,13 +42,14 @@ CREATE TABLE deliveries (
     delivered_at          timestamptz,
     expires_at            timestamptz NOT NULL
 );
--- The delivery claim: undelivered rows of one presence, or of one member for member-keyed rows.
+-- The delivery claim: undelivered rows of one presence, or of one member for member-keyed
+-- rows, in id order. Deliberately no other index with the predicate "delivered_at IS NULL":
+-- on this fast-churning table the planner's statistics lag, and a smaller-looking competing
+-- partial index (say on expires_at) gets chosen and scanned whole for every recipient. An
+-- expired lease needs no index either: the claim checks it on the recipient's rows.
 CREATE INDEX deliveries_presence_pending_idx ON deliveries (recipient_presence_id, id) WHERE delivered_at IS NULL AND recipient_presence_id IS NOT NULL;
 CREATE INDEX deliveries_member_pending_idx ON deliveries (recipient_member_id, id) WHERE delivered_at IS NULL AND recipient_presence_id IS NULL;
--- Lease rescue.
-CREATE INDEX deliveries_lease_idx ON deliveries (lease_expires_at) WHERE delivered_at IS NULL AND lease_expires_at IS NOT NULL;
--- Queue purge and the queue-depth gauge.
-CREATE INDEX deliveries_pending_expires_idx ON deliveries (expires_at) WHERE delivered_at IS NULL;
+-- message_status, and the cascade from messages (purged by messages_expires_idx).
 CREATE INDEX deliveries_message_idx ON deliveries (message_id);
 
 -- Per-mesh hash chain of metadata (PROTOCOL.md §7). Order is id; created_at is stored with

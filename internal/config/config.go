@@ -35,6 +35,8 @@ type Config struct {
 	DrainTimeout time.Duration
 	// LOG_LEVEL: debug, info, warn or error.
 	LogLevel string
+	// PPROF_ADDR: where to serve net/http/pprof (e.g. 127.0.0.1:6060); empty = off.
+	PprofAddr string
 
 	// STATUS_TTL_SECONDS: a `working` status older than this is swept to idle.
 	StatusTTL time.Duration
@@ -99,6 +101,7 @@ var Vars = []Var{
 	{"EXPECTED_MIGRATION", "", "goose version /health/ready requires (e.g. 3); empty = no pin"},
 	{"DRAIN_TIMEOUT", "20s", "longest a SIGINT/SIGTERM drain may take before exit (Go duration or seconds)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"PPROF_ADDR", "", "address to serve Go's net/http/pprof on, e.g. 127.0.0.1:6060 (profiling); empty = off"},
 	{"STATUS_TTL_SECONDS", "60", "a `working` status older than this is swept to idle"},
 	{"HOOK_FRESH_WINDOW_SECONDS", "30", "how long a hook-reported status outranks manual and inferred ones"},
 	{"MAX_CONNECTIONS_PER_MESH", "100", "live presences per mesh, counted across all instances"},
@@ -138,6 +141,7 @@ func Load(getenv func(string) string) (Config, error) {
 		ExpectedMigration:         int64(r.optionalIntRange("EXPECTED_MIGRATION", 0, 1<<62)),
 		DrainTimeout:              r.duration("DRAIN_TIMEOUT"),
 		LogLevel:                  r.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+		PprofAddr:                 r.str("PPROF_ADDR"),
 		StatusTTL:                 time.Duration(r.intRange("STATUS_TTL_SECONDS", 1, 86400)) * time.Second,
 		HookFreshWindow:           time.Duration(r.intRange("HOOK_FRESH_WINDOW_SECONDS", 0, 86400)) * time.Second,
 		MaxConnectionsPerMesh:     r.intRange("MAX_CONNECTIONS_PER_MESH", 1, 1_000_000),

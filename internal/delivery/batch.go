@@ -23,13 +23,14 @@ import (
 // There is no timer: while a batch commits, the next one accumulates, so a lone send goes
 // out at once and a busy broker sends large batches.
 //
-// One batch is in flight at a time. That keeps each session's sends in order (a later send
-// can never commit before an earlier one), and costs little: a mesh's batches serialise on
-// its audit-chain lock anyway, and one commit of hundreds of sends is cheaper than several
-// small ones.
+// Several batches are in flight at once, one per worker, and a sender's sends always go to
+// the same worker (chosen by its presence id): so each session's sends commit in order (a
+// later send can never commit before an earlier one) while different sessions' batches
+// overlap their round trips. Batches of one mesh still serialise on its audit-chain lock,
+// which is taken last and held only through the commit.
 const (
 	maxBatch     = 1024
-	batchWorkers = 1
+	batchWorkers = 4
 )
 
 // Router stores sends.
@@ -42,7 +43,7 @@ type Router struct {
 	// OnBatch, when set, observes each committed batch's size.
 	OnBatch func(n int)
 
-	reqs      chan *pending
+	reqs      [batchWorkers]chan *pending
 	quit      chan struct{}
 	closeOnce sync.Once
 }
@@ -61,11 +62,11 @@ func (p *pending) finish() { p.cb(p.out, p.err) }
 
 // NewRouter builds a Router and starts its batching loop; Close stops it.
 func NewRouter(pool *pgxpool.Pool, queueTTL time.Duration) *Router {
-	r := &Router{
-		pool: pool, queueTTL: queueTTL, OnGrantDrop: func(string) {},
-		reqs: make(chan *pending, 4*maxBatch), quit: make(chan struct{}),
+	r := &Router{pool: pool, queueTTL: queueTTL, OnGrantDrop: func(string) {}, quit: make(chan struct{})}
+	for i := range r.reqs {
+		r.reqs[i] = make(chan *pending, 2*maxBatch)
+		go r.worker(r.reqs[i])
 	}
-	go r.dispatch()
 	return r
 }
 
@@ -100,7 +101,7 @@ func (r *Router) SendAsync(ctx context.Context, s Sender, req Request, cb func(O
 	}
 	p := &pending{ctx: ctx, s: s, req: req, kind: kind, cb: cb}
 	select {
-	case r.reqs <- p:
+	case r.reqs[workerFor(s.PresenceID)] <- p:
 	case <-ctx.Done():
 		cb(Outcome{}, ctx.Err())
 	case <-r.quit:
@@ -108,17 +109,23 @@ func (r *Router) SendAsync(ctx context.Context, s Sender, req Request, cb func(O
 	}
 }
 
-func (r *Router) dispatch() {
-	sem := make(chan struct{}, batchWorkers)
+// workerFor picks a sender's worker (FNV-1a of its presence id).
+func workerFor(presenceID string) int {
+	var h uint32 = 2166136261
+	for i := 0; i < len(presenceID); i++ {
+		h ^= uint32(presenceID[i])
+		h *= 16777619
+	}
+	return int(h % batchWorkers)
+}
+
+// worker stores batches from its queue, one at a time: whatever queued up while the previous
+// batch committed becomes the next batch.
+func (r *Router) worker(reqs chan *pending) {
 	for {
-		select {
-		case sem <- struct{}{}:
-		case <-r.quit:
-			return
-		}
 		var batch []*pending
 		select {
-		case p := <-r.reqs:
+		case p := <-reqs:
 			batch = append(batch, p)
 		case <-r.quit:
 			return
@@ -126,16 +133,13 @@ func (r *Router) dispatch() {
 	gather:
 		for len(batch) < maxBatch {
 			select {
-			case p := <-r.reqs:
+			case p := <-reqs:
 				batch = append(batch, p)
 			default:
 				break gather
 			}
 		}
-		go func() {
-			defer func() { <-sem }()
-			r.run(batch)
-		}()
+		r.run(batch)
 	}
 }
 
