@@ -3,72 +3,32 @@ package session_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha512"
-	"encoding/base64"
-	"encoding/hex"
 	"testing"
 	"time"
-
-	"filippo.io/edwards25519"
-	"golang.org/x/crypto/nacl/box"
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/envelope"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
 
-// curvePublic converts an ed25519 public key (hex) to X25519, as libsodium's
-// crypto_sign_ed25519_pk_to_curve25519 does.
-func curvePublic(t *testing.T, edHex string) *[32]byte {
-	t.Helper()
-	b, err := hex.DecodeString(edHex)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := new(edwards25519.Point).SetBytes(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out [32]byte
-	copy(out[:], p.BytesMontgomery())
-	return &out
-}
-
-// curveSecret converts an ed25519 secret key to X25519 (crypto_sign_ed25519_sk_to_curve25519).
-func curveSecret(sk ed25519.PrivateKey) *[32]byte {
-	h := sha512.Sum512(sk.Seed())
-	var out [32]byte
-	copy(out[:], h[:32])
-	out[0] &= 248
-	out[31] &= 127
-	out[31] |= 64
-	return &out
-}
-
 func seal(t *testing.T, msg string, recipientEdHex string, senderSecret ed25519.PrivateKey) (nonce, ciphertext string) {
 	t.Helper()
-	var n [24]byte
-	_, _ = rand.Read(n[:])
-	ct := box.Seal(nil, []byte(msg), &n, curvePublic(t, recipientEdHex), curveSecret(senderSecret))
-	return base64.StdEncoding.EncodeToString(n[:]), base64.StdEncoding.EncodeToString(ct)
+	n, ct, err := envelope.Seal([]byte(msg), recipientEdHex, senderSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, ct
 }
 
 func open(t *testing.T, push client.Frame, recipientSecret ed25519.PrivateKey) string {
 	t.Helper()
-	n, err1 := base64.StdEncoding.DecodeString(push.Str("nonce"))
-	ct, err2 := base64.StdEncoding.DecodeString(push.Str("ciphertext"))
-	if err1 != nil || err2 != nil || len(n) != 24 {
-		t.Fatalf("push nonce/ciphertext not base64: %v", push)
-	}
-	var nonce [24]byte
-	copy(nonce[:], n)
-	pt, ok := box.Open(nil, ct, &nonce, curvePublic(t, push.Str("senderPubkey")), curveSecret(recipientSecret))
-	if !ok {
-		t.Fatalf("push does not decrypt with senderPubkey %s", push.Str("senderPubkey"))
+	pt, err := envelope.Open(push.Str("nonce"), push.Str("ciphertext"), push.Str("senderPubkey"), recipientSecret)
+	if err != nil {
+		t.Fatalf("push does not decrypt with senderPubkey %s: %v", push.Str("senderPubkey"), err)
 	}
 	return string(pt)
 }
