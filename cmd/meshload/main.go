@@ -60,6 +60,10 @@ func main() {
 	flag.StringVar(&o.priority, "priority", "now", "message priority")
 	flag.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait for outstanding pushes after sending stops")
 	flag.IntVar(&o.burst, "burst", 0, "instead of a timed run: send this many DMs at the same instant (one per pair) and report how long until all are pushed")
+	hellos := flag.Int("hellos", 0, "instead of messages: open this many authenticated sockets and report hellos/s")
+	idle := flag.Int("idle", 0, "instead of messages: hold this many idle authenticated sockets and report the broker's RSS per socket")
+	concurrency := flag.Int("concurrency", 200, "handshakes in flight for -hellos and -idle")
+	hold := flag.Duration("hold", 10*time.Second, "how long -idle holds the sockets (and waits after closing them)")
 	flag.Parse()
 	o.urls = strings.Split(urls, ",")
 	if o.dsn == "" {
@@ -72,6 +76,20 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *hellos > 0 || *idle > 0 {
+		n, h := *hellos, time.Duration(0)
+		if *idle > 0 {
+			n, h = *idle, *hold
+		}
+		res, err := runConnect(ctx, o, n, *concurrency, h)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "meshload:", err)
+			os.Exit(1)
+		}
+		out, _ := json.MarshalIndent(res, "", "  ")
+		fmt.Println(string(out))
+		return
+	}
 	res, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshload:", err)
