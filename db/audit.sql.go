@@ -154,6 +154,35 @@ func (q *Queries) AuditTail(ctx context.Context, meshID string) (string, error) 
 	return hash, err
 }
 
+const insertAuditPending = `-- name: InsertAuditPending :exec
+INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+SELECT unnest($1::text[]), unnest($2::text[]), NULLIF(unnest($3::text[]), ''),
+       NULLIF(unnest($4::text[]), ''), unnest($5::text[])::jsonb,
+       unnest($6::timestamptz[])
+`
+
+type InsertAuditPendingParams struct {
+	MeshIds           []string
+	EventTypes        []string
+	ActorMemberIds    []string
+	ActorDisplayNames []string
+	Payloads          []string
+	CreatedAts        []time.Time
+}
+
+// Audit events to be chained later (see audit_pending); an empty actor id or name is NULL.
+func (q *Queries) InsertAuditPending(ctx context.Context, arg InsertAuditPendingParams) error {
+	_, err := q.db.Exec(ctx, insertAuditPending,
+		arg.MeshIds,
+		arg.EventTypes,
+		arg.ActorMemberIds,
+		arg.ActorDisplayNames,
+		arg.Payloads,
+		arg.CreatedAts,
+	)
+	return err
+}
+
 const insertAuditRows = `-- name: InsertAuditRows :exec
 INSERT INTO audit_log (mesh_id, event_type, actor_member_id, actor_display_name, payload, prev_hash, hash, created_at)
 SELECT unnest($1::text[]), unnest($2::text[]), NULLIF(unnest($3::text[]), ''),
@@ -187,4 +216,69 @@ func (q *Queries) InsertAuditRows(ctx context.Context, arg InsertAuditRowsParams
 		arg.CreatedAts,
 	)
 	return err
+}
+
+const meshesWithPendingAudit = `-- name: MeshesWithPendingAudit :many
+SELECT DISTINCT mesh_id FROM audit_pending LIMIT 1000
+`
+
+func (q *Queries) MeshesWithPendingAudit(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, meshesWithPendingAudit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var mesh_id string
+		if err := rows.Scan(&mesh_id); err != nil {
+			return nil, err
+		}
+		items = append(items, mesh_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const takeAuditPending = `-- name: TakeAuditPending :many
+DELETE FROM audit_pending
+WHERE id IN (SELECT p.id FROM audit_pending p WHERE p.mesh_id = $1 ORDER BY p.id LIMIT $2)
+RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at
+`
+
+type TakeAuditPendingParams struct {
+	MeshID string
+	Lim    int32
+}
+
+// The oldest pending events of a mesh, removed here and appended to the chain by the
+// caller in the same transaction (which holds the mesh's chain lock).
+func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingParams) ([]AuditPending, error) {
+	rows, err := q.db.Query(ctx, takeAuditPending, arg.MeshID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AuditPending{}
+	for rows.Next() {
+		var i AuditPending
+		if err := rows.Scan(
+			&i.ID,
+			&i.MeshID,
+			&i.EventType,
+			&i.ActorMemberID,
+			&i.ActorDisplayName,
+			&i.Payload,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -20,6 +20,16 @@ type AuditLog struct {
 	CreatedAt        time.Time
 }
 
+type AuditPending struct {
+	ID               int64
+	MeshID           string
+	EventType        string
+	ActorMemberID    *string
+	ActorDisplayName *string
+	Payload          []byte
+	CreatedAt        time.Time
+}
+
 type CliSession struct {
 	ID           string
 	UserID       string

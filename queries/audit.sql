@@ -31,3 +31,20 @@ LIMIT @lim OFFSET @off;
 -- name: AuditCount :one
 SELECT count(*) FROM audit_log
 WHERE mesh_id = @mesh_id AND (sqlc.narg(event_type)::text IS NULL OR event_type = sqlc.narg(event_type));
+
+-- name: InsertAuditPending :exec
+-- Audit events to be chained later (see audit_pending); an empty actor id or name is NULL.
+INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+SELECT unnest(@mesh_ids::text[]), unnest(@event_types::text[]), NULLIF(unnest(@actor_member_ids::text[]), ''),
+       NULLIF(unnest(@actor_display_names::text[]), ''), unnest(@payloads::text[])::jsonb,
+       unnest(@created_ats::timestamptz[]);
+
+-- name: MeshesWithPendingAudit :many
+SELECT DISTINCT mesh_id FROM audit_pending LIMIT 1000;
+
+-- name: TakeAuditPending :many
+-- The oldest pending events of a mesh, removed here and appended to the chain by the
+-- caller in the same transaction (which holds the mesh's chain lock).
+DELETE FROM audit_pending
+WHERE id IN (SELECT p.id FROM audit_pending p WHERE p.mesh_id = @mesh_id ORDER BY p.id LIMIT @lim)
+RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at;

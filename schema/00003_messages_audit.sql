@@ -21,7 +21,6 @@ CREATE TABLE messages (
 -- Idempotent retries: one message per (sender member, clientMessageId).
 CREATE UNIQUE INDEX messages_client_id_key ON messages (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL;
 CREATE INDEX messages_expires_idx ON messages (expires_at);
-CREATE INDEX messages_mesh_created_idx ON messages (mesh_id, created_at);
 
 -- Per-recipient delivery state. A direct message to a member key has one row with
 -- recipient_presence_id NULL (any live session of the member may claim it); a message to a
@@ -66,9 +65,24 @@ CREATE TABLE audit_log (
     created_at         timestamptz NOT NULL
 );
 CREATE INDEX audit_log_mesh_id_idx ON audit_log (mesh_id, id);
-CREATE INDEX audit_log_mesh_event_idx ON audit_log (mesh_id, event_type, id);
+
+-- Audit events written with the data they describe but not yet linked into the chain. The
+-- hot path (a batch of sends) inserts here without the chain's per-mesh lock; the chainer
+-- moves rows into audit_log under that lock, many at a time. A row is never lost: it is
+-- deleted in the same transaction that appends it to the chain.
+CREATE TABLE audit_pending (
+    id                 bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    mesh_id            text NOT NULL REFERENCES meshes (id) ON DELETE CASCADE,
+    event_type         text NOT NULL,
+    actor_member_id    text,
+    actor_display_name text,
+    payload            jsonb NOT NULL DEFAULT '{}',
+    created_at         timestamptz NOT NULL
+);
+CREATE INDEX audit_pending_mesh_idx ON audit_pending (mesh_id, id);
 
 -- +goose Down
+DROP TABLE audit_pending;
 DROP TABLE audit_log;
 DROP TABLE deliveries;
 DROP TABLE messages;

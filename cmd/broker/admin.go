@@ -76,6 +76,11 @@ func adminCmd(args []string, stdout, stderr io.Writer) error {
 // (attached to if a broker runs on it, else started and migrated) or DATABASE_URL, which
 // must already be migrated.
 func withQueries(stderr io.Writer, fn func(ctx context.Context, q *db.Queries) error) error {
+	return withPool(stderr, func(ctx context.Context, pool *pgxpool.Pool) error { return fn(ctx, db.New(pool)) })
+}
+
+// withPool is withQueries for commands that need the pool itself.
+func withPool(stderr io.Writer, fn func(ctx context.Context, pool *pgxpool.Pool) error) error {
 	cfg, log, err := loadConfig(stderr)
 	if err != nil {
 		return err
@@ -103,7 +108,7 @@ func withQueries(stderr io.Writer, fn func(ctx context.Context, q *db.Queries) e
 	if err := ensureMigrated(ctx, cfg, pool, log); err != nil {
 		return err
 	}
-	return fn(ctx, db.New(pool))
+	return fn(ctx, pool)
 }
 
 func ensureMigrated(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, log *slog.Logger) error {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
 )
@@ -31,7 +33,11 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	if *mesh == "" || fs.NArg() > 0 {
 		return usageError{"audit verify needs --mesh MESH_ID and nothing else"}
 	}
-	return withQueries(stderr, func(ctx context.Context, q *db.Queries) error {
+	return withPool(stderr, func(ctx context.Context, pool *pgxpool.Pool) error {
+		q := db.New(pool)
+		if _, err := audit.ChainPending(ctx, pool, *mesh); err != nil {
+			return err
+		}
 		v, err := audit.VerifyMesh(ctx, q, *mesh)
 		if err != nil {
 			return err

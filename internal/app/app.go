@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/buildinfo"
 	"github.com/meshbroker/meshbroker/internal/config"
 	"github.com/meshbroker/meshbroker/internal/delivery"
@@ -123,6 +124,13 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	router := delivery.NewRouter(pool, cfg.QueueTTL)
 	defer router.Close()
 	router.OnGrantDrop = func(cap string) { m.MessagesDroppedByGrant.WithLabelValues(cap).Inc() }
+	chainKick := make(chan struct{}, 1)
+	router.OnBatch = func(int) {
+		select {
+		case chainKick <- struct{}{}:
+		default:
+		}
+	}
 	hub := session.NewHub(session.Config{
 		InstanceID: ids.New(), MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,
 		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
@@ -195,6 +203,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
 	go listener.Run(bg)
 	go hub.Run(bg)
+	go audit.RunChainer(bg, pool, 200*time.Millisecond, chainKick, log.With("subsystem", "audit"))
 	go hub.SweepStatuses(bg)
 	go hub.Purge(bg)
 	go hub.Maintain(bg, cfg.PresenceGrace, session.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})

@@ -7,10 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
 )
@@ -24,6 +26,7 @@ type Event struct {
 	Payload     any // marshalled to JSON
 	payloadJSON string
 	canonical   string
+	createdAt   time.Time
 }
 
 // LockKey is the advisory lock guarding one mesh's chain: the first 8 bytes of
@@ -34,15 +37,7 @@ func LockKey(meshID string) int64 {
 	return int64(binary.BigEndian.Uint64(sum[:8]) & 0x7fffffffffffffff)
 }
 
-// Append writes events to their meshes' chains inside tx: per mesh (in mesh-id order, so
-// concurrent batches never deadlock) it takes the chain's advisory lock, reads the tail
-// inside the transaction, and links the new rows to it. With any number of instances
-// appending at once the chain stays one unforked line. now is the rows' created_at.
-func Append(ctx context.Context, q *db.Queries, events []Event, now time.Time) error {
-	if len(events) == 0 {
-		return nil
-	}
-	now = TruncateToMillis(now)
+func prepare(events []Event, now time.Time) error {
 	for i := range events {
 		raw, err := marshalPayload(events[i].Payload)
 		if err != nil {
@@ -52,43 +47,34 @@ func Append(ctx context.Context, q *db.Queries, events []Event, now time.Time) e
 		if err != nil {
 			return fmt.Errorf("audit %s payload: %w", events[i].Type, err)
 		}
-		events[i].payloadJSON, events[i].canonical = raw, canon
+		events[i].payloadJSON, events[i].canonical, events[i].createdAt = raw, canon, now
+	}
+	return nil
+}
+
+// Append writes events to their meshes' chains inside the caller's transaction: per mesh (in
+// mesh-id order, so concurrent writers never deadlock) it takes the chain's advisory lock,
+// reads the tail inside the transaction, and links the new rows to it. With any number of
+// instances appending at once the chain stays one unforked line. now is the rows'
+// created_at. The lock is held until the caller commits: use Enqueue on hot paths.
+func Append(ctx context.Context, q *db.Queries, events []Event, now time.Time) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if err := prepare(events, TruncateToMillis(now)); err != nil {
+		return err
 	}
 	// Stable sort keeps each mesh's events in the caller's order.
 	sorted := slices.Clone(events)
 	slices.SortStableFunc(sorted, func(a, b Event) int { return cmp.Compare(a.MeshID, b.MeshID) })
-
 	p := db.InsertAuditRowsParams{}
 	for start := 0; start < len(sorted); {
-		meshID := sorted[start].MeshID
 		end := start
-		for end < len(sorted) && sorted[end].MeshID == meshID {
+		for end < len(sorted) && sorted[end].MeshID == sorted[start].MeshID {
 			end++
 		}
-		if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
-			return fmt.Errorf("audit lock: %w", err)
-		}
-		prev, err := q.AuditTail(ctx, meshID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			prev = Genesis
-		} else if err != nil {
-			return fmt.Errorf("audit tail: %w", err)
-		}
-		for _, e := range sorted[start:end] {
-			var actor *string
-			if e.ActorID != "" {
-				actor = &e.ActorID
-			}
-			h := Hash(prev, e.MeshID, e.Type, actor, e.canonical, now)
-			p.MeshIds = append(p.MeshIds, e.MeshID)
-			p.EventTypes = append(p.EventTypes, e.Type)
-			p.ActorMemberIds = append(p.ActorMemberIds, e.ActorID)
-			p.ActorDisplayNames = append(p.ActorDisplayNames, e.ActorName)
-			p.Payloads = append(p.Payloads, e.payloadJSON)
-			p.PrevHashes = append(p.PrevHashes, prev)
-			p.Hashes = append(p.Hashes, h)
-			p.CreatedAts = append(p.CreatedAts, now)
-			prev = h
+		if err := link(ctx, q, sorted[start:end], &p); err != nil {
+			return err
 		}
 		start = end
 	}
@@ -98,7 +84,148 @@ func Append(ctx context.Context, q *db.Queries, events []Event, now time.Time) e
 	return nil
 }
 
-// VerifyMesh loads a mesh's whole chain and verifies it.
+// link locks one mesh's chain, reads its tail and adds the hashed rows to p.
+func link(ctx context.Context, q *db.Queries, events []Event, p *db.InsertAuditRowsParams) error {
+	meshID := events[0].MeshID
+	if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
+		return fmt.Errorf("audit lock: %w", err)
+	}
+	prev, err := q.AuditTail(ctx, meshID)
+	if errors.Is(err, pgx.ErrNoRows) {
+		prev = Genesis
+	} else if err != nil {
+		return fmt.Errorf("audit tail: %w", err)
+	}
+	for _, e := range events {
+		var actor *string
+		if e.ActorID != "" {
+			actor = &e.ActorID
+		}
+		h := Hash(prev, e.MeshID, e.Type, actor, e.canonical, e.createdAt)
+		p.MeshIds = append(p.MeshIds, e.MeshID)
+		p.EventTypes = append(p.EventTypes, e.Type)
+		p.ActorMemberIds = append(p.ActorMemberIds, e.ActorID)
+		p.ActorDisplayNames = append(p.ActorDisplayNames, e.ActorName)
+		p.Payloads = append(p.Payloads, e.payloadJSON)
+		p.PrevHashes = append(p.PrevHashes, prev)
+		p.Hashes = append(p.Hashes, h)
+		p.CreatedAts = append(p.CreatedAts, e.createdAt)
+		prev = h
+	}
+	return nil
+}
+
+// Enqueue records events inside the caller's transaction without touching the chain (no
+// lock): they commit or roll back with the data they describe, and the chainer
+// (ChainPending) links them into the chain shortly after.
+func Enqueue(ctx context.Context, q *db.Queries, events []Event, now time.Time) error {
+	if len(events) == 0 {
+		return nil
+	}
+	now = TruncateToMillis(now)
+	p := db.InsertAuditPendingParams{}
+	for _, e := range events {
+		raw, err := marshalPayload(e.Payload)
+		if err != nil {
+			return fmt.Errorf("audit %s payload: %w", e.Type, err)
+		}
+		p.MeshIds = append(p.MeshIds, e.MeshID)
+		p.EventTypes = append(p.EventTypes, e.Type)
+		p.ActorMemberIds = append(p.ActorMemberIds, e.ActorID)
+		p.ActorDisplayNames = append(p.ActorDisplayNames, e.ActorName)
+		p.Payloads = append(p.Payloads, raw)
+		p.CreatedAts = append(p.CreatedAts, now)
+	}
+	if err := q.InsertAuditPending(ctx, p); err != nil {
+		return fmt.Errorf("enqueue audit events: %w", err)
+	}
+	return nil
+}
+
+// chainBatch bounds the rows one chaining transaction moves.
+const chainBatch = 5000
+
+// ChainPending links a mesh's pending events into its chain, oldest first, in transactions
+// of up to chainBatch rows, until none is left; it returns how many it linked.
+func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, error) {
+	total := 0
+	for {
+		n := 0
+		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			q := db.New(tx)
+			// The lock first: taking rows and appending them is one step of the chain.
+			if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
+				return fmt.Errorf("audit lock: %w", err)
+			}
+			rows, err := q.TakeAuditPending(ctx, db.TakeAuditPendingParams{MeshID: meshID, Lim: chainBatch})
+			if err != nil {
+				return fmt.Errorf("take pending audit events: %w", err)
+			}
+			if len(rows) == 0 {
+				return nil
+			}
+			slices.SortFunc(rows, func(a, b db.AuditPending) int { return cmp.Compare(a.ID, b.ID) })
+			events := make([]Event, len(rows))
+			for i, r := range rows {
+				canon, err := CanonicalJSON(r.Payload)
+				if err != nil {
+					return fmt.Errorf("audit payload %d: %w", r.ID, err)
+				}
+				events[i] = Event{MeshID: r.MeshID, Type: r.EventType, payloadJSON: string(r.Payload), canonical: canon, createdAt: r.CreatedAt}
+				if r.ActorMemberID != nil {
+					events[i].ActorID = *r.ActorMemberID
+				}
+				if r.ActorDisplayName != nil {
+					events[i].ActorName = *r.ActorDisplayName
+				}
+			}
+			p := db.InsertAuditRowsParams{}
+			if err := link(ctx, q, events, &p); err != nil {
+				return err
+			}
+			n = len(rows)
+			return q.InsertAuditRows(ctx, p)
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < chainBatch {
+			return total, nil
+		}
+	}
+}
+
+// RunChainer links pending events of every mesh every interval (and when kicked) until ctx
+// ends. Any number of instances may run it: the chain lock serialises them per mesh.
+func RunChainer(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, kick <-chan struct{}, log *slog.Logger) {
+	q := db.New(pool)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		meshes, err := q.MeshesWithPendingAudit(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Warn("audit chainer", "err", err)
+			}
+			continue
+		}
+		for _, m := range meshes {
+			if _, err := ChainPending(ctx, pool, m); err != nil && ctx.Err() == nil {
+				log.Warn("audit chainer", "mesh", m, "err", err)
+			}
+		}
+	}
+}
+
+// VerifyMesh loads a mesh's whole chain and verifies it. Pending events are not part of
+// the chain yet; callers that want them included run ChainPending first.
 func VerifyMesh(ctx context.Context, q *db.Queries, meshID string) (Verification, error) {
 	rows, err := q.AuditChain(ctx, meshID)
 	if err != nil {

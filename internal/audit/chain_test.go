@@ -141,3 +141,63 @@ func TestLockKeyIsPositiveAndStable(t *testing.T) {
 		t.Fatalf("LockKey: %d", k)
 	}
 }
+
+// Hot-path writers enqueue without the chain lock; chainers (several at once, as several
+// instances would run) link everything into one valid chain, each event exactly once.
+func TestEnqueuedEventsAreChainedOnce(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ctx := context.Background()
+	mkMesh(t, d, "mQ")
+	const writers, perWriter = 6, 20
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var chainers sync.WaitGroup
+	for range 3 {
+		chainers.Add(1)
+		go func() {
+			defer chainers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := ChainPending(ctx, d.Pool, "mQ"); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWriter {
+				err := pgx.BeginFunc(ctx, d.Pool, func(tx pgx.Tx) error {
+					return Enqueue(ctx, db.New(d.Pool).WithTx(tx), []Event{{MeshID: "mQ", Type: "message_sent", ActorID: "x",
+						Payload: map[string]any{"targetSpec": "*", "priority": "now", "w": w, "i": i}}}, time.Now())
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	chainers.Wait()
+	if _, err := ChainPending(ctx, d.Pool, "mQ"); err != nil { // whatever the last round left
+		t.Fatal(err)
+	}
+	v, err := VerifyMesh(ctx, db.New(d.Pool), "mQ")
+	if err != nil || !v.Valid || v.Entries != writers*perWriter {
+		t.Fatalf("chain after concurrent enqueue and chaining: %+v %v", v, err)
+	}
+	var pending int
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM audit_pending").Scan(&pending); err != nil || pending != 0 {
+		t.Fatalf("pending rows left: %d %v", pending, err)
+	}
+}

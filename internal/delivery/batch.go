@@ -26,8 +26,8 @@ import (
 // Several batches are in flight at once, one per worker, and a sender's sends always go to
 // the same worker (chosen by its presence id): so each session's sends commit in order (a
 // later send can never commit before an earlier one) while different sessions' batches
-// overlap their round trips. Batches of one mesh still serialise on its audit-chain lock,
-// which is taken last and held only through the commit.
+// overlap their round trips. Audit entries are enqueued, not chained, in the batch, so
+// batches of one mesh do not serialise on the audit chain's lock.
 const (
 	maxBatch     = 1024
 	batchWorkers = 4
@@ -389,8 +389,9 @@ func (r *Router) store(ctx context.Context, batch []*pending) error {
 		for p, first := range sameAs {
 			p.out = Outcome{MessageID: first.out.MessageID, Queued: true, Duplicate: true}
 		}
-		// The audit chain's per-mesh lock is taken last, so it is held only through commit.
-		if err := audit.Append(ctx, q, events, now); err != nil {
+		// Audit entries commit with the messages; the chainer links them into the mesh's
+		// chain under its lock, so concurrent batches of one mesh do not queue on it.
+		if err := audit.Enqueue(ctx, q, events, now); err != nil {
 			return err
 		}
 		for _, payload := range notifier.WakePayloads(dedupe(wakeP), dedupe(wakeM)) {

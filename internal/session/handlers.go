@@ -99,6 +99,10 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	case *protocol.AuditQuery:
 		s.auditQuery(ctx, b, f.ReqID)
 	case *protocol.AuditVerify:
+		if _, err := audit.ChainPending(ctx, h.pool, s.member.MeshID); err != nil {
+			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
+			return
+		}
 		v, err := audit.VerifyMesh(ctx, h.q, s.member.MeshID)
 		if err != nil {
 			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
@@ -316,6 +320,10 @@ func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID 
 		ev = &b.EventType
 	}
 	q := s.hub.q
+	if _, err := audit.ChainPending(ctx, s.hub.pool, s.member.MeshID); err != nil {
+		s.send(protocol.NewError(protocol.CodeAuditQueryError, err.Error(), reqID))
+		return
+	}
 	rows, err := q.AuditPage(ctx, db.AuditPageParams{MeshID: s.member.MeshID, EventType: ev, Lim: int32(limit), Off: int32(min(offset, 1<<31-1))})
 	if err != nil {
 		s.send(protocol.NewError(protocol.CodeAuditQueryError, err.Error(), reqID))
