@@ -125,7 +125,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	defer router.Close()
 	router.OnGrantDrop = func(cap string) { m.MessagesDroppedByGrant.WithLabelValues(cap).Inc() }
 	chainKick := make(chan struct{}, 1)
-	router.OnBatch = func(int) {
+	router.OnBatch = func(n int, took time.Duration) {
+		m.SendBatchSize.Observe(float64(n))
+		m.SendBatchDuration.Observe(took.Seconds())
 		select {
 		case chainKick <- struct{}{}:
 		default:

@@ -40,8 +40,8 @@ type Router struct {
 	// OnGrantDrop is called for each recipient a grant blocked (cap "dm" or "broadcast").
 	// Set it before the first Send.
 	OnGrantDrop func(cap string)
-	// OnBatch, when set, observes each committed batch's size.
-	OnBatch func(n int)
+	// OnBatch, when set, observes each committed batch: its size and how long storing it took.
+	OnBatch func(n int, took time.Duration)
 
 	reqs      [batchWorkers]chan *pending
 	quit      chan struct{}
@@ -160,6 +160,7 @@ func (r *Router) run(batch []*pending) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	start := time.Now()
 	err := r.store(ctx, live)
 	if err != nil && len(live) > 1 {
 		for _, p := range live {
@@ -178,7 +179,7 @@ func (r *Router) run(batch []*pending) {
 		p.finish()
 	}
 	if err == nil && r.OnBatch != nil {
-		r.OnBatch(len(live))
+		r.OnBatch(len(live), time.Since(start))
 	}
 }
 

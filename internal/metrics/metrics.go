@@ -56,6 +56,8 @@ type Metrics struct {
 	PollsWithWork         prometheus.Counter
 	Redeliveries          prometheus.Counter
 	Takeovers             prometheus.Counter
+	SendBatchSize         prometheus.Histogram
+	SendBatchDuration     prometheus.Histogram
 }
 
 // NotificationKinds label broker_notifications_received_total.
@@ -106,6 +108,10 @@ func New() *Metrics {
 			"Pushes of rows claimed before (lease expired or socket lost before delivery)"),
 		Takeovers: f.counter("broker_takeovers_total",
 			"Hellos that took over a live presence (a reconnect or a duplicate session)"),
+		SendBatchSize: f.histogramBuckets("broker_send_batch_size",
+			"Sends stored per write transaction", []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000}),
+		SendBatchDuration: f.histogram("broker_send_batch_seconds",
+			"Duration of one write transaction storing a batch of sends"),
 	}
 	r.MustRegister(
 		collectors.NewGoCollector(),
@@ -150,7 +156,11 @@ func (f factory) gauge(name, help string) prometheus.Gauge {
 }
 
 func (f factory) histogram(name, help string) prometheus.Histogram {
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: latencyBuckets})
+	return f.histogramBuckets(name, help, latencyBuckets)
+}
+
+func (f factory) histogramBuckets(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets})
 	f.r.MustRegister(h)
 	return h
 }
