@@ -49,95 +49,6 @@ func (q *Queries) ExistingClientMessages(ctx context.Context, arg ExistingClient
 	return items, nil
 }
 
-const insertDeliveryRows = `-- name: InsertDeliveryRows :exec
-INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
-SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
-       NULLIF(unnest($4::text[]), ''), unnest($5::text[]), unnest($6::timestamptz[])
-`
-
-type InsertDeliveryRowsParams struct {
-	MessageIds  []string
-	MeshIds     []string
-	MemberIds   []string
-	PresenceIds []string
-	Priorities  []string
-	ExpiresAts  []time.Time
-}
-
-// Many deliveries at once; an empty presence id means "any session of the member".
-func (q *Queries) InsertDeliveryRows(ctx context.Context, arg InsertDeliveryRowsParams) error {
-	_, err := q.db.Exec(ctx, insertDeliveryRows,
-		arg.MessageIds,
-		arg.MeshIds,
-		arg.MemberIds,
-		arg.PresenceIds,
-		arg.Priorities,
-		arg.ExpiresAts,
-	)
-	return err
-}
-
-const insertMessages = `-- name: InsertMessages :many
-INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
-    target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
-SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
-       unnest($4::text[]), NULLIF(unnest($5::text[]), ''),
-       unnest($6::text[]), unnest($7::text[]), unnest($8::text[]),
-       unnest($9::text[]), unnest($10::text[]), NULLIF(unnest($11::text[]), ''),
-       unnest($12::timestamptz[])
-ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
-RETURNING id
-`
-
-type InsertMessagesParams struct {
-	Ids                  []string
-	MeshIds              []string
-	SenderMemberIds      []string
-	SenderPresenceIds    []string
-	SenderSessionPubkeys []string
-	TargetSpecs          []string
-	TargetKinds          []string
-	Priorities           []string
-	Nonces               []string
-	Ciphertexts          []string
-	ClientMessageIds     []string
-	ExpiresAts           []time.Time
-}
-
-// Many messages at once; a clientMessageId already stored is skipped (not returned).
-func (q *Queries) InsertMessages(ctx context.Context, arg InsertMessagesParams) ([]string, error) {
-	rows, err := q.db.Query(ctx, insertMessages,
-		arg.Ids,
-		arg.MeshIds,
-		arg.SenderMemberIds,
-		arg.SenderPresenceIds,
-		arg.SenderSessionPubkeys,
-		arg.TargetSpecs,
-		arg.TargetKinds,
-		arg.Priorities,
-		arg.Nonces,
-		arg.Ciphertexts,
-		arg.ClientMessageIds,
-		arg.ExpiresAts,
-	)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []string{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		items = append(items, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
-}
-
 const purgeExpiredMessages = `-- name: PurgeExpiredMessages :execrows
 
 DELETE FROM messages WHERE id IN (
@@ -213,6 +124,111 @@ func (q *Queries) ResolveDirectTargets(ctx context.Context, arg ResolveDirectTar
 			return nil, err
 		}
 		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const storeBatch = `-- name: StoreBatch :many
+WITH msg AS (
+    INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
+        target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
+    SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
+           unnest($4::text[]), NULLIF(unnest($5::text[]), ''),
+           unnest($6::text[]), unnest($7::text[]), unnest($8::text[]),
+           unnest($9::text[]), unnest($10::text[]), NULLIF(unnest($11::text[]), ''),
+           unnest($12::timestamptz[])
+    ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
+    RETURNING id
+), dlv AS (
+    INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
+    SELECT unnest($13::text[]), unnest($14::text[]), unnest($15::text[]),
+           NULLIF(unnest($16::text[]), ''), unnest($17::text[]), unnest($18::timestamptz[])
+    RETURNING 1
+), aud AS (
+    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+    SELECT unnest($19::text[]), unnest($20::text[]), NULLIF(unnest($21::text[]), ''),
+           NULLIF(unnest($22::text[]), ''), unnest($23::text[])::jsonb,
+           unnest($24::timestamptz[])
+    RETURNING 1
+)
+SELECT msg.id FROM msg
+WHERE (SELECT count(*) FROM dlv) >= 0 AND (SELECT count(*) FROM aud) >= 0
+`
+
+type StoreBatchParams struct {
+	Ids                  []string
+	MeshIds              []string
+	SenderMemberIds      []string
+	SenderPresenceIds    []string
+	SenderSessionPubkeys []string
+	TargetSpecs          []string
+	TargetKinds          []string
+	Priorities           []string
+	Nonces               []string
+	Ciphertexts          []string
+	ClientMessageIds     []string
+	ExpiresAts           []time.Time
+	DMessageIds          []string
+	DMeshIds             []string
+	DMemberIds           []string
+	DPresenceIds         []string
+	DPriorities          []string
+	DExpiresAts          []time.Time
+	AMeshIds             []string
+	AEventTypes          []string
+	AActorMemberIds      []string
+	AActorDisplayNames   []string
+	APayloads            []string
+	ACreatedAts          []time.Time
+}
+
+// One statement stores a batch of sends: messages, their deliveries and their (pending)
+// audit events — one round trip instead of three. Foreign keys are
+// checked at the end of the statement, so deliveries may reference messages inserted by a
+// sibling clause. A clientMessageId that is already stored makes the statement fail (its
+// deliveries would reference a message that was not inserted); the caller then stores the
+// sends one by one, acking the duplicate with the stored id.
+func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]string, error) {
+	rows, err := q.db.Query(ctx, storeBatch,
+		arg.Ids,
+		arg.MeshIds,
+		arg.SenderMemberIds,
+		arg.SenderPresenceIds,
+		arg.SenderSessionPubkeys,
+		arg.TargetSpecs,
+		arg.TargetKinds,
+		arg.Priorities,
+		arg.Nonces,
+		arg.Ciphertexts,
+		arg.ClientMessageIds,
+		arg.ExpiresAts,
+		arg.DMessageIds,
+		arg.DMeshIds,
+		arg.DMemberIds,
+		arg.DPresenceIds,
+		arg.DPriorities,
+		arg.DExpiresAts,
+		arg.AMeshIds,
+		arg.AEventTypes,
+		arg.AActorMemberIds,
+		arg.AActorDisplayNames,
+		arg.APayloads,
+		arg.ACreatedAts,
+	)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err

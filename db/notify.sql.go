@@ -25,3 +25,20 @@ func (q *Queries) Notify(ctx context.Context, arg NotifyParams) error {
 	_, err := q.db.Exec(ctx, notify, arg.Channel, arg.Payload)
 	return err
 }
+
+const notifyMany = `-- name: NotifyMany :exec
+SELECT pg_notify($1::text, unnest($2::text[]))
+`
+
+type NotifyManyParams struct {
+	Channel  string
+	Payloads []string
+}
+
+// Several notifications in one statement. Sent in a transaction of their own, after the data
+// they announce committed: a notifying commit holds a cluster-wide lock through its WAL
+// flush, so notifying from inside write transactions would serialise them all.
+func (q *Queries) NotifyMany(ctx context.Context, arg NotifyManyParams) error {
+	_, err := q.db.Exec(ctx, notifyMany, arg.Channel, arg.Payloads)
+	return err
+}

@@ -38,20 +38,34 @@ FROM messages m
 JOIN (SELECT unnest(@sender_member_ids::text[]) AS s, unnest(@client_message_ids::text[]) AS c) k
   ON m.sender_member_id = k.s AND m.client_message_id = k.c;
 
--- name: InsertMessages :many
--- Many messages at once; a clientMessageId already stored is skipped (not returned).
-INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
-    target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
-SELECT unnest(@ids::text[]), unnest(@mesh_ids::text[]), unnest(@sender_member_ids::text[]),
-       unnest(@sender_presence_ids::text[]), NULLIF(unnest(@sender_session_pubkeys::text[]), ''),
-       unnest(@target_specs::text[]), unnest(@target_kinds::text[]), unnest(@priorities::text[]),
-       unnest(@nonces::text[]), unnest(@ciphertexts::text[]), NULLIF(unnest(@client_message_ids::text[]), ''),
-       unnest(@expires_ats::timestamptz[])
-ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
-RETURNING id;
-
--- name: InsertDeliveryRows :exec
--- Many deliveries at once; an empty presence id means "any session of the member".
-INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
-SELECT unnest(@message_ids::text[]), unnest(@mesh_ids::text[]), unnest(@member_ids::text[]),
-       NULLIF(unnest(@presence_ids::text[]), ''), unnest(@priorities::text[]), unnest(@expires_ats::timestamptz[]);
+-- name: StoreBatch :many
+-- One statement stores a batch of sends: messages, their deliveries and their (pending)
+-- audit events — one round trip instead of three. Foreign keys are
+-- checked at the end of the statement, so deliveries may reference messages inserted by a
+-- sibling clause. A clientMessageId that is already stored makes the statement fail (its
+-- deliveries would reference a message that was not inserted); the caller then stores the
+-- sends one by one, acking the duplicate with the stored id.
+WITH msg AS (
+    INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
+        target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
+    SELECT unnest(@ids::text[]), unnest(@mesh_ids::text[]), unnest(@sender_member_ids::text[]),
+           unnest(@sender_presence_ids::text[]), NULLIF(unnest(@sender_session_pubkeys::text[]), ''),
+           unnest(@target_specs::text[]), unnest(@target_kinds::text[]), unnest(@priorities::text[]),
+           unnest(@nonces::text[]), unnest(@ciphertexts::text[]), NULLIF(unnest(@client_message_ids::text[]), ''),
+           unnest(@expires_ats::timestamptz[])
+    ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
+    RETURNING id
+), dlv AS (
+    INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
+    SELECT unnest(@d_message_ids::text[]), unnest(@d_mesh_ids::text[]), unnest(@d_member_ids::text[]),
+           NULLIF(unnest(@d_presence_ids::text[]), ''), unnest(@d_priorities::text[]), unnest(@d_expires_ats::timestamptz[])
+    RETURNING 1
+), aud AS (
+    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+    SELECT unnest(@a_mesh_ids::text[]), unnest(@a_event_types::text[]), NULLIF(unnest(@a_actor_member_ids::text[]), ''),
+           NULLIF(unnest(@a_actor_display_names::text[]), ''), unnest(@a_payloads::text[])::jsonb,
+           unnest(@a_created_ats::timestamptz[])
+    RETURNING 1
+)
+SELECT msg.id FROM msg
+WHERE (SELECT count(*) FROM dlv) >= 0 AND (SELECT count(*) FROM aud) >= 0;

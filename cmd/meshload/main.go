@@ -312,7 +312,9 @@ func run(ctx context.Context, o options) (Result, error) {
 				sw.Add(1)
 				go func() {
 					defer sw.Done()
-					next := time.Now().Add(time.Duration(w) * time.Millisecond)
+					// Stagger the senders evenly over one interval, so -rate offers a steady
+					// stream rather than a burst of every sender at once each interval.
+					next := time.Now().Add(time.Duration(w)*time.Millisecond + perSenderInterval*time.Duration(i)/time.Duration(nSend))
 					for sctx.Err() == nil {
 						if perSenderInterval > 0 {
 							if d := time.Until(next); d > 0 {

@@ -122,12 +122,25 @@ func Enqueue(ctx context.Context, q *db.Queries, events []Event, now time.Time) 
 	if len(events) == 0 {
 		return nil
 	}
+	p, err := PendingRows(events, now)
+	if err != nil {
+		return err
+	}
+	if err := q.InsertAuditPending(ctx, p); err != nil {
+		return fmt.Errorf("enqueue audit events: %w", err)
+	}
+	return nil
+}
+
+// PendingRows encodes events as audit_pending rows, for a statement that inserts them
+// along with the data they describe (see Enqueue).
+func PendingRows(events []Event, now time.Time) (db.InsertAuditPendingParams, error) {
 	now = TruncateToMillis(now)
 	p := db.InsertAuditPendingParams{}
 	for _, e := range events {
 		raw, err := marshalPayload(e.Payload)
 		if err != nil {
-			return fmt.Errorf("audit %s payload: %w", e.Type, err)
+			return p, fmt.Errorf("audit %s payload: %w", e.Type, err)
 		}
 		p.MeshIds = append(p.MeshIds, e.MeshID)
 		p.EventTypes = append(p.EventTypes, e.Type)
@@ -136,10 +149,7 @@ func Enqueue(ctx context.Context, q *db.Queries, events []Event, now time.Time) 
 		p.Payloads = append(p.Payloads, raw)
 		p.CreatedAts = append(p.CreatedAts, now)
 	}
-	if err := q.InsertAuditPending(ctx, p); err != nil {
-		return fmt.Errorf("enqueue audit events: %w", err)
-	}
-	return nil
+	return p, nil
 }
 
 // chainBatch bounds the rows one chaining transaction moves.

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
@@ -161,11 +160,11 @@ func (r *Router) run(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := r.store(ctx, live)
+	err := r.store(ctx, live, len(live) == 1)
 	if err != nil && len(live) > 1 {
 		for _, p := range live {
 			p.out, p.err = Outcome{}, nil
-			if e := r.store(ctx, []*pending{p}); e != nil {
+			if e := r.store(ctx, []*pending{p}, true); e != nil {
 				p.out, p.err = Outcome{}, fmt.Errorf("store send: %w", e)
 			}
 			p.finish()
@@ -190,218 +189,224 @@ type recipient struct {
 
 type clientKey struct{ sender, clientID string }
 
-// store runs one batch in one transaction and sets each pending's outcome.
-func (r *Router) store(ctx context.Context, batch []*pending) error {
-	return pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		for _, p := range batch {
-			p.out = Outcome{}
-		}
-		// 1. Retries of stored clientMessageIds are acked with the stored id.
+// store stores one batch and sets each pending's outcome. It reads (target resolution,
+// multicast scopes) and then writes everything with one statement (StoreBatch), which is
+// atomic by itself: no explicit transaction, so a batch costs two or three round trips.
+// lookupExisting checks for already-stored clientMessageIds first; batches skip it (a
+// duplicate makes StoreBatch fail, and run() then stores each send alone, with the check).
+func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting bool) error {
+	q := db.New(r.pool)
+	for _, p := range batch {
+		p.out = Outcome{}
+	}
+	todo := batch
+	if lookupExisting {
 		var ks, kc []string
 		for _, p := range batch {
 			if p.req.ClientMessageID != "" {
 				ks, kc = append(ks, p.s.MemberID), append(kc, p.req.ClientMessageID)
 			}
 		}
-		existing := map[clientKey]string{}
 		if len(ks) > 0 {
 			rows, err := q.ExistingClientMessages(ctx, db.ExistingClientMessagesParams{SenderMemberIds: ks, ClientMessageIds: kc})
 			if err != nil {
 				return fmt.Errorf("look up clientMessageIds: %w", err)
 			}
+			existing := map[clientKey]string{}
 			for _, row := range rows {
 				existing[clientKey{row.SenderMemberID, row.ClientMessageID}] = row.ID
 			}
-		}
-		todo := make([]*pending, 0, len(batch))
-		for _, p := range batch {
-			if id, ok := existing[clientKey{p.s.MemberID, p.req.ClientMessageID}]; ok && p.req.ClientMessageID != "" {
-				p.out = Outcome{MessageID: id, Queued: true, Duplicate: true}
-				continue
-			}
-			todo = append(todo, p)
-		}
-
-		// 2. Resolve direct targets: each distinct (mesh, target) once, all in one query.
-		type targetKey struct{ mesh, target string }
-		var dm, dt []string
-		index := map[targetKey]int{}
-		var directs []*pending
-		for _, p := range todo {
-			if p.kind != "direct" {
-				continue
-			}
-			directs = append(directs, p)
-			k := targetKey{p.s.MeshID, strings.ToLower(p.req.TargetSpec)}
-			if _, ok := index[k]; !ok {
-				index[k] = len(dm)
-				dm, dt = append(dm, k.mesh), append(dt, k.target)
-			}
-		}
-		resolved := map[int]db.ResolveDirectTargetsRow{}
-		if len(dm) > 0 {
-			rows, err := q.ResolveDirectTargets(ctx, db.ResolveDirectTargetsParams{MeshIds: dm, Targets: dt})
-			if err != nil {
-				return fmt.Errorf("resolve targets: %w", err)
-			}
-			for _, row := range rows {
-				resolved[int(row.Ord)-1] = row
-			}
-		}
-		recips := make(map[*pending][]recipient, len(todo))
-		for _, p := range directs {
-			t, ok := resolved[index[targetKey{p.s.MeshID, strings.ToLower(p.req.TargetSpec)}]]
-			switch {
-			case !ok, t.Kind == "session" && t.PresenceID == p.s.PresenceID:
-				p.out = Outcome{Reason: "no_recipient", Error: ErrTextNoRecipient}
-			case !Allowed(t.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "dm"):
-				r.OnGrantDrop("dm")
-				p.out = Outcome{Reason: "grant", Error: ErrTextGrantDM}
-			default:
-				rc := recipient{memberID: t.MemberID}
-				if t.Kind == "session" {
-					rc.presenceID = t.PresenceID
-				}
-				recips[p] = []recipient{rc}
-			}
-		}
-
-		// 3. Multicast scopes: the mesh's live presences, once per (mesh, sender member).
-		type scopeKey struct{ mesh, sender string }
-		scopes := map[scopeKey][]db.MulticastRecipientsRow{}
-		for _, p := range todo {
-			if p.kind == "direct" {
-				continue
-			}
-			k := scopeKey{p.s.MeshID, p.s.MemberID}
-			rows, ok := scopes[k]
-			if !ok {
-				var err error
-				rows, err = q.MulticastRecipients(ctx, db.MulticastRecipientsParams{MeshID: k.mesh, SenderMemberID: k.sender})
-				if err != nil {
-					return fmt.Errorf("multicast recipients: %w", err)
-				}
-				scopes[k] = rows
-			}
-			group := ""
-			if p.kind == "group" {
-				group = p.req.TargetSpec[1:]
-			}
-			list := []recipient{}
-			for _, row := range rows {
-				if group != "" && !InGroup(row.Groups, group) {
+			todo = make([]*pending, 0, len(batch))
+			for _, p := range batch {
+				if id, ok := existing[clientKey{p.s.MemberID, p.req.ClientMessageID}]; ok && p.req.ClientMessageID != "" {
+					p.out = Outcome{MessageID: id, Queued: true, Duplicate: true}
 					continue
 				}
-				if !Allowed(row.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "broadcast") {
-					r.OnGrantDrop("broadcast")
-					continue
-				}
-				list = append(list, recipient{memberID: row.MemberID, presenceID: row.ID})
+				todo = append(todo, p)
 			}
-			recips[p] = list
 		}
+	}
 
-		// 4. Store the accepted messages. Two sends in this batch with the same
-		// clientMessageId store one message; both are acked with its id.
-		now := time.Now()
-		expires := now.Add(r.queueTTL)
-		var mp db.InsertMessagesParams
-		var accepted []*pending
-		firstByKey := map[clientKey]*pending{}
-		var sameAs = map[*pending]*pending{}
-		for _, p := range todo {
-			if _, ok := recips[p]; !ok {
-				continue // refused above
-			}
-			if p.req.ClientMessageID != "" {
-				k := clientKey{p.s.MemberID, p.req.ClientMessageID}
-				if first, ok := firstByKey[k]; ok {
-					sameAs[p] = first
-					continue
-				}
-				firstByKey[k] = p
-			}
-			p.out = Outcome{MessageID: ids.New(), Queued: true}
-			storedKind := p.kind
-			if p.kind == "direct" {
-				storedKind = "member"
-				if rc := recips[p]; len(rc) == 1 && rc[0].presenceID != "" {
-					storedKind = "session"
-				}
-			}
-			mp.Ids = append(mp.Ids, p.out.MessageID)
-			mp.MeshIds = append(mp.MeshIds, p.s.MeshID)
-			mp.SenderMemberIds = append(mp.SenderMemberIds, p.s.MemberID)
-			mp.SenderPresenceIds = append(mp.SenderPresenceIds, p.s.PresenceID)
-			mp.SenderSessionPubkeys = append(mp.SenderSessionPubkeys, p.s.SessionPubkey)
-			mp.TargetSpecs = append(mp.TargetSpecs, p.req.TargetSpec)
-			mp.TargetKinds = append(mp.TargetKinds, storedKind)
-			mp.Priorities = append(mp.Priorities, p.req.Priority)
-			mp.Nonces = append(mp.Nonces, p.req.Nonce)
-			mp.Ciphertexts = append(mp.Ciphertexts, p.req.Ciphertext)
-			mp.ClientMessageIds = append(mp.ClientMessageIds, p.req.ClientMessageID)
-			mp.ExpiresAts = append(mp.ExpiresAts, expires)
-			accepted = append(accepted, p)
+	recips, err := r.resolve(ctx, q, todo)
+	if err != nil {
+		return err
+	}
+
+	// Build the rows. Two sends in this batch with the same clientMessageId store one
+	// message; both are acked with its id.
+	now := time.Now()
+	expires := now.Add(r.queueTTL)
+	sp := db.StoreBatchParams{}
+	firstByKey := map[clientKey]*pending{}
+	sameAs := map[*pending]*pending{}
+	var events []audit.Event
+	var wakeP, wakeM []string
+	for _, p := range todo {
+		rcs, ok := recips[p]
+		if !ok {
+			continue // refused
 		}
-		if len(accepted) == 0 {
-			return nil
-		}
-		inserted, err := q.InsertMessages(ctx, mp)
-		if err != nil {
-			return fmt.Errorf("insert messages: %w", err)
-		}
-		if len(inserted) != len(accepted) {
-			// A concurrent batch stored one of these clientMessageIds first: fail the batch;
-			// the per-send retry acks it as the duplicate it is.
-			return errors.New("clientMessageId stored concurrently")
-		}
-		var dp db.InsertDeliveryRowsParams
-		var events []audit.Event
-		var wakeP, wakeM []string
-		for _, p := range accepted {
-			prio := p.req.Priority
-			if p.kind == "broadcast" || p.kind == "group" {
-				prio = "now" // multicast is never held by priority gating
+		if p.req.ClientMessageID != "" {
+			k := clientKey{p.s.MemberID, p.req.ClientMessageID}
+			if first, ok := firstByKey[k]; ok {
+				sameAs[p] = first
+				continue
 			}
-			for _, rc := range recips[p] {
-				dp.MessageIds = append(dp.MessageIds, p.out.MessageID)
-				dp.MeshIds = append(dp.MeshIds, p.s.MeshID)
-				dp.MemberIds = append(dp.MemberIds, rc.memberID)
-				dp.PresenceIds = append(dp.PresenceIds, rc.presenceID)
-				dp.Priorities = append(dp.Priorities, prio)
-				dp.ExpiresAts = append(dp.ExpiresAts, expires)
-				if rc.presenceID != "" {
-					wakeP = append(wakeP, rc.presenceID)
-				} else {
-					wakeM = append(wakeM, rc.memberID)
-				}
-			}
-			events = append(events, audit.Event{
-				MeshID: p.s.MeshID, Type: "message_sent", ActorID: p.s.MemberID, ActorName: p.s.DisplayName,
-				Payload: map[string]any{"targetSpec": p.req.TargetSpec, "priority": p.req.Priority},
-			})
+			firstByKey[k] = p
 		}
-		if len(dp.MessageIds) > 0 {
-			if err := q.InsertDeliveryRows(ctx, dp); err != nil {
-				return fmt.Errorf("insert deliveries: %w", err)
+		p.out = Outcome{MessageID: ids.New(), Queued: true}
+		storedKind := p.kind
+		if p.kind == "direct" {
+			storedKind = "member"
+			if len(rcs) == 1 && rcs[0].presenceID != "" {
+				storedKind = "session"
 			}
 		}
-		for p, first := range sameAs {
-			p.out = Outcome{MessageID: first.out.MessageID, Queued: true, Duplicate: true}
+		sp.Ids = append(sp.Ids, p.out.MessageID)
+		sp.MeshIds = append(sp.MeshIds, p.s.MeshID)
+		sp.SenderMemberIds = append(sp.SenderMemberIds, p.s.MemberID)
+		sp.SenderPresenceIds = append(sp.SenderPresenceIds, p.s.PresenceID)
+		sp.SenderSessionPubkeys = append(sp.SenderSessionPubkeys, p.s.SessionPubkey)
+		sp.TargetSpecs = append(sp.TargetSpecs, p.req.TargetSpec)
+		sp.TargetKinds = append(sp.TargetKinds, storedKind)
+		sp.Priorities = append(sp.Priorities, p.req.Priority)
+		sp.Nonces = append(sp.Nonces, p.req.Nonce)
+		sp.Ciphertexts = append(sp.Ciphertexts, p.req.Ciphertext)
+		sp.ClientMessageIds = append(sp.ClientMessageIds, p.req.ClientMessageID)
+		sp.ExpiresAts = append(sp.ExpiresAts, expires)
+		prio := p.req.Priority
+		if p.kind == "broadcast" || p.kind == "group" {
+			prio = "now" // multicast is never held by priority gating
 		}
-		// Audit entries commit with the messages; the chainer links them into the mesh's
-		// chain under its lock, so concurrent batches of one mesh do not queue on it.
-		if err := audit.Enqueue(ctx, q, events, now); err != nil {
-			return err
-		}
-		for _, payload := range notifier.WakePayloads(dedupe(wakeP), dedupe(wakeM)) {
-			if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: payload}); err != nil {
-				return fmt.Errorf("notify: %w", err)
+		for _, rc := range rcs {
+			sp.DMessageIds = append(sp.DMessageIds, p.out.MessageID)
+			sp.DMeshIds = append(sp.DMeshIds, p.s.MeshID)
+			sp.DMemberIds = append(sp.DMemberIds, rc.memberID)
+			sp.DPresenceIds = append(sp.DPresenceIds, rc.presenceID)
+			sp.DPriorities = append(sp.DPriorities, prio)
+			sp.DExpiresAts = append(sp.DExpiresAts, expires)
+			if rc.presenceID != "" {
+				wakeP = append(wakeP, rc.presenceID)
+			} else {
+				wakeM = append(wakeM, rc.memberID)
 			}
 		}
+		events = append(events, audit.Event{
+			MeshID: p.s.MeshID, Type: "message_sent", ActorID: p.s.MemberID, ActorName: p.s.DisplayName,
+			Payload: map[string]any{"targetSpec": p.req.TargetSpec, "priority": p.req.Priority},
+		})
+	}
+	if len(sp.Ids) == 0 {
 		return nil
-	})
+	}
+	// Audit entries are stored with the messages, pending; the chainer links them into the
+	// mesh's chain under its lock, so concurrent batches never queue on that lock.
+	ap, err := audit.PendingRows(events, now)
+	if err != nil {
+		return err
+	}
+	sp.AMeshIds, sp.AEventTypes, sp.AActorMemberIds, sp.AActorDisplayNames, sp.APayloads, sp.ACreatedAts =
+		ap.MeshIds, ap.EventTypes, ap.ActorMemberIds, ap.ActorDisplayNames, ap.Payloads, ap.CreatedAts
+	inserted, err := q.StoreBatch(ctx, sp)
+	if err != nil {
+		return fmt.Errorf("store batch: %w", err)
+	}
+	if len(inserted) != len(sp.Ids) {
+		return errors.New("clientMessageId stored concurrently")
+	}
+	for p, first := range sameAs {
+		p.out = Outcome{MessageID: first.out.MessageID, Queued: true, Duplicate: true}
+	}
+	// Stored: the wake-up is a hint (the poll is the guarantee), so a failure here is logged
+	// by the caller's metrics, not returned — the sends are acked as queued.
+	if payloads := notifier.WakePayloads(dedupe(wakeP), dedupe(wakeM)); len(payloads) > 0 {
+		_ = q.NotifyMany(ctx, db.NotifyManyParams{Channel: notifier.Channel, Payloads: payloads})
+	}
+	return nil
+}
+
+// resolve finds each send's recipients, setting the refusal outcome of those that have none;
+// refused sends are absent from the result.
+func (r *Router) resolve(ctx context.Context, q *db.Queries, todo []*pending) (map[*pending][]recipient, error) {
+	// Direct targets: each distinct (mesh, target) once, all in one query.
+	type targetKey struct{ mesh, target string }
+	var dm, dt []string
+	index := map[targetKey]int{}
+	var directs []*pending
+	for _, p := range todo {
+		if p.kind != "direct" {
+			continue
+		}
+		directs = append(directs, p)
+		k := targetKey{p.s.MeshID, strings.ToLower(p.req.TargetSpec)}
+		if _, ok := index[k]; !ok {
+			index[k] = len(dm)
+			dm, dt = append(dm, k.mesh), append(dt, k.target)
+		}
+	}
+	resolved := map[int]db.ResolveDirectTargetsRow{}
+	if len(dm) > 0 {
+		rows, err := q.ResolveDirectTargets(ctx, db.ResolveDirectTargetsParams{MeshIds: dm, Targets: dt})
+		if err != nil {
+			return nil, fmt.Errorf("resolve targets: %w", err)
+		}
+		for _, row := range rows {
+			resolved[int(row.Ord)-1] = row
+		}
+	}
+	recips := make(map[*pending][]recipient, len(todo))
+	for _, p := range directs {
+		t, ok := resolved[index[targetKey{p.s.MeshID, strings.ToLower(p.req.TargetSpec)}]]
+		switch {
+		case !ok, t.Kind == "session" && t.PresenceID == p.s.PresenceID:
+			p.out = Outcome{Reason: "no_recipient", Error: ErrTextNoRecipient}
+		case !Allowed(t.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "dm"):
+			r.OnGrantDrop("dm")
+			p.out = Outcome{Reason: "grant", Error: ErrTextGrantDM}
+		default:
+			rc := recipient{memberID: t.MemberID}
+			if t.Kind == "session" {
+				rc.presenceID = t.PresenceID
+			}
+			recips[p] = []recipient{rc}
+		}
+	}
+
+	// Multicast scopes: the mesh's live presences, once per (mesh, sender member).
+	type scopeKey struct{ mesh, sender string }
+	scopes := map[scopeKey][]db.MulticastRecipientsRow{}
+	for _, p := range todo {
+		if p.kind == "direct" {
+			continue
+		}
+		k := scopeKey{p.s.MeshID, p.s.MemberID}
+		rows, ok := scopes[k]
+		if !ok {
+			var err error
+			rows, err = q.MulticastRecipients(ctx, db.MulticastRecipientsParams{MeshID: k.mesh, SenderMemberID: k.sender})
+			if err != nil {
+				return nil, fmt.Errorf("multicast recipients: %w", err)
+			}
+			scopes[k] = rows
+		}
+		group := ""
+		if p.kind == "group" {
+			group = p.req.TargetSpec[1:]
+		}
+		list := []recipient{}
+		for _, row := range rows {
+			if group != "" && !InGroup(row.Groups, group) {
+				continue
+			}
+			if !Allowed(row.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "broadcast") {
+				r.OnGrantDrop("broadcast")
+				continue
+			}
+			list = append(list, recipient{memberID: row.MemberID, presenceID: row.ID})
+		}
+		recips[p] = list
+	}
+	return recips, nil
 }
 
 func dedupe(xs []string) []string {
