@@ -255,14 +255,20 @@ func (h *Hub) claimLoop(ctx context.Context) {
 		case <-h.kick:
 		}
 		for ctx.Err() == nil {
+			// Presences woken by a notification first; the poll's sweep of every presence
+			// fills what is left, so one large poll never delays a fresh message long.
 			h.mu.Lock()
 			batch := make([]dirtyEntry, 0, min(len(h.dirty), claimPresences))
-			for id, e := range h.dirty {
-				if len(batch) == claimPresences {
-					break
+			for _, wantPoll := range []bool{false, true} {
+				for id, e := range h.dirty {
+					if len(batch) == claimPresences {
+						break
+					}
+					if e.fromPoll == wantPoll {
+						delete(h.dirty, id)
+						batch = append(batch, e)
+					}
 				}
-				delete(h.dirty, id)
-				batch = append(batch, e)
 			}
 			h.mu.Unlock()
 			if len(batch) == 0 {
@@ -275,7 +281,7 @@ func (h *Hub) claimLoop(ctx context.Context) {
 
 const (
 	claimBatch     = 256 // rows per presence per claim
-	claimPresences = 256 // presences per claim statement
+	claimPresences = 64  // presences per claim statement
 )
 
 // claim leases and pushes the deliverable rows of a set of presences held here.
