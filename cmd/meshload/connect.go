@@ -43,19 +43,26 @@ func runConnect(ctx context.Context, o options, n, c int, hold time.Duration) (C
 	}
 	defer pool.Close()
 	q := db.New(pool)
-	mesh, err := admin.CreateMesh(ctx, q, fmt.Sprintf("meshload hellos %s", time.Now().Format(time.RFC3339)))
-	if err != nil {
-		return ConnectResult{}, err
-	}
-	fmt.Fprintf(os.Stderr, "meshload: provisioning %d members\n", n)
+	// Peers are spread over meshes of meshSize, as a fleet's would be (and below the
+	// default MAX_CONNECTIONS_PER_MESH).
+	const meshSize = 50
+	fmt.Fprintf(os.Stderr, "meshload: provisioning %d members in meshes of %d\n", n, meshSize)
 	ids := make([]client.Identity, n)
+	var meshID string
 	for i := range n {
+		if i%meshSize == 0 {
+			mesh, err := admin.CreateMesh(ctx, q, fmt.Sprintf("meshload hellos %d %s", i, time.Now().Format(time.RFC3339Nano)))
+			if err != nil {
+				return ConnectResult{}, err
+			}
+			meshID = mesh.MeshID
+		}
 		pub, sec := client.NewKey()
-		m, err := admin.AddMember(ctx, q, mesh.MeshID, pub, fmt.Sprintf("peer-%d", i), "member")
+		m, err := admin.AddMember(ctx, q, meshID, pub, fmt.Sprintf("peer-%d", i), "member")
 		if err != nil {
 			return ConnectResult{}, err
 		}
-		ids[i] = client.Identity{MeshID: mesh.MeshID, MemberID: m.MemberID, Pubkey: pub, Secret: sec}
+		ids[i] = client.Identity{MeshID: meshID, MemberID: m.MemberID, Pubkey: pub, Secret: sec}
 	}
 	metricsURL := strings.Replace(strings.Replace(strings.TrimSuffix(o.urls[0], "/ws"), "ws://", "http://", 1), "wss://", "https://", 1) + "/metrics"
 	res := ConnectResult{Mode: "hellos", Sockets: n, Concurrency: c}
