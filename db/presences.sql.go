@@ -362,6 +362,16 @@ func (q *Queries) ListLivePeers(ctx context.Context, meshID string) ([]ListLiveP
 	return items, nil
 }
 
+const lockMeshPresences = `-- name: LockMeshPresences :exec
+SELECT pg_advisory_xact_lock(hashtextextended('presences:' || $1::text, 0))
+`
+
+// Serialises new presences of one mesh, so the capacity check and the insert are atomic.
+func (q *Queries) LockMeshPresences(ctx context.Context, meshID string) error {
+	_, err := q.db.Exec(ctx, lockMeshPresences, meshID)
+	return err
+}
+
 const mergePresenceProfile = `-- name: MergePresenceProfile :exec
 UPDATE presences SET profile = profile || $1::jsonb WHERE id = $2 AND ended_at IS NULL
 `

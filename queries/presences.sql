@@ -155,3 +155,7 @@ UPDATE presences SET profile = profile || @patch::jsonb WHERE id = @id AND ended
 
 -- name: SetPresenceStats :exec
 UPDATE presences SET stats = @stats::jsonb WHERE id = @id AND ended_at IS NULL;
+
+-- name: LockMeshPresences :exec
+-- Serialises new presences of one mesh, so the capacity check and the insert are atomic.
+SELECT pg_advisory_xact_lock(hashtextextended('presences:' || @mesh_id::text, 0));

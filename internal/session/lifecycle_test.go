@@ -256,3 +256,43 @@ func TestHandshakeRefusals(t *testing.T) {
 		t.Fatal("bad_signature rejection not counted")
 	}
 }
+
+// The per-mesh cap holds under concurrent hellos on several instances: exactly the cap
+// succeed, the rest are refused with capacity.
+func TestCapacityUnderConcurrentHellos(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	names := []string{"p0", "p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11"}
+	ids := brokertest.Mesh(t, db.New(d.Pool), names...)
+	env := map[string]string{"DATABASE_URL": d.URL, "MAX_CONNECTIONS_PER_MESH": "5"}
+	urls := []string{brokertest.Start(t, env).WS, brokertest.Start(t, env).WS}
+	ctx := within(t, 20*time.Second)
+	type res struct {
+		c   *client.Client
+		err error
+	}
+	out := make(chan res, len(names))
+	for i, n := range names {
+		go func() {
+			c, err := client.Dial(ctx, urls[i%2], ids[n], client.Options{SessionID: n})
+			out <- res{c, err}
+		}()
+	}
+	ok, refused := 0, 0
+	for range names {
+		r := <-out
+		if r.err == nil {
+			ok++
+			defer r.c.Close()
+			continue
+		}
+		if rerr, isRef := r.err.(*client.RefusedError); isRef && rerr.Code == "capacity" {
+			refused++
+			continue
+		}
+		t.Fatalf("unexpected dial error: %v", r.err)
+	}
+	if ok != 5 || refused != len(names)-5 {
+		t.Fatalf("cap 5 with %d concurrent hellos: %d connected, %d refused", len(names), ok, refused)
+	}
+}

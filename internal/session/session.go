@@ -205,6 +205,12 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 	}
 	ack, fresh, restored, err := h.attach(hctx, s)
 	cancel()
+	if errors.Is(err, errCapacity) {
+		h.metrics.ConnectionsRejected.WithLabelValues(protocol.CodeCapacity).Inc()
+		writeNow(ctx, conn, protocol.NewError(protocol.CodeCapacity, "mesh at connection capacity", nil))
+		conn.Close(websocket.StatusPolicyViolation, protocol.CodeCapacity)
+		return
+	}
 	if err != nil {
 		h.log.Warn("hello: attach presence", "err", err)
 		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
@@ -231,6 +237,9 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 	s.readLoop(ctx)
 	s.finish(ctx)
 }
+
+// errCapacity: the mesh filled up between the hello checks and the presence insert.
+var errCapacity = errors.New("mesh at connection capacity")
 
 // helloAck is the hello_ack frame.
 type helloAck struct {
@@ -358,6 +367,20 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("take over presence: %w", err)
+		}
+		// A new presence counts against the mesh's capacity: check again under a per-mesh
+		// lock, so concurrent hellos cannot all slip under the limit together.
+		if h.cfg.MaxPresencesPerMesh > 0 {
+			if err := q.LockMeshPresences(ctx, mesh.ID); err != nil {
+				return fmt.Errorf("lock mesh presences: %w", err)
+			}
+			n, err := q.CountLivePresences(ctx, mesh.ID)
+			if err != nil {
+				return fmt.Errorf("count presences: %w", err)
+			}
+			if n >= int64(h.cfg.MaxPresencesPerMesh) {
+				return errCapacity
+			}
 		}
 		ins, err := q.InsertPresence(ctx, db.InsertPresenceParams{
 			ID: ids.New(), MeshID: mesh.ID, MemberID: mem.ID, IdentityKey: key, SessionID: hl.SessionID,
