@@ -403,7 +403,8 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 		} else if !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("pending status: %w", err)
 		}
-		return audit.Append(ctx, q, []audit.Event{{
+		// Enqueued, not appended: the chain's per-mesh lock stays off the hello path.
+		return audit.Enqueue(ctx, q, []audit.Event{{
 			MeshID: mesh.ID, Type: "peer_joined", ActorID: mem.ID, ActorName: s.name,
 			Payload: map[string]any{"pubkey": mem.PeerPubkey, "groups": json.RawMessage(groups), "restored": hasState},
 		}}, time.Now())
@@ -605,7 +606,7 @@ func (h *Hub) endPresence(ctx context.Context, presenceID string, epoch int64, r
 		if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.WakePayloads(nil, []string{ended.MemberID})[0]}); err != nil {
 			return err
 		}
-		return audit.Append(ctx, q, []audit.Event{{MeshID: ended.MeshID, Type: "peer_left", ActorID: ended.MemberID, ActorName: name, Payload: map[string]any{}}}, time.Now())
+		return audit.Enqueue(ctx, q, []audit.Event{{MeshID: ended.MeshID, Type: "peer_left", ActorID: ended.MemberID, ActorName: name, Payload: map[string]any{}}}, time.Now())
 	})
 	if err != nil || ended.ID == "" {
 		return err
