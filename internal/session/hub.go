@@ -59,6 +59,8 @@ type Hub struct {
 
 	delivered  chan int64  // delivery ids written to sockets, to mark delivered
 	registered atomic.Bool // this instance's row exists in instances
+
+	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
 
 // NewHub builds a hub.
@@ -80,7 +82,8 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 // Run drives the claim loop, the delivered-marking batcher and the poll until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
+	go func() { defer wg.Done(); h.pingLoop(ctx) }()
 	go func() { defer wg.Done(); h.claimLoop(ctx) }()
 	go func() { defer wg.Done(); h.markLoop(ctx) }()
 	go func() { defer wg.Done(); h.pollLoop(ctx) }()
@@ -229,6 +232,33 @@ func (h *Hub) pollAll() {
 	}
 	h.mu.Unlock()
 	h.mark(true, ids...)
+}
+
+// pingLoop pings each socket every 30 s, from one goroutine for the whole instance rather
+// than one per socket: each second it starts the pings that are due (each waits for its pong
+// in a short-lived goroutine).
+func (h *Hub) pingLoop(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			h.mu.Lock()
+			var due []*Session
+			for _, s := range h.byPresence {
+				if s.nextPing.Load() <= now.UnixNano() {
+					s.nextPing.Store(now.Add(pingInterval).UnixNano())
+					due = append(due, s)
+				}
+			}
+			h.mu.Unlock()
+			for _, s := range due {
+				go s.ping()
+			}
+		}
+	}
 }
 
 func (h *Hub) pollLoop(ctx context.Context) {

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"runtime/debug"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -62,6 +63,7 @@ func (h *Hub) Maintain(ctx context.Context, grace time.Duration, info InstanceIn
 				h.log.Warn("end presence after grace", "presence", r.ID, "err", err)
 			}
 		}
+		h.releaseMemory()
 		t.Reset(jobs.Jitter(graceScanEvery))
 	}
 }
@@ -185,5 +187,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return false
 	case <-t.C:
 		return true
+	}
+}
+
+// releaseMemory hands freed heap back to the OS after many sockets closed (a deploy's
+// reconnect storm moving peers elsewhere, a client fleet going away): Go's background
+// scavenger would return it only over minutes, and an instance's RSS should follow its
+// load down. Called from the maintenance loop only.
+func (h *Hub) releaseMemory() {
+	n := h.Count()
+	if n > h.peakSockets {
+		h.peakSockets = n
+	}
+	if h.peakSockets >= 1000 && n < h.peakSockets/2 {
+		debug.FreeOSMemory()
+		h.peakSockets = n
 	}
 }

@@ -33,7 +33,6 @@ const (
 	writeTimeout     = 10 * time.Second
 	maxQueuedBytes   = 8 << 20 // a client this far behind is disconnected (1013 slow_consumer)
 	maxInFlightSends = 256     // sends one session may have waiting for storage
-	outQueueFrames   = 4096    // frames queued for one socket before it counts as too slow
 )
 
 // outFrame is one frame for the writer. deliveryID > 0 marks the delivery delivered once
@@ -48,6 +47,7 @@ type outFrame struct {
 // Session is one authenticated socket.
 type Session struct {
 	hub        *Hub
+	ctx        context.Context // the socket's context (not cancelled by the HTTP request)
 	conn       *websocket.Conn
 	member     auth.Member
 	hello      *protocol.Hello
@@ -57,9 +57,16 @@ type Session struct {
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
-	inflight    chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
-	out         chan outFrame
-	queuedBytes atomic.Int64
+	inflight chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
+
+	// The outbound queue. An idle socket holds no writer goroutine and no buffer: enqueue
+	// starts a drainer when the queue goes from empty to non-empty, and the drainer exits
+	// when it is empty again (10 000 idle sockets must cost what bare sockets cost).
+	qmu         sync.Mutex
+	queue       []outFrame    // guarded by qmu
+	draining    bool          // a drainer goroutine runs; guarded by qmu
+	queuedBytes int64         // bytes in queue; guarded by qmu
+	nextPing    atomic.Int64  // unix nanos of this socket's next liveness ping
 	done        chan struct{} // closed when the session ends
 	endOnce     sync.Once
 	endKind     atomic.Int32 // why the socket is closing (endDrop, endReplaced, …)
@@ -188,7 +195,7 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 	}
 	s := &Session{
 		hub: h, conn: conn, member: member, hello: hello,
-		out: make(chan outFrame, outQueueFrames), done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
+		done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
 	}
 	for _, c := range hello.Capabilities {
 		if c == "client_ack" {
@@ -216,7 +223,8 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
 		return
 	}
-	go s.writeLoop(ctx)
+	s.ctx = ctx
+	s.nextPing.Store(time.Now().Add(pingInterval).UnixNano())
 	h.register(s)
 	if s.epoch > 1 {
 		h.publish(ctx, notifier.KickPayload(s.presenceID, s.epoch))
@@ -233,7 +241,6 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 	}
 	h.markDirty(s.presenceID)
 	conn.SetReadLimit(int64(h.cfg.MaxMessageBytes))
-	go s.pingLoop(ctx)
 	s.readLoop(ctx)
 	s.finish(ctx)
 }
@@ -420,39 +427,54 @@ func (s *Session) send(v any) {
 	s.enqueue(outFrame{data: b})
 }
 
-// enqueue hands a frame to the writer. A client whose queue exceeds maxQueuedBytes is cut
-// off (1013): it keeps its presence for the grace window and gets the rest on reconnect.
+// enqueue hands a frame to the writer. It never blocks the producer (the claim loop, the
+// send batcher, a notification): a client whose queue exceeds maxQueuedBytes is cut off
+// (1013 slow_consumer), keeps its presence for the grace window, and gets what it missed
+// on reconnect.
 func (s *Session) enqueue(f outFrame) {
+	s.qmu.Lock()
 	if s.isClosed() {
+		s.qmu.Unlock()
 		return
 	}
-	if s.queuedBytes.Add(int64(len(f.data))) > maxQueuedBytes {
-		s.queuedBytes.Add(-int64(len(f.data)))
+	if s.queuedBytes+int64(len(f.data)) > maxQueuedBytes {
+		s.qmu.Unlock()
 		s.end(endDrop, websocket.StatusTryAgainLater, protocol.ReasonSlowConsumer)
 		return
 	}
-	// Never block the producer (the claim loop, the send batcher, a notification): a socket
-	// that cannot keep up is cut off, and what it did not get is delivered on reconnect.
-	select {
-	case s.out <- f:
-	default:
-		s.queuedBytes.Add(-int64(len(f.data)))
-		s.end(endDrop, websocket.StatusTryAgainLater, protocol.ReasonSlowConsumer)
+	s.queue = append(s.queue, f)
+	s.queuedBytes += int64(len(f.data))
+	start := !s.draining
+	s.draining = true
+	s.qmu.Unlock()
+	if start {
+		go s.drain()
 	}
 }
 
-func (s *Session) writeLoop(ctx context.Context) {
+// drain writes queued frames in order until the queue is empty, then exits. At most one
+// drainer runs per session.
+func (s *Session) drain() {
 	for {
-		select {
-		case <-s.done:
+		s.qmu.Lock()
+		batch := s.queue
+		s.queue = nil
+		s.queuedBytes = 0
+		if len(batch) == 0 || s.isClosed() {
+			s.draining = false
+			s.qmu.Unlock()
 			return
-		case f := <-s.out:
-			s.queuedBytes.Add(-int64(len(f.data)))
-			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		}
+		s.qmu.Unlock()
+		for _, f := range batch {
+			wctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
 			err := s.conn.Write(wctx, websocket.MessageText, f.data)
 			cancel()
 			if err != nil {
 				s.end(endDrop, websocket.StatusTryAgainLater, "write failed")
+				s.qmu.Lock()
+				s.draining = false
+				s.qmu.Unlock()
 				return
 			}
 			if f.priority != "" {
@@ -466,25 +488,17 @@ func (s *Session) writeLoop(ctx context.Context) {
 	}
 }
 
-// pingLoop pings every 30 s; a socket that has not answered for 75 s is cut off.
-func (s *Session) pingLoop(ctx context.Context) {
-	t := time.NewTicker(pingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, livenessCutoff-pingInterval)
-			err := s.conn.Ping(pctx)
-			cancel()
-			if err != nil {
-				s.end(endDrop, websocket.StatusGoingAway, "liveness timeout")
-				return
-			}
-			_ = s.hub.q.TouchPresence(ctx, db.TouchPresenceParams{ID: s.presenceID, Epoch: s.epoch})
-		}
+// ping checks liveness once: a socket whose pong does not come within 45 s (75 s after the
+// previous proof of life) is cut off and its presence enters the grace window.
+func (s *Session) ping() {
+	pctx, cancel := context.WithTimeout(s.ctx, livenessCutoff-pingInterval)
+	err := s.conn.Ping(pctx)
+	cancel()
+	if err != nil {
+		s.end(endDrop, websocket.StatusGoingAway, "liveness timeout")
+		return
 	}
+	_ = s.hub.q.TouchPresence(s.ctx, db.TouchPresenceParams{ID: s.presenceID, Epoch: s.epoch})
 }
 
 func (s *Session) isClosed() bool {
