@@ -21,16 +21,21 @@ import (
 
 // ConnectResult reports -hellos / -idle runs.
 type ConnectResult struct {
-	Mode            string  `json:"mode"`
-	Sockets         int     `json:"sockets"`
-	Concurrency     int     `json:"concurrency"`
-	Failed          int64   `json:"failed"`
-	Seconds         float64 `json:"seconds"`
-	HellosPerSec    float64 `json:"hellosPerSec"`
-	RSSBeforeMiB    float64 `json:"rssBeforeMiB,omitempty"`
-	RSSConnectedMiB float64 `json:"rssConnectedMiB,omitempty"`
-	RSSAfterMiB     float64 `json:"rssAfterCloseMiB,omitempty"`
-	KiBPerSocket    float64 `json:"kibPerSocket,omitempty"`
+	Mode         string  `json:"mode"`
+	Sockets      int     `json:"sockets"`
+	Concurrency  int     `json:"concurrency"`
+	Failed       int64   `json:"failed"`
+	Seconds      float64 `json:"seconds"`
+	HellosPerSec float64 `json:"hellosPerSec"`
+	// Reconnect storm (-storm): every socket dropped without a close frame, as when an
+	// instance dies, and every peer reconnecting at once inside its grace window.
+	StormSeconds      float64 `json:"stormSeconds,omitempty"`
+	StormHellosPerSec float64 `json:"stormHellosPerSec,omitempty"`
+	StormFailed       int64   `json:"stormFailed,omitempty"`
+	RSSBeforeMiB      float64 `json:"rssBeforeMiB,omitempty"`
+	RSSConnectedMiB   float64 `json:"rssConnectedMiB,omitempty"`
+	RSSAfterMiB       float64 `json:"rssAfterCloseMiB,omitempty"`
+	KiBPerSocket      float64 `json:"kibPerSocket,omitempty"`
 }
 
 // runConnect provisions n members and opens one authenticated socket each, c at a time:
@@ -44,19 +49,21 @@ func runConnect(ctx context.Context, o options, n, c int, hold time.Duration) (C
 	defer pool.Close()
 	q := db.New(pool)
 	// Peers are spread over meshes of meshSize, as a fleet's would be (and below the
-	// default MAX_CONNECTIONS_PER_MESH).
+	// default MAX_CONNECTIONS_PER_MESH). Peer i is in mesh i mod meshes, so concurrent
+	// handshakes come from many meshes, as in a deploy's reconnect storm.
 	const meshSize = 50
-	fmt.Fprintf(os.Stderr, "meshload: provisioning %d members in meshes of %d\n", n, meshSize)
-	ids := make([]client.Identity, n)
-	var meshID string
-	for i := range n {
-		if i%meshSize == 0 {
-			mesh, err := admin.CreateMesh(ctx, q, fmt.Sprintf("meshload hellos %d %s", i, time.Now().Format(time.RFC3339Nano)))
-			if err != nil {
-				return ConnectResult{}, err
-			}
-			meshID = mesh.MeshID
+	meshes := make([]string, (n+meshSize-1)/meshSize)
+	fmt.Fprintf(os.Stderr, "meshload: provisioning %d members in %d meshes\n", n, len(meshes))
+	for j := range meshes {
+		mesh, err := admin.CreateMesh(ctx, q, fmt.Sprintf("meshload hellos %d %s", j, time.Now().Format(time.RFC3339Nano)))
+		if err != nil {
+			return ConnectResult{}, err
 		}
+		meshes[j] = mesh.MeshID
+	}
+	ids := make([]client.Identity, n)
+	for i := range n {
+		meshID := meshes[i%len(meshes)]
 		pub, sec := client.NewKey()
 		m, err := admin.AddMember(ctx, q, meshID, pub, fmt.Sprintf("peer-%d", i), "member")
 		if err != nil {
@@ -71,41 +78,57 @@ func runConnect(ctx context.Context, o options, n, c int, hold time.Duration) (C
 		res.RSSBeforeMiB = rssMiB(metricsURL)
 	}
 	conns := make([]*client.Client, n)
-	var failed atomic.Int64
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
-					return
-				}
-				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				cl, err := client.Dial(dctx, o.urls[i%len(o.urls)], ids[i], client.Options{SessionID: fmt.Sprintf("h-%d", i), Pid: i, Cwd: "/meshload"})
-				cancel()
-				if err != nil {
-					if failed.Add(1) <= 3 {
-						fmt.Fprintf(os.Stderr, "meshload: connect %d: %v\n", i, err)
+	connectAll := func() (time.Duration, int64) {
+		var failed atomic.Int64
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range c {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n || ctx.Err() != nil {
+						return
 					}
-					continue
-				}
-				conns[i] = cl
-				go func() {
-					for range cl.Frames { // drain system events
+					dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+					cl, err := client.Dial(dctx, o.urls[i%len(o.urls)], ids[i], client.Options{SessionID: fmt.Sprintf("h-%d", i), Pid: i, Cwd: "/meshload"})
+					cancel()
+					if err != nil {
+						if failed.Add(1) <= 3 {
+							fmt.Fprintf(os.Stderr, "meshload: connect %d: %v\n", i, err)
+						}
+						continue
 					}
-				}()
-			}
-		}()
+					conns[i] = cl
+					go func() {
+						for range cl.Frames { // drain system events
+						}
+					}()
+				}
+			}()
+		}
+		wg.Wait()
+		return time.Since(start), failed.Load()
 	}
-	wg.Wait()
-	res.Seconds = time.Since(start).Seconds()
-	res.Failed = failed.Load()
+	took, failed := connectAll()
+	res.Seconds, res.Failed = took.Seconds(), failed
 	res.HellosPerSec = float64(int64(n)-res.Failed) / res.Seconds
 	fmt.Fprintf(os.Stderr, "meshload: %d sockets authenticated in %.2fs (%.0f hellos/s), %d failed\n", int64(n)-res.Failed, res.Seconds, res.HellosPerSec, res.Failed)
+	if o.storm {
+		for i, cl := range conns {
+			if cl != nil {
+				_ = cl.Drop()
+				conns[i] = nil
+			}
+		}
+		time.Sleep(time.Second) // let the broker notice the drops
+		took, failed := connectAll()
+		res.StormSeconds, res.StormFailed = took.Seconds(), failed
+		res.StormHellosPerSec = float64(int64(n)-failed) / took.Seconds()
+		fmt.Fprintf(os.Stderr, "meshload: reconnect storm: %d sockets back in %.2fs (%.0f hellos/s)\n", int64(n)-failed, took.Seconds(), res.StormHellosPerSec)
+	}
 	if hold > 0 {
 		time.Sleep(hold)
 		res.RSSConnectedMiB = rssMiB(metricsURL)

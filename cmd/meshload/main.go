@@ -44,6 +44,7 @@ type options struct {
 	priority  string
 	drain     time.Duration
 	burst     int
+	storm     bool
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	idle := flag.Int("idle", 0, "instead of messages: hold this many idle authenticated sockets and report the broker's RSS per socket")
 	concurrency := flag.Int("concurrency", 200, "handshakes in flight for -hellos and -idle")
 	hold := flag.Duration("hold", 10*time.Second, "how long -idle holds the sockets (and waits after closing them)")
+	flag.BoolVar(&o.storm, "storm", false, "with -hellos: then drop every socket and reconnect them all at once (a deploy's reconnect storm)")
 	flag.Parse()
 	o.urls = strings.Split(urls, ",")
 	if o.dsn == "" {
