@@ -57,7 +57,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "how long to send")
 	flag.IntVar(&o.size, "size", 256, "ciphertext bytes per message (before base64)")
 	flag.Float64Var(&o.rate, "rate", 0, "total messages/s to offer (0 = as fast as acks allow)")
-	flag.IntVar(&o.window, "window", 8, "sends in flight per sender when -rate is 0")
+	flag.IntVar(&o.window, "window", 8, "sends in flight per sender at most")
 	flag.StringVar(&o.priority, "priority", "now", "message priority")
 	flag.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait for outstanding pushes after sending stops")
 	flag.IntVar(&o.burst, "burst", 0, "instead of a timed run: send this many DMs at the same instant (one per pair) and report how long until all are pushed")
@@ -305,18 +305,18 @@ func run(ctx context.Context, o options) (Result, error) {
 		if o.rate > 0 {
 			perSenderInterval = time.Duration(float64(time.Second) * float64(nSend) / o.rate)
 		}
+		// Each sender runs -window workers; with -rate each worker sends every
+		// window×interval, phased so that the sender's sends are evenly spaced and the
+		// senders are staggered over one interval: a steady stream, not periodic bursts,
+		// which a slow ack cannot throttle below the offered rate unless window sends are
+		// all in flight.
+		interval := perSenderInterval * time.Duration(o.window)
 		for i := range nSend {
-			workers := o.window
-			if o.rate > 0 {
-				workers = 1
-			}
-			for w := range workers {
+			for w := range o.window {
 				sw.Add(1)
 				go func() {
 					defer sw.Done()
-					// Stagger the senders evenly over one interval, so -rate offers a steady
-					// stream rather than a burst of every sender at once each interval.
-					next := time.Now().Add(time.Duration(w)*time.Millisecond + perSenderInterval*time.Duration(i)/time.Duration(nSend))
+					next := time.Now().Add(perSenderInterval*time.Duration(w) + perSenderInterval*time.Duration(i)/time.Duration(nSend))
 					for sctx.Err() == nil {
 						if perSenderInterval > 0 {
 							if d := time.Until(next); d > 0 {
@@ -326,7 +326,7 @@ func run(ctx context.Context, o options) (Result, error) {
 								case <-time.After(d):
 								}
 							}
-							next = next.Add(perSenderInterval)
+							next = next.Add(interval)
 						}
 						tgt, n := target(i)
 						sendOne(ctx, senders[i], tgt, n) // an in-flight send completes after -duration
