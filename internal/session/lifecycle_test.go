@@ -296,3 +296,74 @@ func TestCapacityUnderConcurrentHellos(t *testing.T) {
 		t.Fatalf("cap 5 with %d concurrent hellos: %d connected, %d refused", len(names), ok, refused)
 	}
 }
+
+// Draining an instance hands its peers over: their sockets close with 1001, their presences
+// keep the grace window, and reconnecting to another instance is silent and keeps the
+// presence (PROTOCOL.md §8). The takeover is audited as session_replaced.
+func TestDrainHandsPresencesOver(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "DRAIN_TIMEOUT": "5s"})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 30*time.Second)
+	alice, err := client.Dial(ctx, i2.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	_, sess := client.NewKey()
+	bob, err := client.Dial(ctx, i1.WS, ids["bob"], client.Options{SessionKey: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := alice.Next(ctx, "push"); err != nil || p.Str("event") != "peer_joined" {
+		t.Fatalf("bob's join: %v %v", p, err)
+	}
+	if err := i1.Stop(); err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+	select {
+	case <-bob.Done():
+	case <-ctx.Done():
+		t.Fatal("socket not closed by the drain")
+	}
+	if err := bob.Err(); err == nil || !strings.Contains(err.Error(), "StatusGoingAway") || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("drain closed bob with %v, want 1001 going away", err)
+	}
+	// A DM while bob is between instances waits for him.
+	ack, err := alice.Send(ctx, client.Message{Target: bob.SessionPub, Priority: "now", Nonce: "n", Ciphertext: "d2FpdA=="})
+	if err != nil || ack["queued"] != true {
+		t.Fatalf("send during handover: %v %v", ack, err)
+	}
+	back, err := client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionKey: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if back.Ack.Str("presenceId") != bob.Ack.Str("presenceId") {
+		t.Fatal("reconnect after drain created a new presence")
+	}
+	if p, err := back.NextMessage(ctx); err != nil || p.Str("messageId") != ack.Str("messageId") {
+		t.Fatalf("message sent during the handover: %v %v", p, err)
+	}
+	quiet, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if p, err := alice.Next(quiet, "push"); err == nil {
+		t.Fatalf("handover announced %v", p)
+	}
+	// audit_verify chains pending events first: the takeover is in the chain.
+	if err := alice.Write(ctx, map[string]any{"type": "audit_query", "eventType": "session_replaced"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := alice.Next(ctx, "audit_result")
+	if err != nil || res["total"] != float64(1) {
+		t.Fatalf("session_replaced audit: %v %v", res, err)
+	}
+	if err := alice.Write(ctx, map[string]any{"type": "audit_verify"}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := alice.Next(ctx, "audit_verify_result"); err != nil || v["valid"] != true {
+		t.Fatalf("audit_verify: %v %v", v, err)
+	}
+}

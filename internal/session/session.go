@@ -370,7 +370,10 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 				return fmt.Errorf("release leases: %w", err)
 			}
 			fresh = false
-			return nil
+			return audit.Enqueue(ctx, q, []audit.Event{{
+				MeshID: mesh.ID, Type: "session_replaced", ActorID: mem.ID, ActorName: s.name,
+				Payload: map[string]any{"pubkey": mem.PeerPubkey, "presenceId": to.ID},
+			}}, time.Now())
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("take over presence: %w", err)
