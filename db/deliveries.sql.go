@@ -202,6 +202,43 @@ func (q *Queries) MessageDeliveryState(ctx context.Context, id string) (MessageD
 	return i, err
 }
 
+const messageRecipients = `-- name: MessageRecipients :many
+SELECT d.delivered_at, coalesce(p.display_name, m.display_name)::text AS name,
+       coalesce(p.session_pubkey, m.peer_pubkey)::text AS pubkey
+FROM deliveries d
+JOIN members m ON m.id = d.recipient_member_id
+LEFT JOIN presences p ON p.id = d.recipient_presence_id
+WHERE d.message_id = $1
+ORDER BY d.id
+`
+
+type MessageRecipientsRow struct {
+	DeliveredAt *time.Time
+	Name        string
+	Pubkey      string
+}
+
+// message_status: each recipient of a message and whether its copy was delivered.
+func (q *Queries) MessageRecipients(ctx context.Context, messageID string) ([]MessageRecipientsRow, error) {
+	rows, err := q.db.Query(ctx, messageRecipients, messageID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []MessageRecipientsRow{}
+	for rows.Next() {
+		var i MessageRecipientsRow
+		if err := rows.Scan(&i.DeliveredAt, &i.Name, &i.Pubkey); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const releaseLeases = `-- name: ReleaseLeases :execrows
 UPDATE deliveries SET lease_expires_at = NULL, claimed_by = NULL
 WHERE claimed_by = $1 AND delivered_at IS NULL

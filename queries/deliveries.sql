@@ -89,3 +89,13 @@ SELECT m.id, m.mesh_id, m.target_spec, m.target_kind,
 FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
 WHERE m.id = @id
 GROUP BY m.id;
+
+-- name: MessageRecipients :many
+-- message_status: each recipient of a message and whether its copy was delivered.
+SELECT d.delivered_at, coalesce(p.display_name, m.display_name)::text AS name,
+       coalesce(p.session_pubkey, m.peer_pubkey)::text AS pubkey
+FROM deliveries d
+JOIN members m ON m.id = d.recipient_member_id
+LEFT JOIN presences p ON p.id = d.recipient_presence_id
+WHERE d.message_id = @message_id
+ORDER BY d.id;

@@ -95,6 +95,29 @@ func TestDirectMessageAcrossInstances(t *testing.T) {
 		t.Fatalf("member-key push: %v %v", push, err)
 	}
 
+	// message_status: one recipient, delivered.
+	if err := alice.Write(ctx, map[string]any{"type": "message_status", "messageId": ack.Str("messageId"), "_reqId": "ms"}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ms, err := alice.Next(ctx, "message_status_result")
+		if err != nil {
+			t.Fatal(err)
+		}
+		recips, _ := ms["recipients"].([]any)
+		if ms["delivered"] == true && len(recips) == 1 && recips[0].(map[string]any)["status"] == "delivered" {
+			break // delivery is marked right after the write: ask again until it is
+		}
+		time.Sleep(20 * time.Millisecond)
+		_ = alice.Write(ctx, map[string]any{"type": "message_status", "messageId": ack.Str("messageId")})
+	}
+	if err := alice.Write(ctx, map[string]any{"type": "message_status", "messageId": "nope", "_reqId": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := alice.Next(ctx, "error"); err != nil || e.Str("code") != "not_found" || e.Str("_reqId") != "x" {
+		t.Fatalf("unknown message: %v %v", e, err)
+	}
+
 	// list_peers on instance 1 sees both sessions, across instances.
 	if err := alice.Write(ctx, map[string]any{"type": "list_peers", "_reqId": "r1"}); err != nil {
 		t.Fatal(err)

@@ -296,8 +296,21 @@ func (s *Session) messageStatus(ctx context.Context, messageID string, reqID jso
 		return
 	}
 	delivered := st.Recipients > 0 && st.Delivered == st.Recipients
+	rows, err := s.hub.q.MessageRecipients(ctx, st.ID)
+	if err != nil {
+		s.send(protocol.NewError(protocol.CodeInternal, "message status unavailable", reqID))
+		return
+	}
+	recipients := make([]map[string]any, 0, len(rows))
+	for _, r := range rows {
+		status := "held"
+		if r.DeliveredAt != nil {
+			status = "delivered"
+		}
+		recipients = append(recipients, map[string]any{"name": r.Name, "pubkey": r.Pubkey, "status": status})
+	}
 	res := map[string]any{"type": "message_status_result", "messageId": st.ID, "targetSpec": st.TargetSpec,
-		"delivered": delivered, "deliveredAt": nil, "recipients": []any{}}
+		"delivered": delivered, "deliveredAt": nil, "recipients": recipients}
 	if t, ok := st.LastDeliveredAt.(time.Time); ok && delivered {
 		res["deliveredAt"] = audit.FormatTime(t)
 	}
