@@ -99,3 +99,22 @@ JOIN members m ON m.id = d.recipient_member_id
 LEFT JOIN presences p ON p.id = d.recipient_presence_id
 WHERE d.message_id = @message_id
 ORDER BY d.id;
+
+-- name: RerouteEndedPresenceDeliveries :execrows
+-- The periodic counterpart of ReroutePresenceDeliveries, for copies stored for a presence
+-- while it was ending (a send resolves its recipients just before storing them): direct
+-- copies go to the member, multicast copies are dropped.
+WITH ended AS (
+    SELECT d.id, m.target_kind FROM deliveries d
+    JOIN presences p ON p.id = d.recipient_presence_id
+    JOIN messages m ON m.id = d.message_id
+    WHERE d.delivered_at IS NULL AND d.recipient_presence_id IS NOT NULL AND p.ended_at IS NOT NULL
+    LIMIT 5000
+), gone AS (
+    DELETE FROM deliveries d USING ended e
+    WHERE d.id = e.id AND e.target_kind IN ('broadcast', 'group')
+    RETURNING d.id
+)
+UPDATE deliveries d SET recipient_presence_id = NULL, claimed_by = NULL, lease_expires_at = NULL
+FROM ended e
+WHERE d.id = e.id AND e.target_kind = 'session';

@@ -180,3 +180,41 @@ func TestRoutingAndMeshIsolation(t *testing.T) {
 		t.Fatalf("idempotent retry: %+v %+v", out1, out2)
 	}
 }
+
+// A copy stored for a presence that ended meanwhile is rerouted by the periodic job: a
+// direct copy to its member, a multicast copy dropped.
+func TestRerouteEndedPresenceDeliveries(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	ids := brokertest.Mesh(t, q, "alice", "bob")
+	a, b := ids["alice"], ids["bob"]
+	if _, err := d.Pool.Exec(ctx, `INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, session_pubkey, pid, cwd)
+		VALUES ('bob-p', $1, $2, 'k', 's', $3, 1, '/')`, b.MeshID, b.MemberID, "ab"+b.Pubkey[2:]); err != nil {
+		t.Fatal(err)
+	}
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	s := sender(nil, a.MeshID, a.MemberID, a.Pubkey)
+	dm, err := r.Send(ctx, s, delivery.Request{TargetSpec: "ab" + b.Pubkey[2:], Priority: "now", Nonce: "n", Ciphertext: "c"})
+	if err != nil || !dm.Queued {
+		t.Fatal(dm, err)
+	}
+	bc, err := r.Send(ctx, s, delivery.Request{TargetSpec: "*", Priority: "now", Nonce: "n", Ciphertext: "c"})
+	if err != nil || !bc.Queued {
+		t.Fatal(bc, err)
+	}
+	// The presence ends without the end path's reroute (as if it raced the sends).
+	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET ended_at = now() WHERE id = 'bob-p'"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := q.RerouteEndedPresenceDeliveries(ctx); err != nil || n != 1 {
+		t.Fatalf("rerouted %d, %v; want the direct copy", n, err)
+	}
+	var member, multicast int
+	_ = d.Pool.QueryRow(ctx, "SELECT count(*) FROM deliveries WHERE message_id = $1 AND recipient_presence_id IS NULL AND recipient_member_id = $2", dm.MessageID, b.MemberID).Scan(&member)
+	_ = d.Pool.QueryRow(ctx, "SELECT count(*) FROM deliveries WHERE message_id = $1", bc.MessageID).Scan(&multicast)
+	if member != 1 || multicast != 0 {
+		t.Fatalf("after reroute: direct copies for the member %d (want 1), multicast copies %d (want 0)", member, multicast)
+	}
+}

@@ -152,7 +152,8 @@ func (h *Hub) SweepStatusesOnce(ctx context.Context) (ran bool, err error) {
 
 // Purge deletes what has expired, once a minute across the fleet: messages past QUEUE_TTL
 // (with their deliveries), hook signals older than 10 s, hello signatures past the replay
-// window, and idle rate buckets.
+// window, and idle rate buckets; and it reroutes copies stored for presences that were
+// ending at that moment.
 func (h *Hub) Purge(ctx context.Context) {
 	for {
 		if !sleepCtx(ctx, jobs.Jitter(time.Minute)) {
@@ -166,6 +167,7 @@ func (h *Hub) Purge(ctx context.Context) {
 			}
 			for _, f := range []func(context.Context) (int64, error){
 				q.PurgeExpiredMessages, q.PurgePendingStatuses, q.PurgeHelloReplays, q.PurgeRateBuckets,
+				q.RerouteEndedPresenceDeliveries,
 			} {
 				if _, err := f(ctx); err != nil {
 					return err
