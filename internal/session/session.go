@@ -241,8 +241,13 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 	}
 	h.markDirty(s.presenceID)
 	conn.SetReadLimit(int64(h.cfg.MaxMessageBytes))
-	s.readLoop(ctx)
-	s.finish(ctx)
+	// The socket's life continues on a fresh goroutine and the HTTP handler returns (the
+	// connection is hijacked, so net/http lets go of it). The handshake grew this goroutine's
+	// stack (JSON, ed25519, pgx); an idle socket should not keep that for hours.
+	go func() {
+		s.readLoop(ctx)
+		s.finish(ctx)
+	}()
 }
 
 // errCapacity: the mesh filled up between the hello checks and the presence insert.
