@@ -32,13 +32,20 @@ func (q *Queries) ClaimJobPeriod(ctx context.Context, arg ClaimJobPeriodParams) 
 
 const countLivePresences = `-- name: CountLivePresences :one
 
-SELECT count(*) FROM presences WHERE mesh_id = $1 AND ended_at IS NULL
+SELECT count(*) FROM presences
+WHERE mesh_id = $1 AND ended_at IS NULL AND identity_key <> $2::text
 `
 
+type CountLivePresencesParams struct {
+	MeshID          string
+	ExcludeIdentity string
+}
+
 // Presences: one per live session identity.
-// The hello capacity check, across every instance (grace-window presences included).
-func (q *Queries) CountLivePresences(ctx context.Context, meshID string) (int64, error) {
-	row := q.db.QueryRow(ctx, countLivePresences, meshID)
+// The hello capacity check, across every instance (grace-window presences included), not
+// counting the identity that is connecting (its reconnect takes its own presence over).
+func (q *Queries) CountLivePresences(ctx context.Context, arg CountLivePresencesParams) (int64, error) {
+	row := q.db.QueryRow(ctx, countLivePresences, arg.MeshID, arg.ExcludeIdentity)
 	var count int64
 	err := row.Scan(&count)
 	return count, err

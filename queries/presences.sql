@@ -1,8 +1,10 @@
 -- Presences: one per live session identity.
 
 -- name: CountLivePresences :one
--- The hello capacity check, across every instance (grace-window presences included).
-SELECT count(*) FROM presences WHERE mesh_id = @mesh_id AND ended_at IS NULL;
+-- The hello capacity check, across every instance (grace-window presences included), not
+-- counting the identity that is connecting (its reconnect takes its own presence over).
+SELECT count(*) FROM presences
+WHERE mesh_id = @mesh_id AND ended_at IS NULL AND identity_key <> @exclude_identity::text;
 
 -- name: TakeOverPresence :one
 -- A hello for an identity that already has a live presence takes the row over: new socket,

@@ -11,7 +11,7 @@ import (
 // nothingStore answers as an empty database would; the fuzzer exercises the pure checks.
 type nothingStore struct{}
 
-func (nothingStore) LivePresences(context.Context, string) (int64, error) { return 0, nil }
+func (nothingStore) LivePresences(context.Context, string, string) (int64, error) { return 0, nil }
 func (nothingStore) Member(context.Context, string, string) (Member, bool, error) {
 	return Member{}, false, nil
 }

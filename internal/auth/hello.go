@@ -34,8 +34,9 @@ type Member struct {
 
 // Store is what verification needs from the database.
 type Store interface {
-	// LivePresences counts the mesh's live presences on every instance.
-	LivePresences(ctx context.Context, meshID string) (int64, error)
+	// LivePresences counts the mesh's live presences on every instance, except the one of
+	// excludeIdentity (the connecting session's own, which a reconnect takes over).
+	LivePresences(ctx context.Context, meshID, excludeIdentity string) (int64, error)
 	// Member finds the non-revoked member with this pubkey in a non-archived mesh;
 	// found=false when there is none.
 	Member(ctx context.Context, meshID, pubkey string) (m Member, found bool, err error)
@@ -70,7 +71,7 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 	}
 	// 2. capacity, across all instances
 	if opt.MaxPresencesPerMesh > 0 {
-		n, err := st.LivePresences(ctx, h.MeshID)
+		n, err := st.LivePresences(ctx, h.MeshID, IdentityKey(h.MemberID, h))
 		if err != nil {
 			return Member{}, err
 		}
@@ -114,6 +115,15 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 		return Member{}, reject(protocol.CodeReplayed, "hello rejected: replayed")
 	}
 	return m, nil
+}
+
+// IdentityKey is the stable identity a hello's presence belongs to (PROTOCOL.md §3): the
+// session key, else the member and its Claude Code session id.
+func IdentityKey(memberID string, h *protocol.Hello) string {
+	if h.SessionPubkey != "" {
+		return "s:" + h.SessionPubkey
+	}
+	return "m:" + memberID + ":" + h.SessionID
 }
 
 // CanonicalHello is the string a member signs: meshId|memberId|pubkey|timestamp.

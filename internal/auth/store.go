@@ -15,8 +15,8 @@ import (
 type PGStore struct{ Q *db.Queries }
 
 // LivePresences implements Store.
-func (s PGStore) LivePresences(ctx context.Context, meshID string) (int64, error) {
-	n, err := s.Q.CountLivePresences(ctx, meshID)
+func (s PGStore) LivePresences(ctx context.Context, meshID, excludeIdentity string) (int64, error) {
+	n, err := s.Q.CountLivePresences(ctx, db.CountLivePresencesParams{MeshID: meshID, ExcludeIdentity: excludeIdentity})
 	if err != nil {
 		return 0, fmt.Errorf("count live presences: %w", err)
 	}

@@ -367,3 +367,32 @@ func TestDrainHandsPresencesOver(t *testing.T) {
 		t.Fatalf("audit_verify: %v %v", v, err)
 	}
 }
+
+// A full mesh still takes back a session that dropped and reconnects inside its grace window:
+// the reconnect takes its own presence over and does not count twice.
+func TestReconnectIntoAFullMesh(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob", "carol")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "MAX_CONNECTIONS_PER_MESH": "2"})
+	ctx := within(t, 20*time.Second)
+	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	_, sess := client.NewKey()
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionKey: sess})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Dial(ctx, inst.WS, ids["carol"], client.Options{SessionID: "c"}); err == nil {
+		t.Fatal("a third presence was admitted into a mesh capped at 2")
+	}
+	_ = bob.Drop()
+	back, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionKey: sess})
+	if err != nil {
+		t.Fatalf("reconnect into the full mesh refused: %v", err)
+	}
+	back.Close()
+}

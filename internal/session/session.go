@@ -286,14 +286,6 @@ func rawOr(b []byte, def string) json.RawMessage {
 	return json.RawMessage(b)
 }
 
-// identityKey is the stable identity a presence belongs to (PROTOCOL.md §3).
-func identityKey(memberID string, h *protocol.Hello) string {
-	if h.SessionPubkey != "" {
-		return "s:" + h.SessionPubkey
-	}
-	return "m:" + memberID + ":" + h.SessionID
-}
-
 // attach creates the presence for a hello, or takes the live one with the same identity
 // over. fresh is false for a takeover or a reconnect inside the grace window (no
 // peer_joined is announced then).
@@ -358,7 +350,7 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 		if caps == nil {
 			caps = []string{}
 		}
-		key := identityKey(mem.ID, hl)
+		key := auth.IdentityKey(mem.ID, hl)
 		to, err := q.TakeOverPresence(ctx, db.TakeOverPresenceParams{
 			InstanceID: &instance, MemberID: mem.ID, SessionID: hl.SessionID, SessionPubkey: str(hl.SessionPubkey),
 			DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd, Hostname: str(hl.Hostname),
@@ -389,7 +381,7 @@ func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool,
 			if err := q.LockMeshPresences(ctx, mesh.ID); err != nil {
 				return fmt.Errorf("lock mesh presences: %w", err)
 			}
-			n, err := q.CountLivePresences(ctx, mesh.ID)
+			n, err := q.CountLivePresences(ctx, db.CountLivePresencesParams{MeshID: mesh.ID, ExcludeIdentity: key})
 			if err != nil {
 				return fmt.Errorf("count presences: %w", err)
 			}
