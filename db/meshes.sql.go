@@ -80,14 +80,3 @@ func (q *Queries) InsertMesh(ctx context.Context, arg InsertMeshParams) (Mesh, e
 	)
 	return i, err
 }
-
-const liveSlugExists = `-- name: LiveSlugExists :one
-SELECT EXISTS (SELECT 1 FROM meshes WHERE slug = $1 AND archived_at IS NULL)
-`
-
-func (q *Queries) LiveSlugExists(ctx context.Context, slug string) (bool, error) {
-	row := q.db.QueryRow(ctx, liveSlugExists, slug)
-	var exists bool
-	err := row.Scan(&exists)
-	return exists, err
-}

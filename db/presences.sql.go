@@ -466,25 +466,6 @@ func (q *Queries) SetPresenceStats(ctx context.Context, arg SetPresenceStatsPara
 	return err
 }
 
-const setPresenceStatus = `-- name: SetPresenceStatus :one
-UPDATE presences SET status = $1, status_source = $2, status_updated_at = now()
-WHERE id = $3 AND ended_at IS NULL
-RETURNING status
-`
-
-type SetPresenceStatusParams struct {
-	Status       string
-	StatusSource string
-	ID           string
-}
-
-func (q *Queries) SetPresenceStatus(ctx context.Context, arg SetPresenceStatusParams) (string, error) {
-	row := q.db.QueryRow(ctx, setPresenceStatus, arg.Status, arg.StatusSource, arg.ID)
-	var status string
-	err := row.Scan(&status)
-	return status, err
-}
-
 const setPresenceSummary = `-- name: SetPresenceSummary :exec
 UPDATE presences SET summary = $1 WHERE id = $2 AND ended_at IS NULL
 `

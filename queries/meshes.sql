@@ -7,6 +7,3 @@ RETURNING *;
 
 -- name: GetMesh :one
 SELECT * FROM meshes WHERE id = @id;
-
--- name: LiveSlugExists :one
-SELECT EXISTS (SELECT 1 FROM meshes WHERE slug = @slug AND archived_at IS NULL);

@@ -53,11 +53,6 @@ FROM presences p JOIN members m ON m.id = p.member_id
 WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL
 ORDER BY p.connected_at, p.id;
 
--- name: SetPresenceStatus :one
-UPDATE presences SET status = @status, status_source = @status_source, status_updated_at = now()
-WHERE id = @id AND ended_at IS NULL
-RETURNING status;
-
 -- name: SetPresenceSummary :exec
 UPDATE presences SET summary = @summary WHERE id = @id AND ended_at IS NULL;
 
