@@ -102,37 +102,55 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 		}
 	}
 
-	if pid, sockDir, ok := runningPostmaster(dataDir); ok {
-		c.socketDir = sockDir
-		c.log.Info("embedded postgres already running; attaching", "pid", pid)
-	} else {
-		if err := c.initIfEmpty(ctx); err != nil {
+	// Another process (a broker, `broker admin`) may be starting or stopping the same
+	// cluster at this moment: attach to a postmaster that runs, and if ours lost the race
+	// for the lock file to one that then went away, try again.
+	for attempt := 1; ; attempt++ {
+		err := c.startOrAttach(ctx)
+		if err == nil {
+			break
+		}
+		if attempt == 3 || ctx.Err() != nil {
 			return nil, err
 		}
-		if err := c.startPostmaster(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if err := c.waitReady(ctx); err != nil {
-		// Another process may have started the same cluster a moment before us, in which
-		// case our postmaster exited on its lock file: attach to the winner.
-		if c.cmd != nil {
-			if pid, sockDir, ok := runningPostmaster(dataDir); ok && pid != c.cmd.Process.Pid {
-				c.cmd, c.socketDir = nil, sockDir
-				c.log.Info("embedded postgres started by another process; attaching", "pid", pid)
-				err = c.waitReady(ctx)
-			}
-		}
-		if err != nil {
-			_ = c.Stop(context.Background())
-			return nil, err
-		}
+		c.log.Info("embedded postgres busy (another process is starting or stopping it); retrying", "err", err)
+		c.cmd, c.socketDir = nil, ""
+		time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
 	}
 	if err := c.ensureDatabase(ctx); err != nil {
 		_ = c.Stop(context.Background())
 		return nil, err
 	}
 	return c, nil
+}
+
+// startOrAttach attaches to the postmaster running in the data directory, or initializes
+// and starts one, and waits until it accepts connections.
+func (c *Cluster) startOrAttach(ctx context.Context) error {
+	if pid, sockDir, ok := runningPostmaster(c.dataDir); ok {
+		c.socketDir = sockDir
+		c.log.Info("embedded postgres already running; attaching", "pid", pid)
+		return c.waitReady(ctx)
+	}
+	if err := c.initIfEmpty(ctx); err != nil {
+		return err
+	}
+	if err := c.startPostmaster(ctx); err != nil {
+		return err
+	}
+	err := c.waitReady(ctx)
+	if err == nil {
+		return nil
+	}
+	// Our postmaster may have exited on the lock file of one started a moment before:
+	// attach to the winner.
+	if pid, sockDir, ok := runningPostmaster(c.dataDir); ok && pid != c.cmd.Process.Pid {
+		c.cmd, c.socketDir = nil, sockDir
+		c.log.Info("embedded postgres started by another process; attaching", "pid", pid)
+		return c.waitReady(ctx)
+	}
+	_ = c.Stop(context.Background())
+	return err
 }
 
 // URL returns a connection URL for the cluster's database.
