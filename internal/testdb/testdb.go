@@ -111,8 +111,22 @@ func NewEmpty(t testing.TB) *DB {
 }
 
 // NewCluster starts a private Postgres server for t (stopped and removed when t ends), for
-// tests that stop and restart the database under a broker.
+// tests that stop and restart the database under a broker. It runs with fsync and
+// synchronous commit off: a Kill may lose the last commits. Tests that check what survives
+// a crash use NewDurableCluster.
 func NewCluster(t testing.TB) *devdb.Cluster {
+	t.Helper()
+	return newCluster(t, true)
+}
+
+// NewDurableCluster is NewCluster with fsync and synchronous commit on, as in production:
+// whatever committed before a Kill is there after Restart.
+func NewDurableCluster(t testing.TB) *devdb.Cluster {
+	t.Helper()
+	return newCluster(t, false)
+}
+
+func newCluster(t testing.TB, noFsync bool) *devdb.Cluster {
 	t.Helper()
 	dir, err := tempDir("mbtc")
 	if err != nil {
@@ -120,7 +134,7 @@ func NewCluster(t testing.TB) *devdb.Cluster {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	c, err := devdb.Start(ctx, devdb.Options{DataDir: dir + "/pg", NoFsync: true})
+	c, err := devdb.Start(ctx, devdb.Options{DataDir: dir + "/pg", NoFsync: noFsync})
 	if err != nil {
 		os.RemoveAll(dir)
 		t.Fatalf("testdb: start private cluster: %v", err)
