@@ -40,7 +40,10 @@ CREATE TABLE deliveries (
     created_at            timestamptz NOT NULL DEFAULT now(),
     delivered_at          timestamptz,
     expires_at            timestamptz NOT NULL
-);
+)
+-- Room on each page for the claim's lease update to be a HOT update (it changes no indexed
+-- column), instead of a new tuple plus an entry in every index.
+WITH (fillfactor = 70);
 -- The delivery claim: undelivered rows of one presence, or of one member for member-keyed
 -- rows, in id order. Deliberately no other index with the predicate "delivered_at IS NULL":
 -- on this fast-churning table the planner's statistics lag, and a smaller-looking competing
