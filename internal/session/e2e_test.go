@@ -284,3 +284,64 @@ func indexOf(s, sub string) int {
 	}
 	return -1
 }
+
+// set_visible false: the others are told (not the session itself), the hidden session is
+// left out of their list_peers and of broadcasts, and set_visible is acked.
+func TestSetVisible(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	if err := bob.Write(ctx, map[string]any{"type": "set_visible", "visible": false, "_reqId": "v1"}); err != nil {
+		t.Fatal(err)
+	}
+	ack, err := bob.Next(ctx, "ack")
+	if err != nil || ack.Str("_reqId") != "v1" || ack["queued"] != false {
+		t.Fatalf("set_visible ack: %v %v", ack, err)
+	}
+	for {
+		p, err := alice.Next(ctx, "push")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Str("event") == "peer_hidden" {
+			break
+		}
+	}
+	_ = alice.Write(ctx, map[string]any{"type": "list_peers"})
+	pl, err := alice.Next(ctx, "peers_list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peers := pl["peers"].([]any); len(peers) != 1 {
+		t.Fatalf("alice sees %d peers, want only herself while bob is hidden", len(peers))
+	}
+	if ack, _ := alice.Send(ctx, client.Message{Target: "*", Priority: "now", Nonce: "n", Ciphertext: "aGk="}); ack["queued"] != true {
+		t.Fatalf("broadcast: %v", ack)
+	}
+	quiet, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	for {
+		p, err := bob.Next(quiet, "push")
+		if err != nil {
+			break
+		}
+		if p.Str("subtype") != "system" {
+			t.Fatalf("hidden session received a broadcast: %v", p)
+		}
+		if p.Str("event") == "peer_hidden" {
+			t.Fatalf("the hidden session was told about itself: %v", p)
+		}
+	}
+}

@@ -46,7 +46,8 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 		if b.Visible {
 			event = "peer_visible"
 		}
-		h.systemPush(ctx, s.member.MeshID, "", event, map[string]any{"name": s.name, "pubkey": s.pubkey})
+		// To every other session of the mesh, the member's own other sessions included.
+		h.systemPushExcept(ctx, s.member.MeshID, "", s.presenceID, event, map[string]any{"name": s.name, "pubkey": s.pubkey})
 		s.send(protocol.Ack{Type: "ack", ID: reqIDString(f.ReqID), Queued: false, ReqID: f.ReqID})
 	case *protocol.SetProfile:
 		patch := map[string]any{}

@@ -190,9 +190,11 @@ func (h *Hub) OnKick(presenceID string, epoch int64) {
 
 // systemEvent is the JSON a system push travels in between instances.
 type systemEvent struct {
-	MeshID        string        `json:"meshId"`
-	ExcludeMember string        `json:"excludeMember,omitempty"`
-	Push          protocol.Push `json:"push"`
+	MeshID        string `json:"meshId"`
+	ExcludeMember string `json:"excludeMember,omitempty"`
+	// ExcludePresence skips one session (the subject's own socket, for peer_visible/hidden).
+	ExcludePresence string        `json:"excludePresence,omitempty"`
+	Push            protocol.Push `json:"push"`
 }
 
 // OnSystem implements notifier.Handler: fan a system push out to local sessions.
@@ -210,7 +212,7 @@ func (h *Hub) OnSystem(payload []byte) {
 	h.mu.Lock()
 	var targets []*Session
 	for s := range h.byMesh[ev.MeshID] {
-		if s.member.ID != ev.ExcludeMember {
+		if s.member.ID != ev.ExcludeMember && s.presenceID != ev.ExcludePresence {
 			targets = append(targets, s)
 		}
 	}
@@ -436,8 +438,13 @@ func (h *Hub) publish(ctx context.Context, payload string) {
 
 // systemPush publishes a system event to the mesh on every instance.
 func (h *Hub) systemPush(ctx context.Context, meshID, excludeMember, event string, data any) {
+	h.systemPushExcept(ctx, meshID, excludeMember, "", event, data)
+}
+
+// systemPushExcept is systemPush that also skips one presence.
+func (h *Hub) systemPushExcept(ctx context.Context, meshID, excludeMember, excludePresence, event string, data any) {
 	raw, _ := json.Marshal(data)
-	ev := systemEvent{MeshID: meshID, ExcludeMember: excludeMember, Push: protocol.Push{
+	ev := systemEvent{MeshID: meshID, ExcludeMember: excludeMember, ExcludePresence: excludePresence, Push: protocol.Push{
 		Type: "push", MessageID: newUUID(), MeshID: meshID, SenderPubkey: "system", Priority: "low",
 		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: event, EventData: raw,
 	}}
