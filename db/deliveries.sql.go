@@ -44,12 +44,12 @@ WITH t AS (
 UPDATE deliveries d
 SET claimed_by = c.presence_id, lease_expires_at = now() + make_interval(secs => $1::float8),
     attempts = d.attempts + 1
-FROM c, messages m, members s
-WHERE d.id = c.id AND d.expires_at > now() AND m.id = d.message_id AND s.id = m.sender_member_id
+FROM c, messages m
+WHERE d.id = c.id AND d.expires_at > now() AND m.id = d.message_id
 RETURNING c.presence_id::text AS presence_id, d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority,
           m.nonce, m.ciphertext, m.created_at, m.client_message_id, m.target_kind,
-          coalesce(m.sender_session_pubkey, s.peer_pubkey)::text AS sender_pubkey,
-          s.peer_pubkey AS sender_member_pubkey, d.attempts
+          coalesce(m.sender_session_pubkey, m.sender_member_pubkey)::text AS sender_pubkey,
+          m.sender_member_pubkey, d.attempts
 `
 
 type ClaimDeliveriesParams struct {

@@ -134,24 +134,25 @@ func (q *Queries) ResolveDirectTargets(ctx context.Context, arg ResolveDirectTar
 const storeBatch = `-- name: StoreBatch :many
 WITH msg AS (
     INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
-        target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
+        sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
     SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
            unnest($4::text[]), NULLIF(unnest($5::text[]), ''),
-           unnest($6::text[]), unnest($7::text[]), unnest($8::text[]),
-           unnest($9::text[]), unnest($10::text[]), NULLIF(unnest($11::text[]), ''),
-           unnest($12::timestamptz[])
+           unnest($6::text[]),
+           unnest($7::text[]), unnest($8::text[]), unnest($9::text[]),
+           unnest($10::text[]), unnest($11::text[]), NULLIF(unnest($12::text[]), ''),
+           unnest($13::timestamptz[])
     ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
     RETURNING id
 ), dlv AS (
     INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
-    SELECT unnest($13::text[]), unnest($14::text[]), unnest($15::text[]),
-           NULLIF(unnest($16::text[]), ''), unnest($17::text[]), unnest($18::timestamptz[])
+    SELECT unnest($14::text[]), unnest($15::text[]), unnest($16::text[]),
+           NULLIF(unnest($17::text[]), ''), unnest($18::text[]), unnest($19::timestamptz[])
     RETURNING 1
 ), aud AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
-    SELECT unnest($19::text[]), unnest($20::text[]), NULLIF(unnest($21::text[]), ''),
-           NULLIF(unnest($22::text[]), ''), unnest($23::text[])::jsonb,
-           unnest($24::timestamptz[])
+    SELECT unnest($20::text[]), unnest($21::text[]), NULLIF(unnest($22::text[]), ''),
+           NULLIF(unnest($23::text[]), ''), unnest($24::text[])::jsonb,
+           unnest($25::timestamptz[])
     RETURNING 1
 )
 SELECT msg.id FROM msg
@@ -164,6 +165,7 @@ type StoreBatchParams struct {
 	SenderMemberIds      []string
 	SenderPresenceIds    []string
 	SenderSessionPubkeys []string
+	SenderMemberPubkeys  []string
 	TargetSpecs          []string
 	TargetKinds          []string
 	Priorities           []string
@@ -198,6 +200,7 @@ func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]strin
 		arg.SenderMemberIds,
 		arg.SenderPresenceIds,
 		arg.SenderSessionPubkeys,
+		arg.SenderMemberPubkeys,
 		arg.TargetSpecs,
 		arg.TargetKinds,
 		arg.Priorities,

@@ -157,6 +157,7 @@ type Message struct {
 	SenderMemberID      string
 	SenderPresenceID    *string
 	SenderSessionPubkey *string
+	SenderMemberPubkey  string
 	TargetSpec          string
 	TargetKind          string
 	Priority            string

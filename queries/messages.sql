@@ -47,9 +47,10 @@ JOIN (SELECT unnest(@sender_member_ids::text[]) AS s, unnest(@client_message_ids
 -- sends one by one, acking the duplicate with the stored id.
 WITH msg AS (
     INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
-        target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
+        sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
     SELECT unnest(@ids::text[]), unnest(@mesh_ids::text[]), unnest(@sender_member_ids::text[]),
            unnest(@sender_presence_ids::text[]), NULLIF(unnest(@sender_session_pubkeys::text[]), ''),
+           unnest(@sender_member_pubkeys::text[]),
            unnest(@target_specs::text[]), unnest(@target_kinds::text[]), unnest(@priorities::text[]),
            unnest(@nonces::text[]), unnest(@ciphertexts::text[]), NULLIF(unnest(@client_message_ids::text[]), ''),
            unnest(@expires_ats::timestamptz[])

@@ -9,6 +9,8 @@ CREATE TABLE messages (
     sender_member_id      text NOT NULL REFERENCES members (id) ON DELETE CASCADE,
     sender_presence_id    text,
     sender_session_pubkey text,
+    -- the sender member's key, copied so a push needs no join to members.
+    sender_member_pubkey  text NOT NULL,
     target_spec           text NOT NULL,
     target_kind           text NOT NULL CHECK (target_kind IN ('member', 'session', 'broadcast', 'group')),
     priority              text NOT NULL CHECK (priority IN ('now', 'next', 'low')),

@@ -267,6 +267,7 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 		sp.SenderMemberIds = append(sp.SenderMemberIds, p.s.MemberID)
 		sp.SenderPresenceIds = append(sp.SenderPresenceIds, p.s.PresenceID)
 		sp.SenderSessionPubkeys = append(sp.SenderSessionPubkeys, p.s.SessionPubkey)
+		sp.SenderMemberPubkeys = append(sp.SenderMemberPubkeys, p.s.MemberPubkey)
 		sp.TargetSpecs = append(sp.TargetSpecs, p.req.TargetSpec)
 		sp.TargetKinds = append(sp.TargetKinds, storedKind)
 		sp.Priorities = append(sp.Priorities, p.req.Priority)

@@ -22,8 +22,8 @@ func TestQueueDepthCountsPendingUnexpiredDeliveries(t *testing.T) {
 	_, err := d.Pool.Exec(ctx, `
 		INSERT INTO meshes (id, name, slug) VALUES ('m1', 'mesh', 'mesh');
 		INSERT INTO members (id, mesh_id, peer_pubkey, display_name) VALUES ('a', 'm1', 'aa', 'A'), ('b', 'm1', 'bb', 'B');
-		INSERT INTO messages (id, mesh_id, sender_member_id, target_spec, target_kind, priority, nonce, ciphertext, expires_at)
-		VALUES ('msg1', 'm1', 'a', 'bb', 'member', 'now', 'n', 'c', now() + interval '1 day');
+		INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, expires_at)
+		VALUES ('msg1', 'm1', 'a', 'aa', 'bb', 'member', 'now', 'n', 'c', now() + interval '1 day');
 		INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, priority, expires_at, delivered_at) VALUES
 			('msg1', 'm1', 'b', 'now', now() + interval '1 day', NULL),           -- pending
 			('msg1', 'm1', 'b', 'now', now() + interval '1 day', NULL),           -- pending
