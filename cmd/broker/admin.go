@@ -91,15 +91,11 @@ func withPool(stderr io.Writer, fn func(ctx context.Context, pool *pgxpool.Pool)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	dbase, err := app.OpenDatabase(ctx, cfg, log)
+	dbase, closeDB, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = dbase.Close(sctx)
-	}()
+	defer closeDB()
 	pool, err := app.NewPool(ctx, dbase.URL)
 	if err != nil {
 		return err
@@ -129,4 +125,18 @@ func ensureMigrated(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, 
 		return fmt.Errorf("database schema is at version %d, this broker needs %d: run `broker migrate up` first", v, latest)
 	}
 	return nil
+}
+
+// openDatabase opens the configured database for a command (the embedded cluster, started or
+// attached to, or DATABASE_URL); the returned func stops a cluster the command started.
+func openDatabase(ctx context.Context, cfg config.Config, log *slog.Logger) (*app.Database, func(), error) {
+	dbase, err := app.OpenDatabase(ctx, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return dbase, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = dbase.Close(sctx)
+	}, nil
 }

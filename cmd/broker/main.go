@@ -176,15 +176,11 @@ func migrateCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	dbase, err := app.OpenDatabase(ctx, cfg, log)
+	dbase, closeDB, err := openDatabase(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = dbase.Close(sctx)
-	}()
+	defer closeDB()
 	m, err := migrate.Open(dbase.URL, log)
 	if err != nil {
 		return err

@@ -202,7 +202,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	go hub.Run(bg)
 	// Audit events are linked into their chains every 100 ms: often enough that the chain
 	// trails the messages by a blink, rarely enough to cost nothing on the send path.
-	go audit.RunChainer(bg, pool, 100*time.Millisecond, nil, log.With("subsystem", "audit"))
+	go audit.RunChainer(bg, pool, 100*time.Millisecond, log.With("subsystem", "audit"))
 	go hub.SweepStatuses(bg)
 	go hub.Purge(bg)
 	go hub.Maintain(bg, cfg.PresenceGrace, session.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})

@@ -4,63 +4,25 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/meshbroker/meshbroker/internal/app"
-	"github.com/meshbroker/meshbroker/internal/config"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/migrate"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
 func TestMain(m *testing.M) { testdb.Main(m) }
 
-// startBroker runs app.Serve in the background and returns its base URL and a stop
-// function that cancels it and returns Serve's error.
+// startBroker runs a broker instance (not waiting for readiness) and returns its base URL
+// and a stop function that drains it and returns Serve's error.
 func startBroker(t *testing.T, env map[string]string) (string, func() error) {
 	t.Helper()
-	cfg, err := config.Load(func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Port = 0 // any free port; Serve reports the one it got
-	ctx, cancel := context.WithCancel(context.Background())
-	addrCh := make(chan net.Addr, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Serve(ctx, cfg, slog.New(slog.DiscardHandler), func(a net.Addr) { addrCh <- a })
-	}()
-	select {
-	case a := <-addrCh:
-		port := a.(*net.TCPAddr).Port
-		var once sync.Once
-		var serveErr error
-		stop := func() error {
-			once.Do(func() {
-				cancel()
-				select {
-				case serveErr = <-done:
-				case <-time.After(cfg.DrainTimeout + 10*time.Second):
-					t.Error("Serve did not return after cancel")
-				}
-			})
-			return serveErr
-		}
-		t.Cleanup(func() { _ = stop() })
-		return "http://127.0.0.1:" + itoa(port), stop
-	case err := <-done:
-		cancel()
-		t.Fatalf("Serve failed to start: %v", err)
-	case <-time.After(60 * time.Second):
-		cancel()
-		t.Fatal("Serve did not start listening within 60 s")
-	}
-	return "", nil
+	inst := brokertest.Launch(t, env)
+	return inst.HTTP, inst.Stop
 }
 
 func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }

@@ -28,16 +28,6 @@ func CanonicalJSON(raw []byte) (string, error) {
 	return b.String(), nil
 }
 
-// CanonicalValue renders a Go value (maps, slices, strings, numbers, bools, nil) by first
-// marshalling it to JSON.
-func CanonicalValue(v any) (string, error) {
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return "", fmt.Errorf("canonical json: %w", err)
-	}
-	return CanonicalJSON(raw)
-}
-
 func writeCanonical(b *strings.Builder, v any) error {
 	switch x := v.(type) {
 	case nil:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -206,9 +207,9 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 	}
 }
 
-// RunChainer links pending events of every mesh every interval (and when kicked) until ctx
+// RunChainer links pending events of every mesh every interval until ctx
 // ends. Any number of instances may run it: the chain lock serialises them per mesh.
-func RunChainer(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, kick <-chan struct{}, log *slog.Logger) {
+func RunChainer(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, log *slog.Logger) {
 	q := db.New(pool)
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -217,7 +218,6 @@ func RunChainer(ctx context.Context, pool *pgxpool.Pool, interval time.Duration,
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-kick:
 		}
 		meshes, err := q.MeshesWithPendingAudit(ctx)
 		if err != nil {
@@ -259,6 +259,8 @@ func marshalPayload(v any) (string, error) {
 	case []byte:
 		return string(x), nil
 	}
-	s, err := CanonicalValue(v)
-	return s, err
+	// Plain JSON: the hash is computed from the canonical form of the value as it reads back
+	// from jsonb (prepare, ChainPending), so canonicalising here would be work done twice.
+	raw, err := json.Marshal(v)
+	return string(raw), err
 }

@@ -66,7 +66,7 @@ type Options struct {
 // retryable close, not a rejection code).
 func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time, opt Options) (Member, error) {
 	// 1. session key format
-	if h.SessionPubkey != "" && !isLowerHex(h.SessionPubkey, 64) {
+	if h.SessionPubkey != "" && !protocol.IsLowerHex(h.SessionPubkey, 64) {
 		return Member{}, reject(protocol.CodeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex chars")
 	}
 	// 2. capacity, across all instances
@@ -84,7 +84,7 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 		return Member{}, reject(protocol.CodeTimestampSkew, "hello rejected: timestamp_skew")
 	}
 	// 4. format
-	if !isHex(h.Pubkey, 64) || !isHex(h.Signature, 128) || h.SessionID == "" || h.MeshID == "" {
+	if !protocol.IsHex(h.Pubkey, 64) || !protocol.IsHex(h.Signature, 128) || h.SessionID == "" || h.MeshID == "" {
 		return Member{}, reject(protocol.CodeMalformed, "hello rejected: malformed")
 	}
 	// 5. signature
@@ -101,7 +101,7 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 	}
 	// 7. session key proof
 	if h.SessionSig != "" || opt.RequireSessionProof {
-		if h.SessionSig == "" || h.SessionPubkey == "" || !isHex(h.SessionSig, 128) ||
+		if h.SessionSig == "" || h.SessionPubkey == "" || !protocol.IsHex(h.SessionSig, 128) ||
 			!verify(h.SessionPubkey, h.SessionSig, CanonicalSessionProof(h.MeshID, h.Pubkey, h.SessionPubkey, h.Timestamp)) {
 			return Member{}, reject(protocol.CodeBadSessionProof, "sessionSig does not prove sessionPubkey")
 		}
@@ -149,32 +149,6 @@ func verify(pubHex, sigHex, msg string) bool {
 		return false
 	}
 	return ed25519.Verify(pub, []byte(msg), sig)
-}
-
-func isHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
-func isLowerHex(s string, n int) bool {
-	if len(s) != n {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // normalizeHex lower-cases a hex signature so the same signature in another case is still

@@ -29,8 +29,29 @@ type Instance struct {
 // Stop drains the instance and returns Serve's error (idempotent).
 func (i *Instance) Stop() error { return i.stop() }
 
-// Start runs app.Serve with env (DATABASE_URL among it) on a free port until the test ends.
+// Start runs app.Serve with env (DATABASE_URL among it) on a free port until the test ends,
+// and returns once the instance answers 200 on /health/ready.
 func Start(t testing.TB, env map[string]string) *Instance {
+	t.Helper()
+	inst := Launch(t, env)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(inst.HTTP + "/health/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return inst
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("instance not ready within 15 s (last: %v %v)", resp, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Launch is Start without waiting for readiness (for tests of an instance that is not ready).
+func Launch(t testing.TB, env map[string]string) *Instance {
 	t.Helper()
 	cfg, err := config.Load(func(k string) string { return env[k] })
 	if err != nil {
@@ -61,20 +82,7 @@ func Start(t testing.TB, env map[string]string) *Instance {
 			return serveErr
 		}
 		t.Cleanup(func() { _ = inst.Stop() })
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			resp, err := http.Get(inst.HTTP + "/health/ready")
-			if err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					return inst
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("instance not ready within 15 s (last: %v %v)", resp, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		return inst
 	case err := <-done:
 		cancel()
 		t.Fatalf("Serve failed to start: %v", err)

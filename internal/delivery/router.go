@@ -11,6 +11,8 @@ package delivery
 import (
 	"encoding/json"
 	"strings"
+
+	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
 // Sender identifies who sends.
@@ -58,7 +60,7 @@ func TargetKind(spec string) string {
 		return "broadcast"
 	case len(spec) > 1 && spec[0] == '@':
 		return "group"
-	case isHex64(spec):
+	case protocol.IsHex(spec, 64):
 		return "direct"
 	}
 	return ""
@@ -103,17 +105,4 @@ func InGroup(groupsJSON []byte, g string) bool {
 		}
 	}
 	return false
-}
-
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }

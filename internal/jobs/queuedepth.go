@@ -26,7 +26,7 @@ func RunQueueDepth(ctx context.Context, q *db.Queries, gauge prometheus.Gauge, l
 		} else if ctx.Err() == nil {
 			log.Debug("queue depth unavailable", "err", err)
 		}
-		if !sleep(ctx, Jitter(QueueDepthPeriod)) {
+		if !Sleep(ctx, Jitter(QueueDepthPeriod)) {
 			return
 		}
 	}
@@ -37,8 +37,8 @@ func Jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
-// sleep waits d or until ctx ends; it reports whether the caller should go on.
-func sleep(ctx context.Context, d time.Duration) bool {
+// Sleep waits d or until ctx ends; it reports whether the caller should go on.
+func Sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

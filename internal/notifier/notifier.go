@@ -15,6 +15,7 @@ package notifier
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -112,12 +113,9 @@ func (l *Listener) dispatch(payload string) {
 		l.h.OnWake(ps, ms)
 	case "k":
 		id, epochStr, _ := strings.Cut(rest, " ")
-		var epoch int64
-		for _, c := range epochStr {
-			if c < '0' || c > '9' {
-				return
-			}
-			epoch = epoch*10 + int64(c-'0')
+		epoch, err := strconv.ParseInt(epochStr, 10, 64)
+		if err != nil || epoch < 0 {
+			return
 		}
 		l.h.OnKick(id, epoch)
 	case "s":
@@ -156,7 +154,7 @@ func WakePayloads(presenceIDs, memberIDs []string) []string {
 
 // KickPayload encodes a takeover: sockets of presenceID older than epoch must close.
 func KickPayload(presenceID string, epoch int64) string {
-	return "k " + presenceID + " " + itoa(epoch)
+	return "k " + presenceID + " " + strconv.FormatInt(epoch, 10)
 }
 
 // SystemPayload encodes a system event (JSON) for fan-out; ok=false if it is too large.
@@ -165,18 +163,4 @@ func SystemPayload(event []byte) (string, bool) {
 		return "", false
 	}
 	return "s " + string(event), true
-}
-
-func itoa(n int64) string {
-	if n == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for n > 0 {
-		i--
-		b[i] = byte('0' + n%10)
-		n /= 10
-	}
-	return string(b[i:])
 }

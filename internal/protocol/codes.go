@@ -39,3 +39,22 @@ const (
 	ReasonHandshakeTimout = "handshake_timeout"
 	ReasonSlowConsumer    = "slow_consumer"
 )
+
+// IsHex reports whether s is n hex digits in either case (keys and signatures as sent).
+func IsHex(s string, n int) bool { return isHexDigits(s, n, true) }
+
+// IsLowerHex reports whether s is n lower-case hex digits (how session keys must be sent).
+func IsLowerHex(s string, n int) bool { return isHexDigits(s, n, false) }
+
+func isHexDigits(s string, n int, upperOK bool) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || upperOK && c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}

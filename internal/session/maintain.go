@@ -105,7 +105,7 @@ func (h *Hub) sweepPeriod() time.Duration {
 // instance that takes the job's advisory lock runs a given round.
 func (h *Hub) SweepStatuses(ctx context.Context) {
 	for {
-		if !sleepCtx(ctx, jobs.Jitter(h.sweepPeriod())) {
+		if !jobs.Sleep(ctx, jobs.Jitter(h.sweepPeriod())) {
 			return
 		}
 		if _, err := h.SweepStatusesOnce(ctx); err != nil && ctx.Err() == nil {
@@ -156,7 +156,7 @@ func (h *Hub) SweepStatusesOnce(ctx context.Context) (ran bool, err error) {
 // ending at that moment.
 func (h *Hub) Purge(ctx context.Context) {
 	for {
-		if !sleepCtx(ctx, jobs.Jitter(time.Minute)) {
+		if !jobs.Sleep(ctx, jobs.Jitter(time.Minute)) {
 			return
 		}
 		err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
@@ -178,17 +178,6 @@ func (h *Hub) Purge(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			h.log.Warn("purge", "err", err)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 
