@@ -20,6 +20,7 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/corkconn"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 	"github.com/meshbroker/meshbroker/internal/protocol"
@@ -49,6 +50,7 @@ type Session struct {
 	hub        *Hub
 	ctx        context.Context // the socket's context (not cancelled by the HTTP request)
 	conn       *websocket.Conn
+	raw        *corkconn.Conn // conn's transport: corked while a batch of frames is written
 	member     auth.Member
 	hello      *protocol.Hello
 	presenceID string
@@ -93,7 +95,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"draining"}`, http.StatusServiceUnavailable)
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+	cw := corkconn.Wrap(w)
+	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		CompressionMode:    websocket.CompressionDisabled, // ciphertext does not compress
 		InsecureSkipVerify: true,                          // the Origin rule above replaces the library's
 	})
@@ -101,7 +104,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(preHelloLimit)
-	h.serve(r.Context(), conn)
+	h.serve(r.Context(), conn, cw.Conn())
 }
 
 func (h *Hub) originAllowed(origin string) bool {
@@ -168,7 +171,7 @@ func (h *Hub) handshake(ctx context.Context, conn *websocket.Conn) (*protocol.He
 	}
 }
 
-func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
+func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.Conn) {
 	ctx := context.WithoutCancel(reqCtx)
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	hello, ok := h.handshake(hctx, conn)
@@ -194,7 +197,7 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn) {
 		return
 	}
 	s := &Session{
-		hub: h, conn: conn, member: member, hello: hello,
+		hub: h, conn: conn, raw: raw, member: member, hello: hello,
 		done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
 	}
 	for _, c := range hello.Capabilities {
@@ -466,17 +469,17 @@ func (s *Session) drain() {
 			return
 		}
 		s.qmu.Unlock()
+		// The batch leaves in one write: frames are collected while corked (they cannot
+		// block) and sent by Uncork. Nothing is marked delivered before that write succeeded.
+		err := s.writeBatch(batch)
+		if err != nil {
+			s.end(endDrop, websocket.StatusTryAgainLater, "write failed")
+			s.qmu.Lock()
+			s.draining = false
+			s.qmu.Unlock()
+			return
+		}
 		for _, f := range batch {
-			wctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
-			err := s.conn.Write(wctx, websocket.MessageText, f.data)
-			cancel()
-			if err != nil {
-				s.end(endDrop, websocket.StatusTryAgainLater, "write failed")
-				s.qmu.Lock()
-				s.draining = false
-				s.qmu.Unlock()
-				return
-			}
 			if f.priority != "" {
 				s.hub.metrics.MessagesRouted.WithLabelValues(f.priority).Inc()
 				s.hub.metrics.SendToPush.Observe(time.Since(f.storedAt).Seconds())
@@ -486,6 +489,28 @@ func (s *Session) drain() {
 			}
 		}
 	}
+}
+
+// writeBatch writes frames to the socket in one system call (one per frame when the
+// transport cannot be corked).
+func (s *Session) writeBatch(batch []outFrame) error {
+	wctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+	defer cancel()
+	if s.raw != nil {
+		s.raw.Cork()
+	}
+	for _, f := range batch {
+		if err := s.conn.Write(wctx, websocket.MessageText, f.data); err != nil {
+			if s.raw != nil {
+				_ = s.raw.Uncork(writeTimeout)
+			}
+			return err
+		}
+	}
+	if s.raw != nil {
+		return s.raw.Uncork(writeTimeout)
+	}
+	return nil
 }
 
 // ping checks liveness once: a socket whose pong does not come within 45 s (75 s after the
