@@ -7,44 +7,8 @@ package db
 
 import (
 	"context"
+	"time"
 )
-
-const getLiveMemberByPubkey = `-- name: GetLiveMemberByPubkey :one
-
-SELECT m.id, m.mesh_id, m.peer_pubkey, m.display_name, m.role
-FROM members m
-JOIN meshes s ON s.id = m.mesh_id
-WHERE m.mesh_id = $1 AND m.peer_pubkey = $2
-  AND m.revoked_at IS NULL AND s.archived_at IS NULL
-`
-
-type GetLiveMemberByPubkeyParams struct {
-	MeshID string
-	Pubkey string
-}
-
-type GetLiveMemberByPubkeyRow struct {
-	ID          string
-	MeshID      string
-	PeerPubkey  string
-	DisplayName string
-	Role        string
-}
-
-// Members: ed25519 identities inside a mesh.
-// The hello lookup: a non-revoked member of a non-archived mesh.
-func (q *Queries) GetLiveMemberByPubkey(ctx context.Context, arg GetLiveMemberByPubkeyParams) (GetLiveMemberByPubkeyRow, error) {
-	row := q.db.QueryRow(ctx, getLiveMemberByPubkey, arg.MeshID, arg.Pubkey)
-	var i GetLiveMemberByPubkeyRow
-	err := row.Scan(
-		&i.ID,
-		&i.MeshID,
-		&i.PeerPubkey,
-		&i.DisplayName,
-		&i.Role,
-	)
-	return i, err
-}
 
 const getMember = `-- name: GetMember :one
 SELECT id, mesh_id, user_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, dashboard_user_id, peer_grants, joined_at, last_seen_at, revoked_at FROM members WHERE id = $1
@@ -72,7 +36,84 @@ func (q *Queries) GetMember(ctx context.Context, id string) (Member, error) {
 	return i, err
 }
 
+const helloLookup = `-- name: HelloLookup :one
+SELECT
+    CASE WHEN $1::bool THEN (
+        SELECT count(*) FROM presences p
+        WHERE p.mesh_id = $2 AND p.ended_at IS NULL AND p.identity_key <> $3::text
+    ) ELSE 0 END::bigint AS live_presences,
+    coalesce(m.id, '')::text AS member_id, coalesce(m.peer_pubkey, '')::text AS peer_pubkey,
+    coalesce(m.display_name, '')::text AS display_name, coalesce(m.role, '')::text AS role, m.role_tag,
+    m.default_groups, coalesce(m.message_mode, '')::text AS message_mode, s.self_editable,
+    ps.groups AS saved_groups, ps.profile AS saved_profile, ps.visible AS saved_visible,
+    ps.last_summary AS saved_summary, ps.last_seen_at AS saved_last_seen_at, ps.cumulative_stats AS saved_stats
+FROM (SELECT 1) AS one
+LEFT JOIN (members m JOIN meshes s ON s.id = m.mesh_id AND s.archived_at IS NULL)
+    ON m.mesh_id = $2 AND m.peer_pubkey = $4 AND m.revoked_at IS NULL
+LEFT JOIN peer_states ps ON ps.mesh_id = m.mesh_id AND ps.member_id = m.id
+`
+
+type HelloLookupParams struct {
+	CountPresences  bool
+	MeshID          string
+	ExcludeIdentity string
+	Pubkey          string
+}
+
+type HelloLookupRow struct {
+	LivePresences   int64
+	MemberID        string
+	PeerPubkey      string
+	DisplayName     string
+	Role            string
+	RoleTag         *string
+	DefaultGroups   []byte
+	MessageMode     string
+	SelfEditable    []byte
+	SavedGroups     []byte
+	SavedProfile    []byte
+	SavedVisible    *bool
+	SavedSummary    *string
+	SavedLastSeenAt *time.Time
+	SavedStats      []byte
+}
+
+// Everything a hello reads, in one round trip: the mesh's live presences other than the
+// connecting identity (the capacity check; skipped when count_presences is false), and the
+// non-revoked member with this pubkey in the non-archived mesh, with what hello_ack reports
+// (its profile, the mesh's policy) and what its last session left (peer_states). Always one
+// row: member_id is ” when there is no such member, saved_visible NULL when nothing was
+// saved.
+func (q *Queries) HelloLookup(ctx context.Context, arg HelloLookupParams) (HelloLookupRow, error) {
+	row := q.db.QueryRow(ctx, helloLookup,
+		arg.CountPresences,
+		arg.MeshID,
+		arg.ExcludeIdentity,
+		arg.Pubkey,
+	)
+	var i HelloLookupRow
+	err := row.Scan(
+		&i.LivePresences,
+		&i.MemberID,
+		&i.PeerPubkey,
+		&i.DisplayName,
+		&i.Role,
+		&i.RoleTag,
+		&i.DefaultGroups,
+		&i.MessageMode,
+		&i.SelfEditable,
+		&i.SavedGroups,
+		&i.SavedProfile,
+		&i.SavedVisible,
+		&i.SavedSummary,
+		&i.SavedLastSeenAt,
+		&i.SavedStats,
+	)
+	return i, err
+}
+
 const insertMember = `-- name: InsertMember :one
+
 INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id, mesh_id, user_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, dashboard_user_id, peer_grants, joined_at, last_seen_at, revoked_at
@@ -86,6 +127,7 @@ type InsertMemberParams struct {
 	Role        string
 }
 
+// Members: ed25519 identities inside a mesh.
 func (q *Queries) InsertMember(ctx context.Context, arg InsertMemberParams) (Member, error) {
 	row := q.db.QueryRow(ctx, insertMember,
 		arg.ID,

@@ -9,37 +9,8 @@ import (
 	"context"
 )
 
-const getPeerState = `-- name: GetPeerState :one
-
-SELECT mesh_id, member_id, groups, profile, visible, last_summary, last_display_name, cumulative_stats, last_seen_at, created_at, updated_at FROM peer_states WHERE mesh_id = $1 AND member_id = $2
-`
-
-type GetPeerStateParams struct {
-	MeshID   string
-	MemberID string
-}
-
-// What a member's sessions carry across connections.
-func (q *Queries) GetPeerState(ctx context.Context, arg GetPeerStateParams) (PeerState, error) {
-	row := q.db.QueryRow(ctx, getPeerState, arg.MeshID, arg.MemberID)
-	var i PeerState
-	err := row.Scan(
-		&i.MeshID,
-		&i.MemberID,
-		&i.Groups,
-		&i.Profile,
-		&i.Visible,
-		&i.LastSummary,
-		&i.LastDisplayName,
-		&i.CumulativeStats,
-		&i.LastSeenAt,
-		&i.CreatedAt,
-		&i.UpdatedAt,
-	)
-	return i, err
-}
-
 const savePeerState = `-- name: SavePeerState :exec
+
 INSERT INTO peer_states (mesh_id, member_id, groups, profile, visible, last_summary, last_display_name, last_seen_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, now())
 ON CONFLICT (mesh_id, member_id) DO UPDATE SET
@@ -58,6 +29,7 @@ type SavePeerStateParams struct {
 	LastDisplayName *string
 }
 
+// What a member's sessions carry across connections.
 func (q *Queries) SavePeerState(ctx context.Context, arg SavePeerStateParams) error {
 	_, err := q.db.Exec(ctx, savePeerState,
 		arg.MeshID,

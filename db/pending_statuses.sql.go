@@ -43,30 +43,3 @@ func (q *Queries) PurgePendingStatuses(ctx context.Context) (int64, error) {
 	}
 	return result.RowsAffected(), nil
 }
-
-const takePendingStatus = `-- name: TakePendingStatus :one
-UPDATE pending_statuses SET applied_at = now()
-WHERE id = (
-    SELECT id FROM pending_statuses
-    WHERE applied_at IS NULL AND created_at >= now() - interval '10 seconds'
-      AND ((session_id IS NOT NULL AND session_id = $1::text) OR (pid = $2::int AND cwd = $3::text))
-    ORDER BY created_at DESC, id DESC
-    LIMIT 1
-)
-RETURNING status
-`
-
-type TakePendingStatusParams struct {
-	HelloSessionID string
-	HelloPid       int32
-	HelloCwd       string
-}
-
-// The newest unapplied signal for a new presence, no older than 10 s: matched by Claude
-// Code session id when the hello had one, else by (pid, cwd). Marked applied.
-func (q *Queries) TakePendingStatus(ctx context.Context, arg TakePendingStatusParams) (string, error) {
-	row := q.db.QueryRow(ctx, takePendingStatus, arg.HelloSessionID, arg.HelloPid, arg.HelloCwd)
-	var status string
-	err := row.Scan(&status)
-	return status, err
-}

@@ -30,30 +30,18 @@ func (q *Queries) ClaimJobPeriod(ctx context.Context, arg ClaimJobPeriodParams) 
 	return column_1, err
 }
 
-const countLivePresences = `-- name: CountLivePresences :one
-
-SELECT count(*) FROM presences
-WHERE mesh_id = $1 AND ended_at IS NULL AND identity_key <> $2::text
-`
-
-type CountLivePresencesParams struct {
-	MeshID          string
-	ExcludeIdentity string
-}
-
-// Presences: one per live session identity.
-// The hello capacity check, across every instance (grace-window presences included), not
-// counting the identity that is connecting (its reconnect takes its own presence over).
-func (q *Queries) CountLivePresences(ctx context.Context, arg CountLivePresencesParams) (int64, error) {
-	row := q.db.QueryRow(ctx, countLivePresences, arg.MeshID, arg.ExcludeIdentity)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
-}
-
-const disconnectPresence = `-- name: DisconnectPresence :execrows
-UPDATE presences SET disconnected_at = now(), instance_id = NULL
-WHERE id = $1 AND connection_epoch = $2 AND ended_at IS NULL
+const disconnectPresence = `-- name: DisconnectPresence :one
+WITH p AS (
+    UPDATE presences pr SET disconnected_at = now(), instance_id = NULL
+    WHERE pr.id = $1 AND pr.connection_epoch = $2 AND pr.ended_at IS NULL
+    RETURNING pr.id, pr.member_id
+), released AS (
+    UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
+    FROM p
+    WHERE d.claimed_by = p.id AND d.delivered_at IS NULL
+      AND (d.recipient_presence_id = p.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = p.member_id))
+)
+SELECT count(*) FROM p
 `
 
 type DisconnectPresenceParams struct {
@@ -61,13 +49,15 @@ type DisconnectPresenceParams struct {
 	Epoch int64
 }
 
-// The socket dropped: the presence stays for the grace window.
+// The socket dropped: the presence stays for the grace window, and what the socket held but
+// did not deliver is claimable again. Both only while this socket (epoch) still owns the
+// presence: a reconnect that already took it over may hold leases of its own by now, and
+// releasing those would deliver its messages twice. Returns 1, or 0 when taken over.
 func (q *Queries) DisconnectPresence(ctx context.Context, arg DisconnectPresenceParams) (int64, error) {
-	result, err := q.db.Exec(ctx, disconnectPresence, arg.ID, arg.Epoch)
-	if err != nil {
-		return 0, err
-	}
-	return result.RowsAffected(), nil
+	row := q.db.QueryRow(ctx, disconnectPresence, arg.ID, arg.Epoch)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
 }
 
 const disconnectPresencesOfDeadInstances = `-- name: DisconnectPresencesOfDeadInstances :execrows
@@ -231,27 +221,51 @@ func (q *Queries) HookTargets(ctx context.Context, arg HookTargetsParams) ([]Hoo
 }
 
 const insertPresence = `-- name: InsertPresence :one
-INSERT INTO presences (
-    id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
-    hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
-    visible, profile)
-VALUES (
-    $1, $2, $3, $4, $5, $6, $7,
-    $8, $9, $10, $11, $12, $13,
-    $14, $15, $16, $17, $18, $19)
-RETURNING id, connection_epoch, connected_at
+WITH room AS (
+    SELECT $1::bigint <= 0 OR count(*) < $1::bigint AS ok
+    FROM presences p WHERE p.mesh_id = $2::text AND p.ended_at IS NULL AND p.identity_key <> $3::text
+), pending AS (
+    UPDATE pending_statuses SET applied_at = now()
+    WHERE id = (
+        SELECT ps.id FROM pending_statuses ps
+        WHERE ps.applied_at IS NULL AND ps.created_at >= now() - interval '10 seconds'
+          AND ((ps.session_id IS NOT NULL AND ps.session_id = $4::text) OR (ps.pid = $5::int AND ps.cwd = $6::text))
+        ORDER BY ps.created_at DESC, ps.id DESC
+        LIMIT 1
+    ) AND (SELECT ok FROM room)
+    RETURNING status
+), ins AS (
+    INSERT INTO presences (
+        id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
+        hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
+        visible, profile, status, status_source)
+    SELECT
+        $7::text, $2::text, $8::text, $3::text, $4::text, $9::text, $10::text,
+        $5::int, $6::text, $11::text, $12::text, $13::text, $14::text,
+        $15::text[], $16::int, $17::text, $18::jsonb, $19::bool, $20::jsonb,
+        coalesce((SELECT status FROM pending), 'idle'),
+        CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END
+    WHERE (SELECT ok FROM room)
+    RETURNING id, connection_epoch, connected_at, status
+), audited AS (
+    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+    SELECT $2::text, 'peer_joined', $8::text, NULLIF($21::text, ''), $22::jsonb, $23::timestamptz
+    FROM ins
+)
+SELECT id, connection_epoch, connected_at, status FROM ins
 `
 
 type InsertPresenceParams struct {
-	ID              string
+	MaxPresences    int64
 	MeshID          string
-	MemberID        string
 	IdentityKey     string
 	SessionID       string
-	SessionPubkey   *string
-	DisplayName     *string
 	Pid             int32
 	Cwd             string
+	ID              string
+	MemberID        string
+	SessionPubkey   *string
+	DisplayName     *string
 	Hostname        *string
 	PeerType        *string
 	Channel         *string
@@ -262,25 +276,37 @@ type InsertPresenceParams struct {
 	Groups          []byte
 	Visible         bool
 	Profile         []byte
+	ActorName       string
+	AuditPayload    []byte
+	AuditAt         time.Time
 }
 
 type InsertPresenceRow struct {
 	ID              string
 	ConnectionEpoch int64
 	ConnectedAt     time.Time
+	Status          string
 }
 
+// A hello's new presence, in one statement, when the mesh has room: the capacity count (run
+// after LockMeshPresences, in a later statement of the same transaction, so its snapshot
+// sees every presence committed before the lock), a hook status that arrived before the
+// presence existed (the first-turn race: the newest unapplied one no older than 10 s,
+// matched by Claude Code session id, else by (pid, cwd), taken as a hook status), the row,
+// and its peer_joined audit event. No row: the mesh is at capacity (max_presences <= 0: no
+// limit), and nothing was written.
 func (q *Queries) InsertPresence(ctx context.Context, arg InsertPresenceParams) (InsertPresenceRow, error) {
 	row := q.db.QueryRow(ctx, insertPresence,
-		arg.ID,
+		arg.MaxPresences,
 		arg.MeshID,
-		arg.MemberID,
 		arg.IdentityKey,
 		arg.SessionID,
-		arg.SessionPubkey,
-		arg.DisplayName,
 		arg.Pid,
 		arg.Cwd,
+		arg.ID,
+		arg.MemberID,
+		arg.SessionPubkey,
+		arg.DisplayName,
 		arg.Hostname,
 		arg.PeerType,
 		arg.Channel,
@@ -291,9 +317,17 @@ func (q *Queries) InsertPresence(ctx context.Context, arg InsertPresenceParams) 
 		arg.Groups,
 		arg.Visible,
 		arg.Profile,
+		arg.ActorName,
+		arg.AuditPayload,
+		arg.AuditAt,
 	)
 	var i InsertPresenceRow
-	err := row.Scan(&i.ID, &i.ConnectionEpoch, &i.ConnectedAt)
+	err := row.Scan(
+		&i.ID,
+		&i.ConnectionEpoch,
+		&i.ConnectedAt,
+		&i.Status,
+	)
 	return i, err
 }
 
@@ -524,14 +558,28 @@ func (q *Queries) SweepWorkingToIdle(ctx context.Context, ttlSeconds float64) ([
 }
 
 const takeOverPresence = `-- name: TakeOverPresence :one
-UPDATE presences SET
-    instance_id = $1, connection_epoch = connection_epoch + 1, member_id = $2,
-    session_id = $3, session_pubkey = $4, display_name = $5,
-    pid = $6, cwd = $7, hostname = $8, peer_type = $9,
-    channel = $10, model = $11, capabilities = $12,
-    protocol_version = $13, last_seen_at = now(), disconnected_at = NULL
-WHERE mesh_id = $14 AND identity_key = $15 AND ended_at IS NULL
-RETURNING id, connection_epoch, groups, visible, profile, summary, status, connected_at
+
+WITH t AS (
+    UPDATE presences p SET
+        instance_id = $1, connection_epoch = p.connection_epoch + 1, member_id = $2::text,
+        session_id = $3, session_pubkey = $4, display_name = $5,
+        pid = $6, cwd = $7, hostname = $8, peer_type = $9,
+        channel = $10, model = $11, capabilities = $12,
+        protocol_version = $13, last_seen_at = now(), disconnected_at = NULL
+    WHERE p.mesh_id = $14::text AND p.identity_key = $15::text AND p.ended_at IS NULL
+    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
+), released AS (
+    UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
+    FROM t
+    WHERE d.claimed_by = t.id AND d.delivered_at IS NULL
+      AND (d.recipient_presence_id = t.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = $2::text))
+), audited AS (
+    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+    SELECT $14::text, 'session_replaced', $2::text, NULLIF($16::text, ''),
+           jsonb_build_object('pubkey', $17::text, 'presenceId', t.id), $18::timestamptz
+    FROM t
+)
+SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at FROM t
 `
 
 type TakeOverPresenceParams struct {
@@ -550,6 +598,9 @@ type TakeOverPresenceParams struct {
 	ProtocolVersion *int32
 	MeshID          string
 	IdentityKey     string
+	ActorName       string
+	MemberPubkey    string
+	AuditAt         time.Time
 }
 
 type TakeOverPresenceRow struct {
@@ -563,8 +614,11 @@ type TakeOverPresenceRow struct {
 	ConnectedAt     time.Time
 }
 
+// Presences: one per live session identity.
 // A hello for an identity that already has a live presence takes the row over: new socket,
-// new instance, epoch bumped (which fences the old socket), grace window cleared.
+// new instance, epoch bumped (which fences the old socket), grace window cleared. In the
+// same statement, what the old socket held but did not deliver becomes claimable again, and
+// the takeover is enqueued for the audit chain (session_replaced).
 func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresenceParams) (TakeOverPresenceRow, error) {
 	row := q.db.QueryRow(ctx, takeOverPresence,
 		arg.InstanceID,
@@ -582,6 +636,9 @@ func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresencePara
 		arg.ProtocolVersion,
 		arg.MeshID,
 		arg.IdentityKey,
+		arg.ActorName,
+		arg.MemberPubkey,
+		arg.AuditAt,
 	)
 	var i TakeOverPresenceRow
 	err := row.Scan(

@@ -1,13 +1,5 @@
 -- Members: ed25519 identities inside a mesh.
 
--- name: GetLiveMemberByPubkey :one
--- The hello lookup: a non-revoked member of a non-archived mesh.
-SELECT m.id, m.mesh_id, m.peer_pubkey, m.display_name, m.role
-FROM members m
-JOIN meshes s ON s.id = m.mesh_id
-WHERE m.mesh_id = @mesh_id AND m.peer_pubkey = @pubkey
-  AND m.revoked_at IS NULL AND s.archived_at IS NULL;
-
 -- name: InsertMember :one
 INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role)
 VALUES (@id, @mesh_id, @peer_pubkey, @display_name, @role)
@@ -20,3 +12,25 @@ RETURNING id;
 
 -- name: GetMember :one
 SELECT * FROM members WHERE id = @id;
+
+-- name: HelloLookup :one
+-- Everything a hello reads, in one round trip: the mesh's live presences other than the
+-- connecting identity (the capacity check; skipped when count_presences is false), and the
+-- non-revoked member with this pubkey in the non-archived mesh, with what hello_ack reports
+-- (its profile, the mesh's policy) and what its last session left (peer_states). Always one
+-- row: member_id is '' when there is no such member, saved_visible NULL when nothing was
+-- saved.
+SELECT
+    CASE WHEN @count_presences::bool THEN (
+        SELECT count(*) FROM presences p
+        WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.identity_key <> @exclude_identity::text
+    ) ELSE 0 END::bigint AS live_presences,
+    coalesce(m.id, '')::text AS member_id, coalesce(m.peer_pubkey, '')::text AS peer_pubkey,
+    coalesce(m.display_name, '')::text AS display_name, coalesce(m.role, '')::text AS role, m.role_tag,
+    m.default_groups, coalesce(m.message_mode, '')::text AS message_mode, s.self_editable,
+    ps.groups AS saved_groups, ps.profile AS saved_profile, ps.visible AS saved_visible,
+    ps.last_summary AS saved_summary, ps.last_seen_at AS saved_last_seen_at, ps.cumulative_stats AS saved_stats
+FROM (SELECT 1) AS one
+LEFT JOIN (members m JOIN meshes s ON s.id = m.mesh_id AND s.archived_at IS NULL)
+    ON m.mesh_id = @mesh_id AND m.peer_pubkey = @pubkey AND m.revoked_at IS NULL
+LEFT JOIN peer_states ps ON ps.mesh_id = m.mesh_id AND ps.member_id = m.id;

@@ -1,8 +1,5 @@
 -- What a member's sessions carry across connections.
 
--- name: GetPeerState :one
-SELECT * FROM peer_states WHERE mesh_id = @mesh_id AND member_id = @member_id;
-
 -- name: SavePeerState :exec
 INSERT INTO peer_states (mesh_id, member_id, groups, profile, visible, last_summary, last_display_name, last_seen_at)
 VALUES (@mesh_id, @member_id, @groups, @profile, @visible, sqlc.narg(last_summary), sqlc.narg(last_display_name), now())

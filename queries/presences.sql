@@ -1,33 +1,72 @@
 -- Presences: one per live session identity.
 
--- name: CountLivePresences :one
--- The hello capacity check, across every instance (grace-window presences included), not
--- counting the identity that is connecting (its reconnect takes its own presence over).
-SELECT count(*) FROM presences
-WHERE mesh_id = @mesh_id AND ended_at IS NULL AND identity_key <> @exclude_identity::text;
-
 -- name: TakeOverPresence :one
 -- A hello for an identity that already has a live presence takes the row over: new socket,
--- new instance, epoch bumped (which fences the old socket), grace window cleared.
-UPDATE presences SET
-    instance_id = @instance_id, connection_epoch = connection_epoch + 1, member_id = @member_id,
-    session_id = @session_id, session_pubkey = sqlc.narg(session_pubkey), display_name = sqlc.narg(display_name),
-    pid = @pid, cwd = @cwd, hostname = sqlc.narg(hostname), peer_type = sqlc.narg(peer_type),
-    channel = sqlc.narg(channel), model = sqlc.narg(model), capabilities = @capabilities,
-    protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
-WHERE mesh_id = @mesh_id AND identity_key = @identity_key AND ended_at IS NULL
-RETURNING id, connection_epoch, groups, visible, profile, summary, status, connected_at;
+-- new instance, epoch bumped (which fences the old socket), grace window cleared. In the
+-- same statement, what the old socket held but did not deliver becomes claimable again, and
+-- the takeover is enqueued for the audit chain (session_replaced).
+WITH t AS (
+    UPDATE presences p SET
+        instance_id = @instance_id, connection_epoch = p.connection_epoch + 1, member_id = @member_id::text,
+        session_id = @session_id, session_pubkey = sqlc.narg(session_pubkey), display_name = sqlc.narg(display_name),
+        pid = @pid, cwd = @cwd, hostname = sqlc.narg(hostname), peer_type = sqlc.narg(peer_type),
+        channel = sqlc.narg(channel), model = sqlc.narg(model), capabilities = @capabilities,
+        protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
+    WHERE p.mesh_id = @mesh_id::text AND p.identity_key = @identity_key::text AND p.ended_at IS NULL
+    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
+), released AS (
+    UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
+    FROM t
+    WHERE d.claimed_by = t.id AND d.delivered_at IS NULL
+      AND (d.recipient_presence_id = t.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = @member_id::text))
+), audited AS (
+    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+    SELECT @mesh_id::text, 'session_replaced', @member_id::text, NULLIF(@actor_name::text, ''),
+           jsonb_build_object('pubkey', @member_pubkey::text, 'presenceId', t.id), @audit_at::timestamptz
+    FROM t
+)
+SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at FROM t;
 
 -- name: InsertPresence :one
-INSERT INTO presences (
-    id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
-    hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
-    visible, profile)
-VALUES (
-    @id, @mesh_id, @member_id, @identity_key, @session_id, sqlc.narg(session_pubkey), sqlc.narg(display_name),
-    @pid, @cwd, sqlc.narg(hostname), sqlc.narg(peer_type), sqlc.narg(channel), sqlc.narg(model),
-    @capabilities, sqlc.narg(protocol_version), @instance_id, @groups, @visible, @profile)
-RETURNING id, connection_epoch, connected_at;
+-- A hello's new presence, in one statement, when the mesh has room: the capacity count (run
+-- after LockMeshPresences, in a later statement of the same transaction, so its snapshot
+-- sees every presence committed before the lock), a hook status that arrived before the
+-- presence existed (the first-turn race: the newest unapplied one no older than 10 s,
+-- matched by Claude Code session id, else by (pid, cwd), taken as a hook status), the row,
+-- and its peer_joined audit event. No row: the mesh is at capacity (max_presences <= 0: no
+-- limit), and nothing was written.
+WITH room AS (
+    SELECT @max_presences::bigint <= 0 OR count(*) < @max_presences::bigint AS ok
+    FROM presences p WHERE p.mesh_id = @mesh_id::text AND p.ended_at IS NULL AND p.identity_key <> @identity_key::text
+), pending AS (
+    UPDATE pending_statuses SET applied_at = now()
+    WHERE id = (
+        SELECT ps.id FROM pending_statuses ps
+        WHERE ps.applied_at IS NULL AND ps.created_at >= now() - interval '10 seconds'
+          AND ((ps.session_id IS NOT NULL AND ps.session_id = @session_id::text) OR (ps.pid = @pid::int AND ps.cwd = @cwd::text))
+        ORDER BY ps.created_at DESC, ps.id DESC
+        LIMIT 1
+    ) AND (SELECT ok FROM room)
+    RETURNING status
+), ins AS (
+    INSERT INTO presences (
+        id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
+        hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
+        visible, profile, status, status_source)
+    SELECT
+        @id::text, @mesh_id::text, @member_id::text, @identity_key::text, @session_id::text, sqlc.narg(session_pubkey)::text, sqlc.narg(display_name)::text,
+        @pid::int, @cwd::text, sqlc.narg(hostname)::text, sqlc.narg(peer_type)::text, sqlc.narg(channel)::text, sqlc.narg(model)::text,
+        @capabilities::text[], sqlc.narg(protocol_version)::int, sqlc.narg(instance_id)::text, @groups::jsonb, @visible::bool, @profile::jsonb,
+        coalesce((SELECT status FROM pending), 'idle'),
+        CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END
+    WHERE (SELECT ok FROM room)
+    RETURNING id, connection_epoch, connected_at, status
+), audited AS (
+    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+    SELECT @mesh_id::text, 'peer_joined', @member_id::text, NULLIF(@actor_name::text, ''), @audit_payload::jsonb, @audit_at::timestamptz
+    FROM ins
+)
+SELECT id, connection_epoch, connected_at, status FROM ins;
 
 -- name: EndPresence :one
 -- Ends a presence if this socket (epoch) still owns it.
@@ -35,10 +74,22 @@ UPDATE presences SET ended_at = now(), end_reason = @reason
 WHERE id = @id AND connection_epoch = @epoch AND ended_at IS NULL
 RETURNING id, mesh_id, member_id, session_pubkey, display_name, groups, visible, profile, summary, stats;
 
--- name: DisconnectPresence :execrows
--- The socket dropped: the presence stays for the grace window.
-UPDATE presences SET disconnected_at = now(), instance_id = NULL
-WHERE id = @id AND connection_epoch = @epoch AND ended_at IS NULL;
+-- name: DisconnectPresence :one
+-- The socket dropped: the presence stays for the grace window, and what the socket held but
+-- did not deliver is claimable again. Both only while this socket (epoch) still owns the
+-- presence: a reconnect that already took it over may hold leases of its own by now, and
+-- releasing those would deliver its messages twice. Returns 1, or 0 when taken over.
+WITH p AS (
+    UPDATE presences pr SET disconnected_at = now(), instance_id = NULL
+    WHERE pr.id = @id AND pr.connection_epoch = @epoch AND pr.ended_at IS NULL
+    RETURNING pr.id, pr.member_id
+), released AS (
+    UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
+    FROM p
+    WHERE d.claimed_by = p.id AND d.delivered_at IS NULL
+      AND (d.recipient_presence_id = p.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = p.member_id))
+)
+SELECT count(*) FROM p;
 
 -- name: TouchPresence :exec
 UPDATE presences SET last_seen_at = now()

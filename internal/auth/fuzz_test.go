@@ -11,9 +11,8 @@ import (
 // nothingStore answers as an empty database would; the fuzzer exercises the pure checks.
 type nothingStore struct{}
 
-func (nothingStore) LivePresences(context.Context, string, string) (int64, error) { return 0, nil }
-func (nothingStore) Member(context.Context, string, string) (Member, bool, error) {
-	return Member{}, false, nil
+func (nothingStore) Lookup(context.Context, string, string, string, bool) (Facts, error) {
+	return Facts{}, nil
 }
 func (nothingStore) RememberSignature(context.Context, string, string, time.Time) (bool, error) {
 	return true, nil

@@ -23,23 +23,47 @@ const Skew = 60 * time.Second
 // ±Skew window, so a captured hello can never be replayed.
 const ReplayWindow = 2 * time.Minute
 
-// Member is the authenticated member a hello resolved to.
+// Member is the authenticated member a hello resolved to, with what the session's
+// hello_ack needs about it (read in the same lookup, so a hello costs one read).
 type Member struct {
 	ID          string
 	MeshID      string
 	Pubkey      string
 	DisplayName string
 	Role        string
+
+	RoleTag       *string
+	DefaultGroups []byte // jsonb array
+	MessageMode   string
+	MeshPolicy    []byte      // the mesh's self_editable policy (jsonb)
+	Saved         *SavedState // what the member's last session left; nil when nothing
+}
+
+// SavedState is a member's peer state, restored into a new session (hello_ack restore).
+type SavedState struct {
+	Groups     []byte // jsonb
+	Profile    []byte // jsonb
+	Visible    bool
+	Summary    *string
+	LastSeenAt *time.Time
+	Stats      []byte // jsonb
+}
+
+// Facts is what one database lookup tells verification.
+type Facts struct {
+	// LivePresences counts the mesh's live presences on every instance, except the one of
+	// the connecting identity (which a reconnect takes over). Zero when not asked for.
+	LivePresences int64
+	// Member is the non-revoked member with the hello's pubkey in the non-archived mesh,
+	// when Found.
+	Member Member
+	Found  bool
 }
 
 // Store is what verification needs from the database.
 type Store interface {
-	// LivePresences counts the mesh's live presences on every instance, except the one of
-	// excludeIdentity (the connecting session's own, which a reconnect takes over).
-	LivePresences(ctx context.Context, meshID, excludeIdentity string) (int64, error)
-	// Member finds the non-revoked member with this pubkey in a non-archived mesh;
-	// found=false when there is none.
-	Member(ctx context.Context, meshID, pubkey string) (m Member, found bool, err error)
+	// Lookup reads the Facts for a hello in one go; countPresences=false skips the count.
+	Lookup(ctx context.Context, meshID, pubkey, excludeIdentity string, countPresences bool) (Facts, error)
 	// RememberSignature records an accepted hello signature until expires; fresh=false when
 	// it was already recorded (a replay).
 	RememberSignature(ctx context.Context, signature, meshID string, expires time.Time) (fresh bool, err error)
@@ -69,15 +93,14 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 	if h.SessionPubkey != "" && !protocol.IsLowerHex(h.SessionPubkey, 64) {
 		return Member{}, reject(protocol.CodeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex chars")
 	}
+	// One read serves checks 2 and 6 (it is only data: the checks still run in order).
+	facts, err := st.Lookup(ctx, h.MeshID, h.Pubkey, IdentityKey(h.MemberID, h), opt.MaxPresencesPerMesh > 0)
+	if err != nil {
+		return Member{}, err
+	}
 	// 2. capacity, across all instances
-	if opt.MaxPresencesPerMesh > 0 {
-		n, err := st.LivePresences(ctx, h.MeshID, IdentityKey(h.MemberID, h))
-		if err != nil {
-			return Member{}, err
-		}
-		if n >= opt.MaxPresencesPerMesh {
-			return Member{}, reject(protocol.CodeCapacity, "mesh at connection capacity")
-		}
+	if opt.MaxPresencesPerMesh > 0 && facts.LivePresences >= opt.MaxPresencesPerMesh {
+		return Member{}, reject(protocol.CodeCapacity, "mesh at connection capacity")
 	}
 	// 3. timestamp
 	if !h.HasTimestamp || absDuration(now.Sub(time.UnixMilli(h.Timestamp))) > Skew {
@@ -92,11 +115,8 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 		return Member{}, reject(protocol.CodeBadSignature, "hello rejected: bad_signature")
 	}
 	// 6. membership
-	m, found, err := st.Member(ctx, h.MeshID, h.Pubkey)
-	if err != nil {
-		return Member{}, err
-	}
-	if !found || (h.MemberID != "" && h.MemberID != m.ID) {
+	m := facts.Member
+	if !facts.Found || (h.MemberID != "" && h.MemberID != m.ID) {
 		return Member{}, reject(protocol.CodeUnauthorized, "pubkey not found in mesh")
 	}
 	// 7. session key proof

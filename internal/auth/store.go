@@ -2,11 +2,8 @@ package auth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
 )
@@ -14,25 +11,29 @@ import (
 // PGStore is the Store on the broker's Postgres.
 type PGStore struct{ Q *db.Queries }
 
-// LivePresences implements Store.
-func (s PGStore) LivePresences(ctx context.Context, meshID, excludeIdentity string) (int64, error) {
-	n, err := s.Q.CountLivePresences(ctx, db.CountLivePresencesParams{MeshID: meshID, ExcludeIdentity: excludeIdentity})
+// Lookup implements Store.
+func (s PGStore) Lookup(ctx context.Context, meshID, pubkey, excludeIdentity string, countPresences bool) (Facts, error) {
+	r, err := s.Q.HelloLookup(ctx, db.HelloLookupParams{
+		CountPresences: countPresences, MeshID: meshID, ExcludeIdentity: excludeIdentity, Pubkey: pubkey,
+	})
 	if err != nil {
-		return 0, fmt.Errorf("count live presences: %w", err)
+		return Facts{}, fmt.Errorf("hello lookup: %w", err)
 	}
-	return n, nil
-}
-
-// Member implements Store.
-func (s PGStore) Member(ctx context.Context, meshID, pubkey string) (Member, bool, error) {
-	r, err := s.Q.GetLiveMemberByPubkey(ctx, db.GetLiveMemberByPubkeyParams{MeshID: meshID, Pubkey: pubkey})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Member{}, false, nil
+	f := Facts{LivePresences: r.LivePresences, Found: r.MemberID != ""}
+	if !f.Found {
+		return f, nil
 	}
-	if err != nil {
-		return Member{}, false, fmt.Errorf("look up member: %w", err)
+	f.Member = Member{
+		ID: r.MemberID, MeshID: meshID, Pubkey: r.PeerPubkey, DisplayName: r.DisplayName, Role: r.Role,
+		RoleTag: r.RoleTag, DefaultGroups: r.DefaultGroups, MessageMode: r.MessageMode, MeshPolicy: r.SelfEditable,
 	}
-	return Member{ID: r.ID, MeshID: r.MeshID, Pubkey: r.PeerPubkey, DisplayName: r.DisplayName, Role: r.Role}, true, nil
+	if r.SavedVisible != nil {
+		f.Member.Saved = &SavedState{
+			Groups: r.SavedGroups, Profile: r.SavedProfile, Visible: *r.SavedVisible,
+			Summary: r.SavedSummary, LastSeenAt: r.SavedLastSeenAt, Stats: r.SavedStats,
+		}
+	}
+	return f, nil
 }
 
 // RememberSignature implements Store.

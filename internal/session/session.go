@@ -179,7 +179,18 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 		cancel()
 		return
 	}
-	member, err := auth.VerifyHello(hctx, auth.PGStore{Q: h.q}, hello, time.Now(), auth.Options{
+	// Verification and the presence share one transaction: one commit per hello, and the
+	// remembered signature commits with the presence it admitted.
+	tx, err := h.pool.Begin(hctx)
+	if err != nil {
+		cancel()
+		h.log.Warn("hello: begin", "err", err)
+		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
+		return
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
+	q := db.New(tx)
+	member, err := auth.VerifyHello(hctx, auth.PGStore{Q: q}, hello, time.Now(), auth.Options{
 		MaxPresencesPerMesh: int64(h.cfg.MaxPresencesPerMesh), RequireSessionProof: h.cfg.RequireSessionProof,
 	})
 	var rej *auth.Rejection
@@ -213,7 +224,12 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	if hello.DisplayName != "" {
 		s.name = hello.DisplayName
 	}
-	ack, fresh, restored, err := h.attach(hctx, s)
+	ack, fresh, restored, err := h.attach(hctx, q, s)
+	if err == nil {
+		if err = tx.Commit(hctx); err != nil {
+			err = fmt.Errorf("commit hello: %w", err)
+		}
+	}
 	cancel()
 	if errors.Is(err, errCapacity) {
 		h.metrics.ConnectionsRejected.WithLabelValues(protocol.CodeCapacity).Inc()
@@ -290,136 +306,104 @@ func rawOr(b []byte, def string) json.RawMessage {
 }
 
 // attach creates the presence for a hello, or takes the live one with the same identity
-// over. fresh is false for a takeover or a reconnect inside the grace window (no
-// peer_joined is announced then).
-func (h *Hub) attach(ctx context.Context, s *Session) (ack helloAck, fresh bool, restored *restoredState, err error) {
-	hl := s.hello
-	err = pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		mem, err := q.GetMember(ctx, s.member.ID)
-		if err != nil {
-			return fmt.Errorf("load member: %w", err)
-		}
-		mesh, err := q.GetMesh(ctx, s.member.MeshID)
-		if err != nil {
-			return fmt.Errorf("load mesh: %w", err)
-		}
-		ps, err := q.GetPeerState(ctx, db.GetPeerStateParams{MeshID: mesh.ID, MemberID: mem.ID})
-		hasState := err == nil
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("load peer state: %w", err)
-		}
-		ack = helloAck{Type: "hello_ack", MemberDisplayName: s.name, MeshPolicy: mesh.SelfEditable,
-			MemberProfile: memberProfile{RoleTag: mem.RoleTag, Groups: rawOr(mem.DefaultGroups, "[]"), MessageMode: mem.MessageMode}}
+// over, inside the hello's transaction (q). fresh is false for a takeover or a reconnect
+// inside the grace window (no peer_joined is announced then). A hello costs few round
+// trips: the member, mesh and peer state came with the hello lookup; a takeover is one
+// statement, a new presence two (the per-mesh lock, then count + insert + audit).
+func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloAck, fresh bool, restored *restoredState, err error) {
+	hl, mem := s.hello, s.member
+	ack = helloAck{Type: "hello_ack", MemberDisplayName: s.name, MeshPolicy: mem.MeshPolicy,
+		MemberProfile: memberProfile{RoleTag: mem.RoleTag, Groups: rawOr(mem.DefaultGroups, "[]"), MessageMode: mem.MessageMode}}
 
-		groups, _ := json.Marshal(hl.Groups)
-		if len(hl.Groups) == 0 {
-			groups = []byte("[]")
-			if hasState && len(ps.Groups) > 2 {
-				groups = ps.Groups
-				ack.RestoredGroups = ps.Groups
-			} else if len(mem.DefaultGroups) > 0 {
-				groups = mem.DefaultGroups
-			}
+	groups, _ := json.Marshal(hl.Groups)
+	ps := mem.Saved
+	if len(hl.Groups) == 0 {
+		groups = []byte("[]")
+		if ps != nil && len(ps.Groups) > 2 {
+			groups = ps.Groups
+			ack.RestoredGroups = ps.Groups
+		} else if len(mem.DefaultGroups) > 0 {
+			groups = mem.DefaultGroups
 		}
-		visible, profile := true, []byte("{}")
-		if hasState {
-			visible, profile = ps.Visible, ps.Profile
-			ack.Restored = true
-			if ps.LastSummary != nil {
-				ack.LastSummary = *ps.LastSummary
-			}
-			if ps.LastSeenAt != nil {
-				ack.LastSeenAt = audit.FormatTime(*ps.LastSeenAt)
-			}
-			ack.RestoredStats = ps.CumulativeStats
-			restored = &restoredState{lastSeenAt: ack.LastSeenAt, summary: ack.LastSummary}
+	}
+	visible, profile := true, []byte("{}")
+	if ps != nil {
+		visible, profile = ps.Visible, ps.Profile
+		ack.Restored = true
+		if ps.Summary != nil {
+			ack.LastSummary = *ps.Summary
 		}
-		ack.groupsJSON = groups
+		if ps.LastSeenAt != nil {
+			ack.LastSeenAt = audit.FormatTime(*ps.LastSeenAt)
+		}
+		ack.RestoredStats = ps.Stats
+		restored = &restoredState{lastSeenAt: ack.LastSeenAt, summary: ack.LastSummary}
+	}
+	ack.groupsJSON = groups
 
-		instance := h.cfg.InstanceID
-		str := func(v string) *string {
-			if v == "" {
-				return nil
-			}
-			return &v
+	instance := h.cfg.InstanceID
+	str := func(v string) *string {
+		if v == "" {
+			return nil
 		}
-		var pv *int32
-		if hl.ProtocolVersion != nil {
-			v := int32(*hl.ProtocolVersion)
-			pv = &v
-		}
-		caps := hl.Capabilities
-		if caps == nil {
-			caps = []string{}
-		}
-		key := auth.IdentityKey(mem.ID, hl)
-		to, err := q.TakeOverPresence(ctx, db.TakeOverPresenceParams{
-			InstanceID: &instance, MemberID: mem.ID, SessionID: hl.SessionID, SessionPubkey: str(hl.SessionPubkey),
-			DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd, Hostname: str(hl.Hostname),
-			PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model), Capabilities: caps,
-			ProtocolVersion: pv, MeshID: mesh.ID, IdentityKey: key,
-		})
-		if err == nil {
-			s.presenceID, s.epoch = to.ID, to.ConnectionEpoch
-			ack.PresenceID = to.ID
-			h.metrics.Takeovers.Inc()
-			ack.groupsJSON = to.Groups
-			// Whatever the old socket held but did not deliver is claimable by this one.
-			if _, err := q.ReleaseLeases(ctx, db.ReleaseLeasesParams{PresenceID: &to.ID, MemberID: mem.ID}); err != nil {
-				return fmt.Errorf("release leases: %w", err)
-			}
-			fresh = false
-			return audit.Enqueue(ctx, q, []audit.Event{{
-				MeshID: mesh.ID, Type: "session_replaced", ActorID: mem.ID, ActorName: s.name,
-				Payload: map[string]any{"pubkey": mem.PeerPubkey, "presenceId": to.ID},
-			}}, time.Now())
-		}
-		if !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("take over presence: %w", err)
-		}
-		// A new presence counts against the mesh's capacity: check again under a per-mesh
-		// lock, so concurrent hellos cannot all slip under the limit together.
-		if h.cfg.MaxPresencesPerMesh > 0 {
-			if err := q.LockMeshPresences(ctx, mesh.ID); err != nil {
-				return fmt.Errorf("lock mesh presences: %w", err)
-			}
-			n, err := q.CountLivePresences(ctx, db.CountLivePresencesParams{MeshID: mesh.ID, ExcludeIdentity: key})
-			if err != nil {
-				return fmt.Errorf("count presences: %w", err)
-			}
-			if n >= int64(h.cfg.MaxPresencesPerMesh) {
-				return errCapacity
-			}
-		}
-		ins, err := q.InsertPresence(ctx, db.InsertPresenceParams{
-			ID: ids.New(), MeshID: mesh.ID, MemberID: mem.ID, IdentityKey: key, SessionID: hl.SessionID,
-			SessionPubkey: str(hl.SessionPubkey), DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd,
-			Hostname: str(hl.Hostname), PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model),
-			Capabilities: caps, ProtocolVersion: pv, InstanceID: &instance, Groups: groups, Visible: visible, Profile: profile,
-		})
-		if err != nil {
-			return fmt.Errorf("insert presence: %w", err)
-		}
-		s.presenceID, s.epoch = ins.ID, ins.ConnectionEpoch
-		ack.PresenceID = ins.ID
-		fresh = true
-		// A hook signal that arrived before this presence existed (the first-turn race).
-		pending, err := q.TakePendingStatus(ctx, db.TakePendingStatusParams{HelloSessionID: hl.SessionID, HelloPid: int32(hl.Pid), HelloCwd: hl.Cwd})
-		if err == nil {
-			if _, err := q.WriteStatus(ctx, db.WriteStatusParams{ID: ins.ID, Status: pending, Source: "hook", FreshSeconds: h.cfg.HookFreshWindow.Seconds()}); err != nil {
-				return fmt.Errorf("apply pending status: %w", err)
-			}
-		} else if !errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("pending status: %w", err)
-		}
-		// Enqueued, not appended: the chain's per-mesh lock stays off the hello path.
-		return audit.Enqueue(ctx, q, []audit.Event{{
-			MeshID: mesh.ID, Type: "peer_joined", ActorID: mem.ID, ActorName: s.name,
-			Payload: map[string]any{"pubkey": mem.PeerPubkey, "groups": json.RawMessage(groups), "restored": hasState},
-		}}, time.Now())
+		return &v
+	}
+	var pv *int32
+	if hl.ProtocolVersion != nil {
+		v := int32(*hl.ProtocolVersion)
+		pv = &v
+	}
+	caps := hl.Capabilities
+	if caps == nil {
+		caps = []string{}
+	}
+	key := auth.IdentityKey(mem.ID, hl)
+	auditAt := audit.TruncateToMillis(time.Now())
+	to, err := q.TakeOverPresence(ctx, db.TakeOverPresenceParams{
+		InstanceID: &instance, MemberID: mem.ID, SessionID: hl.SessionID, SessionPubkey: str(hl.SessionPubkey),
+		DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd, Hostname: str(hl.Hostname),
+		PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model), Capabilities: caps,
+		ProtocolVersion: pv, MeshID: mem.MeshID, IdentityKey: key,
+		ActorName: s.name, MemberPubkey: mem.Pubkey, AuditAt: auditAt,
 	})
-	return ack, fresh, restored, err
+	if err == nil {
+		s.presenceID, s.epoch = to.ID, to.ConnectionEpoch
+		ack.PresenceID = to.ID
+		h.metrics.Takeovers.Inc()
+		ack.groupsJSON = to.Groups
+		return ack, false, restored, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return ack, false, nil, fmt.Errorf("take over presence: %w", err)
+	}
+	// A new presence counts against the mesh's capacity: the count runs under a per-mesh
+	// lock, so concurrent hellos cannot all slip under the limit together.
+	if h.cfg.MaxPresencesPerMesh > 0 {
+		if err := q.LockMeshPresences(ctx, mem.MeshID); err != nil {
+			return ack, false, nil, fmt.Errorf("lock mesh presences: %w", err)
+		}
+	}
+	payload, err := json.Marshal(map[string]any{"pubkey": mem.Pubkey, "groups": json.RawMessage(groups), "restored": ps != nil})
+	if err != nil {
+		return ack, false, nil, fmt.Errorf("peer_joined audit payload: %w", err)
+	}
+	ins, err := q.InsertPresence(ctx, db.InsertPresenceParams{
+		MaxPresences: int64(h.cfg.MaxPresencesPerMesh),
+		ID:           ids.New(), MeshID: mem.MeshID, MemberID: mem.ID, IdentityKey: key, SessionID: hl.SessionID,
+		SessionPubkey: str(hl.SessionPubkey), DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd,
+		Hostname: str(hl.Hostname), PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model),
+		Capabilities: caps, ProtocolVersion: pv, InstanceID: &instance, Groups: groups, Visible: visible, Profile: profile,
+		ActorName: s.name, AuditPayload: payload, AuditAt: auditAt,
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ack, false, nil, errCapacity
+	}
+	if err != nil {
+		return ack, false, nil, fmt.Errorf("insert presence: %w", err)
+	}
+	s.presenceID, s.epoch = ins.ID, ins.ConnectionEpoch
+	ack.PresenceID = ins.ID
+	return ack, true, restored, nil
 }
 
 func (s *Session) send(v any) {
@@ -597,9 +581,6 @@ func (s *Session) finish(ctx context.Context) {
 	default: // dropped, liveness, slow consumer, drain: keep the presence for the grace window
 		if _, err := h.q.DisconnectPresence(fctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
 			h.log.Warn("disconnect presence", "presence", pid, "err", err)
-		}
-		if _, err := h.q.ReleaseLeases(fctx, db.ReleaseLeasesParams{PresenceID: &pid, MemberID: s.member.ID}); err != nil {
-			h.log.Warn("release leases", "presence", pid, "err", err)
 		}
 	}
 }
