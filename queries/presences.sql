@@ -4,16 +4,22 @@
 -- A hello for an identity that already has a live presence takes the row over: new socket,
 -- new instance, epoch bumped (which fences the old socket), grace window cleared. In the
 -- same statement, what the old socket held but did not deliver becomes claimable again, and
--- the takeover is enqueued for the audit chain (session_replaced).
-WITH t AS (
+-- the takeover is enqueued for the audit chain (session_replaced). had_socket: the presence
+-- was held by a socket (not in its grace window), which must be told to close.
+WITH old AS (
+    SELECT o.id, (o.disconnected_at IS NULL)::bool AS had_socket FROM presences o
+    WHERE o.mesh_id = @mesh_id::text AND o.identity_key = @identity_key::text AND o.ended_at IS NULL
+    FOR UPDATE
+), t AS (
     UPDATE presences p SET
         instance_id = @instance_id, connection_epoch = p.connection_epoch + 1, member_id = @member_id::text,
         session_id = @session_id, session_pubkey = sqlc.narg(session_pubkey), display_name = sqlc.narg(display_name),
         pid = @pid, cwd = @cwd, hostname = sqlc.narg(hostname), peer_type = sqlc.narg(peer_type),
         channel = sqlc.narg(channel), model = sqlc.narg(model), capabilities = @capabilities,
         protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
-    WHERE p.mesh_id = @mesh_id::text AND p.identity_key = @identity_key::text AND p.ended_at IS NULL
-    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
+    FROM old
+    WHERE p.id = old.id
+    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at, old.had_socket
 ), released AS (
     UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
     FROM t
@@ -25,7 +31,7 @@ WITH t AS (
            jsonb_build_object('pubkey', @member_pubkey::text, 'presenceId', t.id), @audit_at::timestamptz
     FROM t
 )
-SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at FROM t;
+SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at, had_socket FROM t;
 
 -- name: InsertPresence :one
 -- A hello's new presence, in one statement, when the mesh has room: the capacity count (run

@@ -56,6 +56,7 @@ type Session struct {
 	presenceID string
 	epoch      int64
 	clientAck  bool
+	kickOld    bool // the hello took over a presence that a socket (on any instance) still held
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
@@ -245,7 +246,7 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	s.ctx = ctx
 	s.nextPing.Store(time.Now().Add(pingInterval).UnixNano())
 	h.register(s)
-	if s.epoch > 1 {
+	if s.kickOld { // a reconnect inside the grace window has no old socket to close
 		h.publish(ctx, notifier.KickPayload(s.presenceID, s.epoch))
 	}
 	s.send(ack)
@@ -371,6 +372,7 @@ func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloA
 		ack.PresenceID = to.ID
 		h.metrics.Takeovers.Inc()
 		ack.groupsJSON = to.Groups
+		s.kickOld = to.HadSocket
 		return ack, false, restored, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
