@@ -56,7 +56,7 @@ type Session struct {
 	presenceID string
 	epoch      int64
 	clientAck  bool
-	kickOld    bool // the hello took over a presence that a socket (on any instance) still held
+	kickOld    bool   // the hello took over a presence that a socket (on any instance) still held
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
