@@ -39,6 +39,12 @@ type envelope struct {
 	ReqID json.RawMessage `json:"_reqId"`
 }
 
+// sendFrame is a send frame decoded in one pass.
+type sendFrame struct {
+	envelope
+	Send
+}
+
 // newBody returns a pointer to the body type for a frame type, or nil if the broker does
 // not handle that type (unknown types are ignored, as clients of several brokers expect).
 func newBody(t string) any {
@@ -85,6 +91,12 @@ func Decode(data []byte) (Frame, error) {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Frame{}, ErrNotObject
+	}
+	// The hot frame, send, in one JSON pass: envelope and body together. Anything else (or
+	// a send this does not decode) takes the general path, which reports errors per type.
+	var sf sendFrame
+	if err := json.Unmarshal(data, &sf); err == nil && sf.Type != nil && *sf.Type == "send" {
+		return Frame{Type: "send", ReqID: echoable(sf.ReqID), Body: &sf.Send}, nil
 	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"encoding/json"
 	"errors"
 	"testing"
 )
@@ -104,6 +105,41 @@ func TestDecodeEveryKnownType(t *testing.T) {
 		f, err := Decode([]byte(in))
 		if err != nil || f.Type != typ || f.Body == nil {
 			t.Errorf("%s: %+v %v", typ, f, err)
+		}
+	}
+}
+
+// TestSendFastPathMatchesGeneralPath: the one-pass decoding of send frames yields what
+// decoding the envelope and the body separately yields, for valid and invalid sends.
+func TestSendFastPathMatchesGeneralPath(t *testing.T) {
+	for _, in := range []string{
+		`{"type":"send","targetSpec":"*","priority":"now","nonce":"n","ciphertext":"Y3Q=","_reqId":"r1","clientMessageId":"c1"}`,
+		`{"_reqId":7,"ciphertext":"x","type":"send","targetSpec":"@g","priority":"low","nonce":"n","id":"i"}`,
+		`{"type":"send","targetSpec":"abc","priority":"now","nonce":"n","ciphertext":"x","_reqId":{"no":"echo"}}`,
+		`{"type":"send","TargetSpec":"case-insensitive keys","priority":"next","nonce":"n","ciphertext":"x"}`,
+		`{"type":"send","targetSpec":5,"priority":"now","nonce":"n","ciphertext":"x"}`,
+		`{"type":"send","targetSpec":"a","priority":"now","nonce":"n","ciphertext":"x","unknown":[1,2]}`,
+	} {
+		got, gotErr := Decode([]byte(in))
+		var env envelope
+		if err := json.Unmarshal([]byte(in), &env); err != nil {
+			t.Fatalf("%s: envelope: %v", in, err)
+		}
+		var body Send
+		wantErr := json.Unmarshal([]byte(in), &body)
+		if (gotErr != nil) != (wantErr != nil) {
+			t.Errorf("%s: error %v, general path's %v", in, gotErr, wantErr)
+			continue
+		}
+		if gotErr != nil {
+			var de *DecodeError
+			if !errors.As(gotErr, &de) || de.Type != "send" {
+				t.Errorf("%s: error %v is not a send DecodeError", in, gotErr)
+			}
+			continue
+		}
+		if got.Type != "send" || string(got.ReqID) != string(echoable(env.ReqID)) || *got.Body.(*Send) != body {
+			t.Errorf("%s: decoded %+v %+v, want reqId %s body %+v", in, got, got.Body, echoable(env.ReqID), body)
 		}
 	}
 }
