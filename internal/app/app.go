@@ -124,6 +124,8 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	router := delivery.NewRouter(pool, cfg.QueueTTL)
 	defer router.Close()
 	router.OnGrantDrop = func(cap string) { m.MessagesDroppedByGrant.WithLabelValues(cap).Inc() }
+	chainer := audit.NewChainer(pool, log.With("subsystem", "audit"))
+	router.OnAudited = chainer.Note
 	router.OnBatch = func(n int, took time.Duration) {
 		m.SendBatchSize.Observe(float64(n))
 		m.SendBatchDuration.Observe(took.Seconds())
@@ -200,9 +202,10 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
 	go listener.Run(bg)
 	go hub.Run(bg)
-	// Audit events are linked into their chains every 100 ms: often enough that the chain
-	// trails the messages by a blink, rarely enough to cost nothing on the send path.
-	go audit.RunChainer(bg, pool, 100*time.Millisecond, log.With("subsystem", "audit"))
+	// Audit events are linked into their chains every 100 ms for meshes that just sent
+	// (the chain trails the messages by a blink, and the send path never waits on the chain
+	// lock), and every 2 s for whatever else is pending.
+	go chainer.Run(bg, 100*time.Millisecond, 2*time.Second)
 	go hub.SweepStatuses(bg)
 	go hub.Purge(bg)
 	go hub.Maintain(bg, cfg.PresenceGrace, session.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -207,28 +208,66 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 	}
 }
 
-// RunChainer links pending events of every mesh every interval until ctx
-// ends. Any number of instances may run it: the chain lock serialises them per mesh.
-func RunChainer(ctx context.Context, pool *pgxpool.Pool, interval time.Duration, log *slog.Logger) {
-	q := db.New(pool)
-	t := time.NewTicker(interval)
+// Chainer links pending events into their meshes' chains. Meshes noted by the send path
+// (Note) are chained on the next tick; every sweep interval it also asks the database which
+// meshes have pending events (events enqueued elsewhere: hellos, closes, other instances'
+// sends whose chainer died). Any number of instances may run one: the chain lock
+// serialises them per mesh.
+type Chainer struct {
+	pool *pgxpool.Pool
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	noted map[string]struct{} // guarded by mu
+}
+
+// NewChainer returns a Chainer; start it with Run.
+func NewChainer(pool *pgxpool.Pool, log *slog.Logger) *Chainer {
+	return &Chainer{pool: pool, log: log, noted: map[string]struct{}{}}
+}
+
+// Note marks meshes that have just enqueued events. Safe for concurrent use.
+func (c *Chainer) Note(meshIDs ...string) {
+	c.mu.Lock()
+	for _, m := range meshIDs {
+		c.noted[m] = struct{}{}
+	}
+	c.mu.Unlock()
+}
+
+// Run chains noted meshes every tick and all meshes with pending events every sweep, until
+// ctx ends.
+func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
+	q := db.New(c.pool)
+	t := time.NewTicker(tick)
 	defer t.Stop()
+	var lastSweep time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		meshes, err := q.MeshesWithPendingAudit(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				log.Warn("audit chainer", "err", err)
+		c.mu.Lock()
+		meshes := make([]string, 0, len(c.noted))
+		for m := range c.noted {
+			meshes = append(meshes, m)
+		}
+		clear(c.noted)
+		c.mu.Unlock()
+		if time.Since(lastSweep) >= sweep {
+			lastSweep = time.Now()
+			all, err := q.MeshesWithPendingAudit(ctx)
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("audit chainer", "err", err)
 			}
-			continue
+			meshes = append(meshes, all...)
+			slices.Sort(meshes)
+			meshes = slices.Compact(meshes)
 		}
 		for _, m := range meshes {
-			if _, err := ChainPending(ctx, pool, m); err != nil && ctx.Err() == nil {
-				log.Warn("audit chainer", "mesh", m, "err", err)
+			if _, err := ChainPending(ctx, c.pool, m); err != nil && ctx.Err() == nil {
+				c.log.Warn("audit chainer", "mesh", m, "err", err)
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"os"
 	"sync"
 	"testing"
@@ -199,5 +201,54 @@ func TestEnqueuedEventsAreChainedOnce(t *testing.T) {
 	var pending int
 	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM audit_pending").Scan(&pending); err != nil || pending != 0 {
 		t.Fatalf("pending rows left: %d %v", pending, err)
+	}
+}
+
+// TestChainerLinksNotedMeshesAtOnceAndTheRestOnItsSweep: a noted mesh is chained on the
+// next tick; a mesh nobody noted (its events came from elsewhere) waits for the sweep, and
+// is chained then.
+func TestChainerLinksNotedMeshesAtOnceAndTheRestOnItsSweep(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mkMesh(t, d, "noted")
+	mkMesh(t, d, "other")
+	enqueue := func(mesh string) {
+		t.Helper()
+		if err := Enqueue(ctx, db.New(d.Pool), []Event{{MeshID: mesh, Type: "peer_left", ActorID: "x"}}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chained := func(mesh string) int {
+		t.Helper()
+		var n int
+		if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE mesh_id = $1", mesh).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	c := NewChainer(d.Pool, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const sweep = 3 * time.Second
+	go c.Run(ctx, 20*time.Millisecond, sweep)
+	time.Sleep(200 * time.Millisecond) // past the first tick's sweep
+	start := time.Now()
+	enqueue("noted")
+	enqueue("other")
+	c.Note("noted")
+	for chained("noted") == 0 {
+		if time.Since(start) > sweep/2 {
+			t.Fatal("a noted mesh was not chained within half a sweep")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := chained("other"); n != 0 && time.Since(start) < sweep-500*time.Millisecond {
+		t.Fatalf("a mesh nobody noted was chained before the sweep (%d rows)", n)
+	}
+	for chained("other") == 0 {
+		if time.Since(start) > 3*sweep {
+			t.Fatal("the sweep never chained the mesh nobody noted")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

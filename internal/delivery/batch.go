@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,9 @@ type Router struct {
 	OnGrantDrop func(cap string)
 	// OnBatch, when set, observes each committed batch: its size and how long storing it took.
 	OnBatch func(n int, took time.Duration)
+	// OnAudited, when set, is told the meshes whose audit events a committed batch enqueued
+	// (the chainer links them next).
+	OnAudited func(meshIDs ...string)
 
 	reqs      [batchWorkers]chan *pending
 	quit      chan struct{}
@@ -314,6 +318,9 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 	}
 	if len(inserted) != len(sp.Ids) {
 		return errors.New("clientMessageId stored concurrently")
+	}
+	if r.OnAudited != nil {
+		r.OnAudited(dedupe(slices.Clone(sp.AMeshIds))...)
 	}
 	for p, first := range sameAs {
 		p.out = Outcome{MessageID: first.out.MessageID, Queued: true, Duplicate: true}
