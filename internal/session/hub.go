@@ -54,7 +54,8 @@ type Hub struct {
 	byMember   map[string]map[*Session]struct{} // guarded by mu
 	byMesh     map[string]map[*Session]struct{} // guarded by mu
 	dirty      map[string]dirtyEntry            // presences to claim for; guarded by mu
-	kick       chan struct{}                    // signals the claim loop that dirty is non-empty
+	claiming   map[string]bool                  // presences a claim worker is claiming for; guarded by mu
+	kick       chan struct{}                    // signals a claim worker that dirty is non-empty
 	closed     bool                             // guarded by mu
 
 	delivered  chan int64  // delivery ids written to sockets, to mark delivered
@@ -74,17 +75,19 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
-		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{},
+		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
 	}
 }
 
-// Run drives the claim loop, the delivered-marking batcher and the poll until ctx ends.
+// Run drives the claim workers, the delivered-marking batcher and the poll until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(4)
+	wg.Add(3 + claimWorkers)
 	go func() { defer wg.Done(); h.pingLoop(ctx) }()
-	go func() { defer wg.Done(); h.claimLoop(ctx) }()
+	for range claimWorkers {
+		go func() { defer wg.Done(); h.claimLoop(ctx) }()
+	}
 	go func() { defer wg.Done(); h.markLoop(ctx) }()
 	go func() { defer wg.Done(); h.pollLoop(ctx) }()
 	wg.Wait()
@@ -276,9 +279,11 @@ func (h *Hub) pollLoop(ctx context.Context) {
 	}
 }
 
-// claimLoop claims for dirty presences: all that are dirty at once (up to claimPresences per
-// query), in one statement, so a burst of wake-ups costs one round trip, not one per
-// recipient. While a claim runs, new wake-ups accumulate for the next one.
+// claimLoop is one claim worker. It claims for dirty presences, many at once (a share of
+// what is dirty, up to claimPresences per statement), so a burst of wake-ups costs a few
+// round trips, not one per recipient, and the workers' statements run side by side. A
+// presence is claimed by one worker at a time, so its pushes stay in order; wake-ups that
+// arrive meanwhile wait for the next claim.
 func (h *Hub) claimLoop(ctx context.Context) {
 	for {
 		select {
@@ -287,33 +292,61 @@ func (h *Hub) claimLoop(ctx context.Context) {
 		case <-h.kick:
 		}
 		for ctx.Err() == nil {
-			// Presences woken by a notification first; the poll's sweep of every presence
-			// fills what is left, so one large poll never delays a fresh message long.
-			h.mu.Lock()
-			batch := make([]dirtyEntry, 0, min(len(h.dirty), claimPresences))
-			for _, wantPoll := range []bool{false, true} {
-				for id, e := range h.dirty {
-					if len(batch) == claimPresences {
-						break
-					}
-					if e.fromPoll == wantPoll {
-						delete(h.dirty, id)
-						batch = append(batch, e)
-					}
-				}
-			}
-			h.mu.Unlock()
+			batch, more := h.takeDirty()
 			if len(batch) == 0 {
 				break
 			}
+			if more {
+				h.kickClaim() // another worker takes the next share
+			}
 			h.claim(ctx, batch)
+			h.mu.Lock()
+			for _, e := range batch {
+				delete(h.claiming, e.s.presenceID)
+			}
+			again := len(h.dirty) > 0
+			h.mu.Unlock()
+			if again {
+				h.kickClaim() // wake-ups that waited for this claim
+			}
 		}
+	}
+}
+
+// takeDirty takes a worker's share of the dirty presences that no worker is claiming for:
+// those woken by a notification first, then the poll's. more reports that some are left.
+func (h *Hub) takeDirty() (batch []dirtyEntry, more bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	share := min(claimPresences, max(claimMinShare, (len(h.dirty)+claimWorkers-1)/claimWorkers))
+	batch = make([]dirtyEntry, 0, min(len(h.dirty), share))
+	for _, wantPoll := range []bool{false, true} {
+		for id, e := range h.dirty {
+			if len(batch) == share {
+				return batch, true
+			}
+			if e.fromPoll == wantPoll && !h.claiming[id] {
+				delete(h.dirty, id)
+				h.claiming[id] = true
+				batch = append(batch, e)
+			}
+		}
+	}
+	return batch, false
+}
+
+func (h *Hub) kickClaim() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
 	}
 }
 
 const (
 	claimBatch     = 256 // rows per presence per claim
-	claimPresences = 64  // presences per claim statement
+	claimPresences = 64  // presences per claim statement at most
+	claimMinShare  = 8   // presences per claim statement at least, when that many are dirty
+	claimWorkers   = 4   // claim statements in flight at once
 )
 
 // claim leases and pushes the deliverable rows of a set of presences held here.

@@ -1,6 +1,8 @@
 package session_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,4 +112,54 @@ func itoa(i int) string {
 		b = append([]byte{byte('0' + i%10)}, b...)
 	}
 	return string(b)
+}
+
+// Pushes to one recipient keep the order its messages were stored in, while several claim
+// workers run: four senders stream to bob at once, and each sender's messages reach bob in
+// the order that sender sent them (each send waits for its ack, so that is storage order).
+func TestPushesToOneRecipientKeepStoredOrder(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "s0", "s1", "s2", "s3", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "SEND_RATE_LIMIT_PER_MIN": "0"})
+	ctx := within(t, 60*time.Second)
+	bob, err := client.Dial(ctx, i1.WS, ids["bob"], client.Options{SessionID: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	const senders, each = 4, 100
+	for s := range senders {
+		name := "s" + itoa(s)
+		c, err := client.Dial(ctx, i1.WS, ids[name], client.Options{SessionID: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			for i := range each {
+				ack, err := c.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "eA==", ClientMessageID: name + "-" + itoa(i)})
+				if err != nil || ack["queued"] != true {
+					t.Errorf("%s send %d: %v %v", name, i, ack, err)
+					return
+				}
+			}
+		}()
+	}
+	next := map[string]int{}
+	for range senders * each {
+		p, err := bob.NextMessage(ctx)
+		if err != nil {
+			t.Fatalf("receiving: %v (have %v)", err, next)
+		}
+		var name string
+		var i int
+		if _, err := fmt.Sscanf(strings.Replace(p.Str("clientMessageId"), "-", " ", 1), "%s %d", &name, &i); err != nil {
+			t.Fatalf("clientMessageId %q: %v", p.Str("clientMessageId"), err)
+		}
+		if i != next[name] {
+			t.Fatalf("from %s: message %d arrived when %d was next", name, i, next[name])
+		}
+		next[name]++
+	}
 }
