@@ -164,8 +164,11 @@ func (r *Router) run(batch []*pending) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	err := r.store(ctx, live, len(live) == 1)
-	if err != nil && len(live) > 1 {
+	// Optimistically, without looking up clientMessageIds first (a duplicate makes the
+	// statement fail as a whole): a retry is rare, the lookup's round trip would be on every
+	// send. On failure each send is stored alone, with the lookup.
+	err := r.store(ctx, live, false)
+	if err != nil {
 		for _, p := range live {
 			p.out, p.err = Outcome{}, nil
 			if e := r.store(ctx, []*pending{p}, true); e != nil {
@@ -196,7 +199,7 @@ type clientKey struct{ sender, clientID string }
 // store stores one batch and sets each pending's outcome. It reads (target resolution,
 // multicast scopes) and then writes everything with one statement (StoreBatch), which is
 // atomic by itself: no explicit transaction, so a batch costs two or three round trips.
-// lookupExisting checks for already-stored clientMessageIds first; batches skip it (a
+// lookupExisting checks for already-stored clientMessageIds first; the first attempt skips it (a
 // duplicate makes StoreBatch fail, and run() then stores each send alone, with the check).
 func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting bool) error {
 	q := db.New(r.pool)
