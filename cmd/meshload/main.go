@@ -227,15 +227,27 @@ func run(ctx context.Context, o options) (Result, error) {
 	if e := dialErr.Load(); e != nil {
 		return Result{}, fmt.Errorf("connect: %w", e.(error))
 	}
+	var lastSystem atomic.Int64 // unix nanos of the last system push any peer received
+	lastSystem.Store(time.Now().UnixNano())
 	for _, c := range append(slices.Clone(receivers), senders...) {
 		go func(c *client.Client) {
 			for f := range c.Frames {
 				if f.Type() == "push" && f.Str("subtype") != "system" {
 					tr.push(f)
+				} else {
+					lastSystem.Store(time.Now().UnixNano())
 				}
 			}
 		}(c)
 	}
+	// Every peer's hello announced it to every other (peer_joined): 2P connects make ~2P²
+	// system pushes, which the broker and the peers are still busy with when the last hello is
+	// acked. Measuring starts once they have gone quiet, so the figures are the messages'.
+	settle := time.Now()
+	for time.Since(time.Unix(0, lastSystem.Load())) < 300*time.Millisecond && time.Since(settle) < 30*time.Second {
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "meshload: peers announced; waited %.1fs for the announcements to settle\n", time.Since(settle).Seconds())
 	defer func() {
 		for _, c := range append(receivers, senders...) {
 			_ = c.Close()
