@@ -261,7 +261,7 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 			}
 			firstByKey[k] = p
 		}
-		p.out = Outcome{MessageID: ids.New(), Queued: true}
+		p.out = Outcome{MessageID: ids.NewTimeOrdered(), Queued: true}
 		storedKind := p.kind
 		if p.kind == "direct" {
 			storedKind = "member"

@@ -5,6 +5,7 @@ package ids
 
 import (
 	"crypto/rand"
+	"time"
 )
 
 const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -27,4 +28,25 @@ func New() string {
 		}
 	}
 	return string(out)
+}
+
+// timeChars is the width of NewTimeOrdered's time prefix: 62^8 ms ≈ 6 900 years from 1970.
+const timeChars = 8
+
+// NewTimeOrdered returns an id of the same shape whose first 8 characters encode the current
+// Unix time in milliseconds (the alphabet is in byte order, so ids sort by creation time to
+// the millisecond) followed by 24 random characters (≈ 143 bits). Message ids use it: rows
+// keyed by them are inserted at the right edge of their indexes, where Postgres skips the
+// descent and keeps the hot pages few, instead of at a random page each.
+func NewTimeOrdered() string {
+	return timeOrderedAt(time.Now().UnixMilli())
+}
+
+func timeOrderedAt(ms int64) string {
+	b := []byte(New())
+	for i := timeChars - 1; i >= 0; i-- {
+		b[i] = alphabet[ms%62]
+		ms /= 62
+	}
+	return string(b)
 }

@@ -33,3 +33,22 @@ func TestShapeAndUniqueness(t *testing.T) {
 		}
 	}
 }
+
+func TestTimeOrderedSortsByTimeAndKeepsTheShape(t *testing.T) {
+	shape := regexp.MustCompile(`^[0-9A-Za-z]{32}$`)
+	times := []int64{0, 1, 61, 62, 1_763_900_000_000, 1_763_900_000_001, 1_763_900_060_000, 218_340_105_584_895}
+	prev := ""
+	for _, ms := range times {
+		id := timeOrderedAt(ms)
+		if !shape.MatchString(id) {
+			t.Fatalf("%d: id %q is not 32 base62 characters", ms, id)
+		}
+		if id <= prev {
+			t.Fatalf("%d: id %q does not sort after %q", ms, id, prev)
+		}
+		prev = id
+	}
+	if a, b := NewTimeOrdered(), NewTimeOrdered(); a == b || a[8:] == b[8:] {
+		t.Fatalf("two ids share their random part: %q %q", a, b)
+	}
+}
