@@ -274,9 +274,27 @@ func (h *Hub) pollLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			h.pollAll()
+			h.pollStale(time.Now().Add(-h.cfg.PollInterval))
 		}
 	}
+}
+
+// pollStale claims for the local presences no claim has started for since before: a claim
+// sees every row committed before it started, so a presence claimed since then can only
+// have missed rows committed after that claim, which the next poll covers. Under traffic
+// the poll thus costs nothing; for a quiet presence it is the guarantee behind the hints
+// (missed notifications, expired client_ack leases).
+func (h *Hub) pollStale(before time.Time) {
+	cut := before.UnixNano()
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.byPresence))
+	for id, s := range h.byPresence {
+		if s.lastClaim.Load() < cut {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	h.mark(true, ids...)
 }
 
 // claimLoop is one claim worker. It claims for dirty presences, many at once (a share of
@@ -372,6 +390,9 @@ func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
 			h.log.Warn("claim deliveries", "presences", len(p.PresenceIds), "err", err)
 		}
 		return
+	}
+	for _, e := range byID {
+		e.s.lastClaim.Store(start.UnixNano()) // this claim saw every row committed before start
 	}
 	// FIFO per recipient.
 	slices.SortFunc(rows, func(a, b db.ClaimDeliveriesRow) int {

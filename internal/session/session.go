@@ -70,6 +70,7 @@ type Session struct {
 	draining    bool          // a drainer goroutine runs; guarded by qmu
 	queuedBytes int64         // bytes in queue; guarded by qmu
 	nextPing    atomic.Int64  // unix nanos of this socket's next liveness ping
+	lastClaim   atomic.Int64  // unix nanos when the last claim for this socket started
 	done        chan struct{} // closed when the session ends
 	endOnce     sync.Once
 	endKind     atomic.Int32 // why the socket is closing (endDrop, endReplaced, …)
