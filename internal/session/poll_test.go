@@ -33,7 +33,7 @@ func TestPollDeliversWhatNoNotificationAnnounced(t *testing.T) {
 		SenderPresenceIds: []string{""}, SenderSessionPubkeys: []string{""}, SenderMemberPubkeys: []string{alice.Pubkey},
 		TargetSpecs: []string{bobM.Pubkey}, TargetKinds: []string{"member"}, Priorities: []string{"now"},
 		Nonces: []string{"n"}, Ciphertexts: []string{"bG9zdA=="}, ClientMessageIds: []string{""},
-		ExpiresAts: []time.Time{now.Add(time.Hour)},
+		ExpiresAts:  []time.Time{now.Add(time.Hour)},
 		DMessageIds: []string{id}, DMeshIds: []string{alice.MeshID}, DMemberIds: []string{bobM.MemberID},
 		DPresenceIds: []string{presence}, DPriorities: []string{"now"}, DExpiresAts: []time.Time{now.Add(time.Hour)},
 	}); err != nil {
