@@ -141,7 +141,6 @@ WITH msg AS (
            unnest($7::text[]), unnest($8::text[]), unnest($9::text[]),
            unnest($10::text[]), unnest($11::text[]), NULLIF(unnest($12::text[]), ''),
            unnest($13::timestamptz[])
-    ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
     RETURNING id
 ), dlv AS (
     INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
@@ -190,9 +189,11 @@ type StoreBatchParams struct {
 // One statement stores a batch of sends: messages, their deliveries and their (pending)
 // audit events — one round trip instead of three. Foreign keys are
 // checked at the end of the statement, so deliveries may reference messages inserted by a
-// sibling clause. A clientMessageId that is already stored makes the statement fail (its
-// deliveries would reference a message that was not inserted); the caller then stores the
-// sends one by one, acking the duplicate with the stored id.
+// sibling clause. A clientMessageId that is already stored makes the statement fail as a
+// whole (unique violation: nothing of the batch is stored); the caller then stores the sends
+// one by one, acking the duplicate with the stored id. (ON CONFLICT DO NOTHING would skip the
+// duplicate and commit the rest when it has no delivery rows to fail on: a multicast with
+// nobody in scope — and the retry would then store the rest twice.)
 func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, storeBatch,
 		arg.Ids,

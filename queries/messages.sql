@@ -42,9 +42,11 @@ JOIN (SELECT unnest(@sender_member_ids::text[]) AS s, unnest(@client_message_ids
 -- One statement stores a batch of sends: messages, their deliveries and their (pending)
 -- audit events — one round trip instead of three. Foreign keys are
 -- checked at the end of the statement, so deliveries may reference messages inserted by a
--- sibling clause. A clientMessageId that is already stored makes the statement fail (its
--- deliveries would reference a message that was not inserted); the caller then stores the
--- sends one by one, acking the duplicate with the stored id.
+-- sibling clause. A clientMessageId that is already stored makes the statement fail as a
+-- whole (unique violation: nothing of the batch is stored); the caller then stores the sends
+-- one by one, acking the duplicate with the stored id. (ON CONFLICT DO NOTHING would skip the
+-- duplicate and commit the rest when it has no delivery rows to fail on: a multicast with
+-- nobody in scope — and the retry would then store the rest twice.)
 WITH msg AS (
     INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
         sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
@@ -54,7 +56,6 @@ WITH msg AS (
            unnest(@target_specs::text[]), unnest(@target_kinds::text[]), unnest(@priorities::text[]),
            unnest(@nonces::text[]), unnest(@ciphertexts::text[]), NULLIF(unnest(@client_message_ids::text[]), ''),
            unnest(@expires_ats::timestamptz[])
-    ON CONFLICT (sender_member_id, client_message_id) WHERE client_message_id IS NOT NULL DO NOTHING
     RETURNING id
 ), dlv AS (
     INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)

@@ -4,10 +4,10 @@
 -- A hello for an identity that already has a live presence takes the row over: new socket,
 -- new instance, epoch bumped (which fences the old socket), grace window cleared. In the
 -- same statement, what the old socket held but did not deliver becomes claimable again, and
--- the takeover is enqueued for the audit chain (session_replaced). had_socket: the presence
--- was held by a socket (not in its grace window), which must be told to close.
+-- the takeover is enqueued for the audit chain (session_replaced). Leases are released for
+-- the member the presence had (a session key's identity could change members).
 WITH old AS (
-    SELECT o.id, (o.disconnected_at IS NULL)::bool AS had_socket FROM presences o
+    SELECT o.id, o.member_id FROM presences o
     WHERE o.mesh_id = @mesh_id::text AND o.identity_key = @identity_key::text AND o.ended_at IS NULL
     FOR UPDATE
 ), t AS (
@@ -19,19 +19,20 @@ WITH old AS (
         protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
     FROM old
     WHERE p.id = old.id
-    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at, old.had_socket
+    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at,
+              old.member_id AS old_member_id
 ), released AS (
     UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
     FROM t
     WHERE d.claimed_by = t.id AND d.delivered_at IS NULL
-      AND (d.recipient_presence_id = t.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = @member_id::text))
+      AND (d.recipient_presence_id = t.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = t.old_member_id))
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
     SELECT @mesh_id::text, 'session_replaced', @member_id::text, NULLIF(@actor_name::text, ''),
            jsonb_build_object('pubkey', @member_pubkey::text, 'presenceId', t.id), @audit_at::timestamptz
     FROM t
 )
-SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at, had_socket FROM t;
+SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at FROM t;
 
 -- name: InsertPresence :one
 -- A hello's new presence, in one statement, when the mesh has room: the capacity count (run
@@ -52,7 +53,7 @@ WITH room AS (
           AND ((ps.session_id IS NOT NULL AND ps.session_id = @session_id::text) OR (ps.pid = @pid::int AND ps.cwd = @cwd::text))
         ORDER BY ps.created_at DESC, ps.id DESC
         LIMIT 1
-    ) AND (SELECT ok FROM room)
+    ) AND applied_at IS NULL AND (SELECT ok FROM room)
     RETURNING status
 ), ins AS (
     INSERT INTO presences (

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
@@ -166,9 +167,17 @@ func (r *Router) run(batch []*pending) {
 	start := time.Now()
 	// Optimistically, without looking up clientMessageIds first (a duplicate makes the
 	// statement fail as a whole): a retry is rare, the lookup's round trip would be on every
-	// send. On failure each send is stored alone, with the lookup.
+	// send. When the server refused a statement (a duplicate clientMessageId, text Postgres
+	// cannot store, a member deleted meanwhile), nothing of the batch was stored, and each
+	// send is stored alone, with the lookup, so one bad send cannot fail its neighbours. Any
+	// other error (connection lost, deadline) leaves unknown whether the batch committed: it
+	// is reported, not retried, and a client that retries with its clientMessageId is
+	// deduplicated.
 	err := r.store(ctx, live, false)
-	if err != nil {
+	var refused *pgconn.PgError
+	if errors.As(err, &refused) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		for _, p := range live {
 			p.out, p.err = Outcome{}, nil
 			if e := r.store(ctx, []*pending{p}, true); e != nil {
@@ -320,7 +329,9 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 		return fmt.Errorf("store batch: %w", err)
 	}
 	if len(inserted) != len(sp.Ids) {
-		return errors.New("clientMessageId stored concurrently")
+		// Cannot happen (the statement inserts every row or fails); if it did, the batch is
+		// committed, and this error (not a *pgconn.PgError) is not retried.
+		return fmt.Errorf("store batch: %d of %d messages stored", len(inserted), len(sp.Ids))
 	}
 	if r.OnAudited != nil {
 		r.OnAudited(dedupe(slices.Clone(sp.AMeshIds))...)

@@ -218,3 +218,57 @@ func TestRerouteEndedPresenceDeliveries(t *testing.T) {
 		t.Fatalf("after reroute: direct copies for the member %d (want 1), multicast copies %d (want 0)", member, multicast)
 	}
 }
+
+// A batch in which one send repeats a stored clientMessageId is stored as a whole or not at
+// all: the duplicate is acked with the stored id and every other send of the batch is stored
+// exactly once — even when the duplicate is a broadcast with nobody in scope, which has no
+// delivery row whose foreign key could fail the statement.
+func TestDuplicateInABatchStoresTheRestOnce(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	a := brokertest.Mesh(t, q, "alice")["alice"] // alone: a broadcast reaches nobody
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	s := sender(nil, a.MeshID, a.MemberID, a.Pubkey)
+	first, err := r.Send(ctx, s, delivery.Request{TargetSpec: "*", Priority: "now", Nonce: "n", Ciphertext: "c", ClientMessageID: "dup"})
+	if err != nil || !first.Queued {
+		t.Fatalf("first send: %+v %v", first, err)
+	}
+	type result struct {
+		out delivery.Outcome
+		err error
+	}
+	const others = 20
+	results := make(chan result, others+1)
+	cb := func(o delivery.Outcome, err error) { results <- result{o, err} }
+	// Submitted back to back from one goroutine (one sender): they queue on one worker and
+	// are stored as one or a few batches.
+	r.SendAsync(ctx, s, delivery.Request{TargetSpec: "*", Priority: "now", Nonce: "n", Ciphertext: "c", ClientMessageID: "dup"}, cb)
+	for range others {
+		r.SendAsync(ctx, s, delivery.Request{TargetSpec: "*", Priority: "now", Nonce: "n", Ciphertext: "c"}, cb)
+	}
+	dups := 0
+	for range others + 1 {
+		res := <-results
+		if res.err != nil || !res.out.Queued {
+			t.Fatalf("send: %+v %v", res.out, res.err)
+		}
+		if res.out.Duplicate {
+			dups++
+			if res.out.MessageID != first.MessageID {
+				t.Fatalf("duplicate acked with %s, stored as %s", res.out.MessageID, first.MessageID)
+			}
+		}
+	}
+	var stored, audited int
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM messages").Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM audit_pending WHERE event_type = 'message_sent'").Scan(&audited); err != nil {
+		t.Fatal(err)
+	}
+	if dups != 1 || stored != 1+others || audited != 1+others {
+		t.Fatalf("%d duplicates acked, %d messages stored, %d message_sent events; want 1, %d, %d", dups, stored, audited, 1+others, 1+others)
+	}
+}

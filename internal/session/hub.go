@@ -97,7 +97,10 @@ func (h *Hub) register(s *Session) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if old := h.byPresence[s.presenceID]; old != nil && old != s {
+		// A takeover on this instance: the kick that follows would find s, not old, so old
+		// is told here (it closes with session_replaced, its presence now belongs to s).
 		h.removeLocked(old)
+		old.replaced()
 	}
 	h.byPresence[s.presenceID] = s
 	add := func(m map[string]map[*Session]struct{}, k string) {

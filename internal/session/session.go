@@ -56,7 +56,6 @@ type Session struct {
 	presenceID string
 	epoch      int64
 	clientAck  bool
-	kickOld    bool   // the hello took over a presence that a socket (on any instance) still held
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
@@ -196,6 +195,11 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 		MaxPresencesPerMesh: int64(h.cfg.MaxPresencesPerMesh), RequireSessionProof: h.cfg.RequireSessionProof,
 	})
 	var rej *auth.Rejection
+	if err != nil {
+		// Before anything is written to the client: the transaction holds a pooled
+		// connection, and a rejected client may take its time answering the close.
+		_ = tx.Rollback(ctx)
+	}
 	if errors.As(err, &rej) {
 		cancel()
 		h.metrics.ConnectionsRejected.WithLabelValues(rej.Code).Inc()
@@ -227,12 +231,25 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 		s.name = hello.DisplayName
 	}
 	ack, fresh, restored, err := h.attach(hctx, q, s)
-	if err == nil {
-		if err = tx.Commit(hctx); err != nil {
-			err = fmt.Errorf("commit hello: %w", err)
-		}
-	}
 	cancel()
+	// The commit gets a deadline of its own: had it shared the handshake's, a commit that
+	// went through just as that fired would leave a presence nobody holds.
+	cctx, ccancel := context.WithTimeout(ctx, writeTimeout)
+	switch {
+	case err == nil:
+		if err = tx.Commit(cctx); err != nil {
+			err = fmt.Errorf("commit hello: %w", err)
+			// Its outcome is unknown: a presence that did commit enters its grace window.
+			_, _ = h.q.DisconnectPresence(cctx, db.DisconnectPresenceParams{ID: s.presenceID, Epoch: s.epoch})
+		}
+	case errors.Is(err, errCapacity):
+		// Nothing was inserted; committing keeps the hello's signature remembered, so the
+		// refused hello cannot be replayed once the mesh has room.
+		_ = tx.Commit(cctx)
+	default:
+		_ = tx.Rollback(cctx)
+	}
+	ccancel()
 	if errors.Is(err, errCapacity) {
 		h.metrics.ConnectionsRejected.WithLabelValues(protocol.CodeCapacity).Inc()
 		writeNow(ctx, conn, protocol.NewError(protocol.CodeCapacity, "mesh at connection capacity", nil))
@@ -247,7 +264,10 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	s.ctx = ctx
 	s.nextPing.Store(time.Now().Add(pingInterval).UnixNano())
 	h.register(s)
-	if s.kickOld { // a reconnect inside the grace window has no old socket to close
+	if s.epoch > 1 {
+		// Whoever held the presence before closes, wherever it is — even when the presence
+		// was in its grace window: an instance cut off from the database has its presences
+		// put there by the others while its sockets stay open.
 		h.publish(ctx, notifier.KickPayload(s.presenceID, s.epoch))
 	}
 	s.send(ack)
@@ -373,7 +393,6 @@ func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloA
 		ack.PresenceID = to.ID
 		h.metrics.Takeovers.Inc()
 		ack.groupsJSON = to.Groups
-		s.kickOld = to.HadSocket
 		return ack, false, restored, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
@@ -478,27 +497,47 @@ func (s *Session) drain() {
 	}
 }
 
-// writeBatch writes frames to the socket in one system call (one per frame when the
-// transport cannot be corked).
+// writeBatch writes frames to the socket in one system call per corkChunk bytes (one per
+// frame when the transport cannot be corked). Each chunk has writeTimeout to leave, as
+// each frame had before: a slow reader catching up on a long queue is not cut off for the
+// queue's length, and a cork buffer never holds more than about a chunk.
 func (s *Session) writeBatch(batch []outFrame) error {
-	wctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
-	defer cancel()
-	if s.raw != nil {
-		s.raw.Cork()
-	}
-	for _, f := range batch {
-		if err := s.conn.Write(wctx, websocket.MessageText, f.data); err != nil {
-			if s.raw != nil {
-				_ = s.raw.Uncork(writeTimeout)
+	if s.raw == nil {
+		for _, f := range batch {
+			if err := s.writeFrame(f.data); err != nil {
+				return err
 			}
+		}
+		return nil
+	}
+	s.raw.Cork()
+	corked := 0
+	for _, f := range batch {
+		// A corked write only appends to the buffer; its deadline bounds waiting for the
+		// library's write lock (a ping or close frame being written).
+		if err := s.writeFrame(f.data); err != nil {
+			_ = s.raw.Uncork(writeTimeout)
 			return err
 		}
+		if corked += len(f.data); corked >= corkChunk {
+			if err := s.raw.Uncork(writeTimeout); err != nil {
+				return err
+			}
+			s.raw.Cork()
+			corked = 0
+		}
 	}
-	if s.raw != nil {
-		return s.raw.Uncork(writeTimeout)
-	}
-	return nil
+	return s.raw.Uncork(writeTimeout)
 }
+
+func (s *Session) writeFrame(data []byte) error {
+	wctx, cancel := context.WithTimeout(s.ctx, writeTimeout)
+	defer cancel()
+	return s.conn.Write(wctx, websocket.MessageText, data)
+}
+
+// corkChunk is how many bytes of frames a drain round collects before writing them.
+const corkChunk = 64 << 10
 
 // ping checks liveness once: a socket whose pong does not come within 45 s (75 s after the
 // previous proof of life) is cut off and its presence enters the grace window.
