@@ -405,6 +405,7 @@ func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
 		return cmp.Compare(a.DeliveryID, b.DeliveryID)
 	})
 	counts := map[string]int{}
+	frames := make(map[string][]byte, len(rows))
 	for _, r := range rows {
 		e, ok := byID[r.PresenceID]
 		if !ok {
@@ -414,17 +415,23 @@ func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
 		if r.Attempts > 1 {
 			h.metrics.Redeliveries.Inc()
 		}
-		push := protocol.Push{
-			Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderPubkey,
-			SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
-			Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt),
-		}
-		if r.ClientMessageID != nil {
-			push.ClientMessageID = *r.ClientMessageID
-		}
-		data, err := json.Marshal(push)
-		if err != nil {
-			continue
+		// A multicast message reaches many of the claimed presences with the same frame:
+		// encode it once per claim (the bytes are only read from then on).
+		data, ok := frames[r.MessageID]
+		if !ok {
+			push := protocol.Push{
+				Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderPubkey,
+				SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
+				Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt),
+			}
+			if r.ClientMessageID != nil {
+				push.ClientMessageID = *r.ClientMessageID
+			}
+			var err error
+			if data, err = json.Marshal(push); err != nil {
+				continue
+			}
+			frames[r.MessageID] = data
 		}
 		f := outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt}
 		if !e.s.clientAck {
