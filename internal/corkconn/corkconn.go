@@ -13,6 +13,7 @@ package corkconn
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -39,9 +40,12 @@ type Conn struct {
 	net.Conn
 	leftover []byte // bytes the HTTP server had read past the upgrade request; read first
 
-	mu     sync.Mutex // serialises writes and guards corked, out
+	mu     sync.Mutex // serialises writes and guards corked, out, closedCorked
 	corked bool
 	out    *[]byte // pooled buffer of corked writes
+	// closedCorked: Close ran while corked. Whether its flush reached the peer is unknown,
+	// so the Uncork that follows reports an error and nothing is counted as delivered.
+	closedCorked bool
 }
 
 // Read returns what the HTTP server had buffered past the request first, then reads the
@@ -87,6 +91,9 @@ func (c *Conn) Uncork(timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.corked {
+		if c.closedCorked {
+			return errors.New("uncork: connection closed while corked")
+		}
 		return nil
 	}
 	c.corked = false
@@ -110,6 +117,24 @@ func (c *Conn) Uncork(timeout time.Duration) error {
 		return fmt.Errorf("uncork: write %d bytes: %w", len(*buf), err)
 	}
 	return nil
+}
+
+// Close sends what is corked first (best effort, within a second), then closes. The library
+// closes the connection right after echoing a peer's close frame, which may be written
+// while a drain round holds the cork; without this the echo would be lost and the peer see
+// an abnormal closure.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.corked {
+		c.corked, c.closedCorked = false, true
+		if buf := c.out; len(*buf) > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = c.Conn.Write(*buf)
+		}
+		c.out = nil
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
 }
 
 // ResponseWriter wraps w so that a WebSocket library hijacking it gets a *Conn with small

@@ -130,3 +130,31 @@ func TestUncorkOnBrokenConnectionFails(t *testing.T) {
 		t.Fatalf("second uncork (nothing corked): %v", err)
 	}
 }
+
+// TestCloseSendsWhatIsCorked: bytes written while corked still leave when the connection is
+// closed before Uncork (a close echo written during a drain round, say); the Uncork that
+// follows reports an error, since whether they arrived is unknown.
+func TestCloseSendsWhatIsCorked(t *testing.T) {
+	a, b := net.Pipe()
+	c := &corkconn.Conn{Conn: a}
+	got := make(chan []byte, 1)
+	go func() {
+		buf := make([]byte, 64)
+		n, _ := b.Read(buf)
+		got <- buf[:n]
+		b.Close()
+	}()
+	c.Cork()
+	if _, err := c.Write([]byte("close echo")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if s := string(<-got); s != "close echo" {
+		t.Fatalf("peer read %q before the close", s)
+	}
+	if err := c.Uncork(time.Second); err == nil {
+		t.Fatal("uncork after a close while corked reported success")
+	}
+}
