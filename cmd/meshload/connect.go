@@ -48,10 +48,10 @@ func runConnect(ctx context.Context, o options, n, c int, hold time.Duration) (C
 	}
 	defer pool.Close()
 	q := db.New(pool)
-	// Peers are spread over meshes of meshSize, as a fleet's would be (and below the
-	// default MAX_CONNECTIONS_PER_MESH). Peer i is in mesh i mod meshes, so concurrent
-	// handshakes come from many meshes, as in a deploy's reconnect storm.
-	const meshSize = 50
+	// Peers are spread over meshes of o.meshSize (default 50, below the default
+	// MAX_CONNECTIONS_PER_MESH), as a fleet's would be. Peer i is in mesh i mod meshes, so
+	// concurrent handshakes come from many meshes, as in a deploy's reconnect storm.
+	meshSize := max(1, o.meshSize)
 	meshes := make([]string, (n+meshSize-1)/meshSize)
 	fmt.Fprintf(os.Stderr, "meshload: provisioning %d members in %d meshes\n", n, len(meshes))
 	for j := range meshes {

@@ -45,6 +45,7 @@ type options struct {
 	drain     time.Duration
 	burst     int
 	storm     bool
+	meshSize  int
 }
 
 func main() {
@@ -64,6 +65,7 @@ func main() {
 	hellos := flag.Int("hellos", 0, "instead of messages: open this many authenticated sockets and report hellos/s")
 	idle := flag.Int("idle", 0, "instead of messages: hold this many idle authenticated sockets and report the broker's RSS per socket")
 	concurrency := flag.Int("concurrency", 200, "handshakes in flight for -hellos and -idle")
+	flag.IntVar(&o.meshSize, "mesh-size", 50, "with -hellos and -idle: peers per mesh (each hello is announced to the mesh's other peers)")
 	hold := flag.Duration("hold", 10*time.Second, "how long -idle holds the sockets (and waits after closing them)")
 	flag.BoolVar(&o.storm, "storm", false, "with -hellos: then drop every socket and reconnect them all at once (a deploy's reconnect storm)")
 	flag.Parse()
