@@ -12,38 +12,42 @@ import (
 
 const claimDeliveries = `-- name: ClaimDeliveries :many
 WITH t AS (
-    SELECT unnest($2::text[]) AS presence_id, unnest($3::text[]) AS member_id
+    SELECT unnest($2::text[]) AS presence_id, unnest($3::text[]) AS member_id,
+           unnest($4::bigint[]) AS epoch
 ), tp AS (
-    SELECT t.presence_id, t.member_id, p.status FROM t JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL
+    SELECT t.presence_id, t.member_id, t.epoch, p.status FROM t
+    JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL AND p.connection_epoch = t.epoch
 ), own AS (
-    SELECT x.id, tp.presence_id FROM tp
+    SELECT x.id, tp.presence_id, tp.epoch FROM tp
     CROSS JOIN LATERAL (
         SELECT d.id FROM deliveries d
         WHERE d.recipient_presence_id = tp.presence_id AND d.delivered_at IS NULL
           AND (d.priority = 'now' OR tp.status = 'idle')
-          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now()
+               OR (d.claimed_by = tp.presence_id AND d.claimed_epoch < tp.epoch))
         ORDER BY d.id
-        LIMIT $4
+        LIMIT $5
         FOR UPDATE OF d SKIP LOCKED
     ) x
 ), shared AS (
-    SELECT DISTINCT ON (x.id) x.id, tp.presence_id FROM tp
+    SELECT DISTINCT ON (x.id) x.id, tp.presence_id, tp.epoch FROM tp
     CROSS JOIN LATERAL (
         SELECT d.id FROM deliveries d
         WHERE d.recipient_presence_id IS NULL AND d.recipient_member_id = tp.member_id AND d.delivered_at IS NULL
           AND (d.priority = 'now' OR tp.status = 'idle')
-          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())
+          AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now()
+               OR (d.claimed_by = tp.presence_id AND d.claimed_epoch < tp.epoch))
         ORDER BY d.id
-        LIMIT $4
+        LIMIT $5
         FOR UPDATE OF d SKIP LOCKED
     ) x
     ORDER BY x.id
 ), c AS (
-    SELECT own.id, own.presence_id FROM own UNION ALL SELECT shared.id, shared.presence_id FROM shared
+    SELECT own.id, own.presence_id, own.epoch FROM own UNION ALL SELECT shared.id, shared.presence_id, shared.epoch FROM shared
 )
 UPDATE deliveries d
-SET claimed_by = c.presence_id, lease_expires_at = now() + make_interval(secs => $1::float8),
-    attempts = d.attempts + 1
+SET claimed_by = c.presence_id, claimed_epoch = c.epoch,
+    lease_expires_at = now() + make_interval(secs => $1::float8), attempts = d.attempts + 1
 FROM c, messages m
 WHERE d.id = c.id AND d.expires_at > now() AND m.id = d.message_id
 RETURNING c.presence_id::text AS presence_id, d.id AS delivery_id, m.id AS message_id, m.mesh_id, m.priority,
@@ -56,6 +60,7 @@ type ClaimDeliveriesParams struct {
 	LeaseSeconds float64
 	PresenceIds  []string
 	MemberIds    []string
+	Epochs       []int64
 	Lim          int32
 }
 
@@ -82,12 +87,15 @@ type ClaimDeliveriesRow struct {
 // concurrent claims get disjoint sets; a member row reachable by two of the presences goes
 // to one of them. Each lateral matches one partial index exactly (recipient, id), so the
 // scan stays on the recipient's pending rows however stale the statistics of this busy
-// table are; expiry is checked on the joined rows, not in the index scan.
+// table are; expiry is checked on the joined rows, not in the index scan. Each presence comes
+// with the epoch of the socket claiming for it: a socket that no longer owns its presence
+// claims nothing, and a lease taken for the presence by an older socket is void.
 func (q *Queries) ClaimDeliveries(ctx context.Context, arg ClaimDeliveriesParams) ([]ClaimDeliveriesRow, error) {
 	rows, err := q.db.Query(ctx, claimDeliveries,
 		arg.LeaseSeconds,
 		arg.PresenceIds,
 		arg.MemberIds,
+		arg.Epochs,
 		arg.Lim,
 	)
 	if err != nil {

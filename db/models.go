@@ -56,6 +56,7 @@ type Delivery struct {
 	CreatedAt           time.Time
 	DeliveredAt         *time.Time
 	ExpiresAt           time.Time
+	ClaimedEpoch        *int64
 }
 
 type DeviceCode struct {

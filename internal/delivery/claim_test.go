@@ -25,7 +25,7 @@ func presence(t *testing.T, d *testdb.DB, id, memberID, status string) {
 }
 
 func claimFor(presence, member string, lim int32) db.ClaimDeliveriesParams {
-	return db.ClaimDeliveriesParams{PresenceIds: []string{presence}, MemberIds: []string{member}, Lim: lim, LeaseSeconds: 30}
+	return db.ClaimDeliveriesParams{PresenceIds: []string{presence}, MemberIds: []string{member}, Epochs: []int64{1}, Lim: lim, LeaseSeconds: 30}
 }
 
 func sender(ids map[string]string, meshID, memberID, pubkey string) delivery.Sender {

@@ -381,6 +381,7 @@ func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
 		byID[e.s.presenceID] = e
 		p.PresenceIds = append(p.PresenceIds, e.s.presenceID)
 		p.MemberIds = append(p.MemberIds, e.s.member.ID)
+		p.Epochs = append(p.Epochs, e.s.epoch)
 	}
 	if len(p.PresenceIds) == 0 {
 		return
