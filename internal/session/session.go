@@ -436,7 +436,7 @@ func (s *Session) send(v any) {
 	s.enqueue(outFrame{data: b})
 }
 
-// enqueue hands a frame to the writer. It never blocks the producer (the claim loop, the
+// enqueue hands a frame to the writer. It never blocks the producer (a claim worker, the
 // send batcher, a notification): a client whose queue exceeds maxQueuedBytes is cut off
 // (1013 slow_consumer), keeps its presence for the grace window, and gets what it missed
 // on reconnect.
