@@ -7,7 +7,6 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/client"
-	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -35,19 +34,8 @@ func TestLeaseOfAnOlderSocketIsVoid(t *testing.T) {
 	defer bob.Close()
 	presence := bob.Ack.Str("presenceId")
 
-	alice, bobM := mesh["alice"], mesh["bob"]
-	late, now := ids.NewTimeOrdered(), time.Now()
-	if _, err := q.StoreBatch(ctx, db.StoreBatchParams{
-		Ids: []string{late}, MeshIds: []string{alice.MeshID}, SenderMemberIds: []string{alice.MemberID},
-		SenderPresenceIds: []string{""}, SenderSessionPubkeys: []string{""}, SenderMemberPubkeys: []string{alice.Pubkey},
-		TargetSpecs: []string{bob.SessionPub}, TargetKinds: []string{"session"}, Priorities: []string{"now"},
-		Nonces: []string{"n"}, Ciphertexts: []string{"bGF0ZQ=="}, ClientMessageIds: []string{""},
-		ExpiresAts:  []time.Time{now.Add(time.Hour)},
-		DMessageIds: []string{late}, DMeshIds: []string{alice.MeshID}, DMemberIds: []string{bobM.MemberID},
-		DPresenceIds: []string{presence}, DPriorities: []string{"now"}, DExpiresAts: []time.Time{now.Add(time.Hour)},
-	}); err != nil {
-		t.Fatal(err)
-	}
+	alice := mesh["alice"]
+	late := storeUnannounced(ctx, t, q, alice, mesh["bob"], bob.SessionPub, "session", presence, "bGF0ZQ==")
 	if _, err := d.Pool.Exec(ctx, `UPDATE deliveries SET claimed_by = $1, claimed_epoch = 1, attempts = 1,
 		lease_expires_at = now() + interval '1 hour' WHERE message_id = $2`, presence, late); err != nil {
 		t.Fatal(err)
