@@ -559,29 +559,18 @@ func (q *Queries) SweepWorkingToIdle(ctx context.Context, ttlSeconds float64) ([
 
 const takeOverPresence = `-- name: TakeOverPresence :one
 
-WITH old AS (
-    SELECT o.id, o.member_id FROM presences o
-    WHERE o.mesh_id = $1::text AND o.identity_key = $2::text AND o.ended_at IS NULL
-    FOR UPDATE
-), t AS (
+WITH t AS (
     UPDATE presences p SET
-        instance_id = $3, connection_epoch = p.connection_epoch + 1, member_id = $4::text,
-        session_id = $5, session_pubkey = $6, display_name = $7,
-        pid = $8, cwd = $9, hostname = $10, peer_type = $11,
-        channel = $12, model = $13, capabilities = $14,
-        protocol_version = $15, last_seen_at = now(), disconnected_at = NULL
-    FROM old
-    WHERE p.id = old.id
-    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at,
-              old.member_id AS old_member_id
-), released AS (
-    UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
-    FROM t
-    WHERE d.claimed_by = t.id AND d.delivered_at IS NULL
-      AND (d.recipient_presence_id = t.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = t.old_member_id))
+        instance_id = $1, connection_epoch = p.connection_epoch + 1, member_id = $2::text,
+        session_id = $3, session_pubkey = $4, display_name = $5,
+        pid = $6, cwd = $7, hostname = $8, peer_type = $9,
+        channel = $10, model = $11, capabilities = $12,
+        protocol_version = $13, last_seen_at = now(), disconnected_at = NULL
+    WHERE p.mesh_id = $14::text AND p.identity_key = $15::text AND p.ended_at IS NULL
+    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
-    SELECT $1::text, 'session_replaced', $4::text, NULLIF($16::text, ''),
+    SELECT $14::text, 'session_replaced', $2::text, NULLIF($16::text, ''),
            jsonb_build_object('pubkey', $17::text, 'presenceId', t.id), $18::timestamptz
     FROM t
 )
@@ -589,8 +578,6 @@ SELECT id, connection_epoch, groups, visible, profile, summary, status, connecte
 `
 
 type TakeOverPresenceParams struct {
-	MeshID          string
-	IdentityKey     string
 	InstanceID      *string
 	MemberID        string
 	SessionID       string
@@ -604,6 +591,8 @@ type TakeOverPresenceParams struct {
 	Model           *string
 	Capabilities    []string
 	ProtocolVersion *int32
+	MeshID          string
+	IdentityKey     string
 	ActorName       string
 	MemberPubkey    string
 	AuditAt         time.Time
@@ -622,14 +611,11 @@ type TakeOverPresenceRow struct {
 
 // Presences: one per live session identity.
 // A hello for an identity that already has a live presence takes the row over: new socket,
-// new instance, epoch bumped (which fences the old socket), grace window cleared. In the
-// same statement, what the old socket held but did not deliver becomes claimable again, and
-// the takeover is enqueued for the audit chain (session_replaced). Leases are released for
-// the member the presence had (a session key's identity could change members).
+// new instance, epoch bumped (which fences the old socket and voids its leases: see
+// ClaimDeliveries), grace window cleared; in the same statement the takeover is enqueued
+// for the audit chain (session_replaced).
 func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresenceParams) (TakeOverPresenceRow, error) {
 	row := q.db.QueryRow(ctx, takeOverPresence,
-		arg.MeshID,
-		arg.IdentityKey,
 		arg.InstanceID,
 		arg.MemberID,
 		arg.SessionID,
@@ -643,6 +629,8 @@ func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresencePara
 		arg.Model,
 		arg.Capabilities,
 		arg.ProtocolVersion,
+		arg.MeshID,
+		arg.IdentityKey,
 		arg.ActorName,
 		arg.MemberPubkey,
 		arg.AuditAt,

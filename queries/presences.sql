@@ -2,30 +2,18 @@
 
 -- name: TakeOverPresence :one
 -- A hello for an identity that already has a live presence takes the row over: new socket,
--- new instance, epoch bumped (which fences the old socket), grace window cleared. In the
--- same statement, what the old socket held but did not deliver becomes claimable again, and
--- the takeover is enqueued for the audit chain (session_replaced). Leases are released for
--- the member the presence had (a session key's identity could change members).
-WITH old AS (
-    SELECT o.id, o.member_id FROM presences o
-    WHERE o.mesh_id = @mesh_id::text AND o.identity_key = @identity_key::text AND o.ended_at IS NULL
-    FOR UPDATE
-), t AS (
+-- new instance, epoch bumped (which fences the old socket and voids its leases: see
+-- ClaimDeliveries), grace window cleared; in the same statement the takeover is enqueued
+-- for the audit chain (session_replaced).
+WITH t AS (
     UPDATE presences p SET
         instance_id = @instance_id, connection_epoch = p.connection_epoch + 1, member_id = @member_id::text,
         session_id = @session_id, session_pubkey = sqlc.narg(session_pubkey), display_name = sqlc.narg(display_name),
         pid = @pid, cwd = @cwd, hostname = sqlc.narg(hostname), peer_type = sqlc.narg(peer_type),
         channel = sqlc.narg(channel), model = sqlc.narg(model), capabilities = @capabilities,
         protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
-    FROM old
-    WHERE p.id = old.id
-    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at,
-              old.member_id AS old_member_id
-), released AS (
-    UPDATE deliveries d SET lease_expires_at = NULL, claimed_by = NULL
-    FROM t
-    WHERE d.claimed_by = t.id AND d.delivered_at IS NULL
-      AND (d.recipient_presence_id = t.id OR (d.recipient_presence_id IS NULL AND d.recipient_member_id = t.old_member_id))
+    WHERE p.mesh_id = @mesh_id::text AND p.identity_key = @identity_key::text AND p.ended_at IS NULL
+    RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
     SELECT @mesh_id::text, 'session_replaced', @member_id::text, NULLIF(@actor_name::text, ''),

@@ -15,19 +15,25 @@ const Length = 32
 
 // New returns a fresh random id.
 func New() string {
+	var out [Length]byte
+	fillRandom(out[:])
+	return string(out[:])
+}
+
+// fillRandom fills b with random characters of the alphabet.
+func fillRandom(b []byte) {
 	var buf [Length]byte
-	out := make([]byte, 0, Length)
-	for len(out) < Length {
+	for n := 0; n < len(b); {
 		// Rejection sampling keeps the distribution uniform: 248 = 4*62 is the largest
 		// multiple of 62 that fits in a byte.
 		_, _ = rand.Read(buf[:]) // never fails since Go 1.24: it crashes the program instead
-		for _, b := range buf {
-			if b < 248 && len(out) < Length {
-				out = append(out, alphabet[b%62])
+		for _, c := range buf {
+			if c < 248 && n < len(b) {
+				b[n] = alphabet[c%62]
+				n++
 			}
 		}
 	}
-	return string(out)
 }
 
 // timeChars is the width of NewTimeOrdered's time prefix: 62^8 ms ≈ 6 900 years from 1970.
@@ -43,10 +49,11 @@ func NewTimeOrdered() string {
 }
 
 func timeOrderedAt(ms int64) string {
-	b := []byte(New())
+	var b [Length]byte
 	for i := timeChars - 1; i >= 0; i-- {
 		b[i] = alphabet[ms%62]
 		ms /= 62
 	}
-	return string(b)
+	fillRandom(b[timeChars:])
+	return string(b[:])
 }

@@ -229,18 +229,9 @@ func (h *Hub) OnSystem(payload []byte) {
 }
 
 // OnConnected implements notifier.Handler: after (re)connecting the listener, claim for
-// every local presence, in case a wake-up was missed meanwhile.
-func (h *Hub) OnConnected() { h.pollAll() }
-
-func (h *Hub) pollAll() {
-	h.mu.Lock()
-	ids := make([]string, 0, len(h.byPresence))
-	for id := range h.byPresence {
-		ids = append(ids, id)
-	}
-	h.mu.Unlock()
-	h.mark(true, ids...)
-}
+// every local presence (but those a claim has started for since), in case a wake-up was
+// missed meanwhile.
+func (h *Hub) OnConnected() { h.pollStale(time.Now()) }
 
 // pingLoop pings each socket every 30 s, from one goroutine for the whole instance rather
 // than one per socket: each second it starts the pings that are due (each waits for its pong

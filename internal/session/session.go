@@ -104,6 +104,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	if cw.Conn() == nil { // Accept succeeded without hijacking through cw: cannot happen
+		conn.Close(websocket.StatusInternalError, "")
+		return
+	}
 	conn.SetReadLimit(preHelloLimit)
 	h.serve(r.Context(), conn, cw.Conn())
 }
@@ -497,19 +501,10 @@ func (s *Session) drain() {
 	}
 }
 
-// writeBatch writes frames to the socket in one system call per corkChunk bytes (one per
-// frame when the transport cannot be corked). Each chunk has writeTimeout to leave, as
+// writeBatch writes frames to the socket in one system call per corkChunk bytes. Each chunk has writeTimeout to leave, as
 // each frame had before: a slow reader catching up on a long queue is not cut off for the
 // queue's length, and a cork buffer never holds more than about a chunk.
 func (s *Session) writeBatch(batch []outFrame) error {
-	if s.raw == nil {
-		for _, f := range batch {
-			if err := s.writeFrame(f.data); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
 	s.raw.Cork()
 	corked := 0
 	for _, f := range batch {
