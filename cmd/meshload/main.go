@@ -64,10 +64,13 @@ func main() {
 	flag.IntVar(&o.burst, "burst", 0, "instead of a timed run: send this many DMs at the same instant (one per pair) and report how long until all are pushed")
 	hellos := flag.Int("hellos", 0, "instead of messages: open this many authenticated sockets and report hellos/s")
 	idle := flag.Int("idle", 0, "instead of messages: hold this many idle authenticated sockets and report the broker's RSS per socket")
-	concurrency := flag.Int("concurrency", 200, "handshakes in flight for -hellos and -idle")
+	concurrency := flag.Int("concurrency", 200, "handshakes in flight for -hellos and -idle; connections for -storebatch")
 	flag.IntVar(&o.meshSize, "mesh-size", 50, "with -hellos and -idle: peers per mesh (each hello is announced to the mesh's other peers)")
 	hold := flag.Duration("hold", 10*time.Second, "how long -idle holds the sockets (and waits after closing them)")
 	flag.BoolVar(&o.storm, "storm", false, "with -hellos: then drop every socket and reconnect them all at once (a deploy's reconnect storm)")
+	storeBatch := flag.Int("storebatch", 0, "instead of a broker run: store batches of this many messages straight into the database with the broker's statement, from -concurrency connections, for -duration")
+	noDeliveries := flag.Bool("no-deliveries", false, "with -storebatch: store no delivery rows")
+	noAudit := flag.Bool("no-audit", false, "with -storebatch: store no audit rows")
 	flag.Parse()
 	o.urls = strings.Split(urls, ",")
 	if o.dsn == "" {
@@ -80,6 +83,16 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *storeBatch > 0 {
+		res, err := runStore(ctx, o, *storeBatch, *concurrency, !*noDeliveries, !*noAudit)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "meshload:", err)
+			os.Exit(1)
+		}
+		out, _ := json.MarshalIndent(res, "", "  ")
+		fmt.Println(string(out))
+		return
+	}
 	if *hellos > 0 || *idle > 0 {
 		n, h := *hellos, time.Duration(0)
 		if *idle > 0 {
