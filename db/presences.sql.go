@@ -472,6 +472,26 @@ func (q *Queries) MulticastRecipients(ctx context.Context, arg MulticastRecipien
 	return items, nil
 }
 
+const purgeEndedPresences = `-- name: PurgeEndedPresences :execrows
+DELETE FROM presences WHERE id IN (
+    SELECT p.id FROM presences p
+    WHERE p.ended_at < now() - make_interval(secs => $1::float8)
+    ORDER BY p.ended_at LIMIT 5000
+)
+`
+
+// Presences ended longer ago than the retention go, oldest first, a batch at a time. Their
+// session keys stop routing to their member; undelivered copies addressed to them were
+// rerouted or dropped when they ended (ReroutePresenceDeliveries and its periodic
+// counterpart), so nothing pending points at them.
+func (q *Queries) PurgeEndedPresences(ctx context.Context, retentionSeconds float64) (int64, error) {
+	result, err := q.db.Exec(ctx, purgeEndedPresences, retentionSeconds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const setPresenceGroups = `-- name: SetPresenceGroups :exec
 UPDATE presences SET groups = $1 WHERE id = $2 AND ended_at IS NULL
 `

@@ -202,3 +202,14 @@ UPDATE presences SET stats = @stats::jsonb WHERE id = @id AND ended_at IS NULL;
 -- name: LockMeshPresences :exec
 -- Serialises new presences of one mesh, so the capacity check and the insert are atomic.
 SELECT pg_advisory_xact_lock(hashtextextended('presences:' || @mesh_id::text, 0));
+
+-- name: PurgeEndedPresences :execrows
+-- Presences ended longer ago than the retention go, oldest first, a batch at a time. Their
+-- session keys stop routing to their member; undelivered copies addressed to them were
+-- rerouted or dropped when they ended (ReroutePresenceDeliveries and its periodic
+-- counterpart), so nothing pending points at them.
+DELETE FROM presences WHERE id IN (
+    SELECT p.id FROM presences p
+    WHERE p.ended_at < now() - make_interval(secs => @retention_seconds::float8)
+    ORDER BY p.ended_at LIMIT 5000
+);

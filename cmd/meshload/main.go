@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -48,7 +49,11 @@ type options struct {
 	meshSize  int
 }
 
-func main() {
+func main() { os.Exit(runMain()) }
+
+// runMain parses the flags, runs the chosen mode and returns the exit code (so deferred work,
+// such as finishing a CPU profile, runs before the process exits).
+func runMain() int {
 	var o options
 	var urls string
 	flag.StringVar(&o.dsn, "dsn", os.Getenv("DATABASE_URL"), "Postgres URL of the brokers' database (provisions the test mesh)")
@@ -71,15 +76,24 @@ func main() {
 	storeBatch := flag.Int("storebatch", 0, "instead of a broker run: store batches of this many messages straight into the database with the broker's statement, from -concurrency connections, for -duration")
 	noDeliveries := flag.Bool("no-deliveries", false, "with -storebatch: store no delivery rows")
 	noAudit := flag.Bool("no-audit", false, "with -storebatch: store no audit rows")
+	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the machine's cores with the broker)")
 	flag.Parse()
+	if *cpuProfile != "" {
+		stopProfile, err := startCPUProfile(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "meshload:", err)
+			return 2
+		}
+		defer stopProfile()
+	}
 	o.urls = strings.Split(urls, ",")
 	if o.dsn == "" {
 		fmt.Fprintln(os.Stderr, "meshload: -dsn (or DATABASE_URL) is required to provision the test mesh")
-		os.Exit(2)
+		return 2
 	}
 	if o.pairs < 1 || o.size < 1 || o.window < 1 || o.duration <= 0 {
 		fmt.Fprintln(os.Stderr, "meshload: -pairs, -size, -window and -duration must be positive")
-		os.Exit(2)
+		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -87,11 +101,11 @@ func main() {
 		res, err := runStore(ctx, o, *storeBatch, *concurrency, !*noDeliveries, !*noAudit)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "meshload:", err)
-			os.Exit(1)
+			return 1
 		}
 		out, _ := json.MarshalIndent(res, "", "  ")
 		fmt.Println(string(out))
-		return
+		return 0
 	}
 	if *hellos > 0 || *idle > 0 {
 		n, h := *hellos, time.Duration(0)
@@ -101,22 +115,23 @@ func main() {
 		res, err := runConnect(ctx, o, n, *concurrency, h)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "meshload:", err)
-			os.Exit(1)
+			return 1
 		}
 		out, _ := json.MarshalIndent(res, "", "  ")
 		fmt.Println(string(out))
-		return
+		return 0
 	}
 	res, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshload:", err)
-		os.Exit(1)
+		return 1
 	}
 	out, _ := json.MarshalIndent(res, "", "  ")
 	fmt.Println(string(out))
 	if res.Lost > 0 || res.Duplicated > 0 {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 // Result is the run's summary (printed as JSON).
@@ -420,4 +435,22 @@ func run(ctx context.Context, o options) (Result, error) {
 		res.MaxMs = lat[len(lat)-1]
 	}
 	return res, nil
+}
+
+// startCPUProfile writes the process's CPU profile to path until the returned stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "meshload: cpu profile:", err)
+		}
+	}, nil
 }

@@ -135,6 +135,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
 		SendRateBurst: cfg.SendRateBurst, SendRatePerMinute: cfg.SendRatePerMinute,
 		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin, StatusTTL: cfg.StatusTTL,
+		PresenceRetention: cfg.PresenceRetention,
 	}, pool, router, m, log.With("subsystem", "session"))
 	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))
 	checker.AddCheck(health.Check{Reason: "listener_down", Fn: func(context.Context) error {

@@ -62,6 +62,9 @@ type Config struct {
 	QueueTTL time.Duration
 	// PRESENCE_GRACE_SECONDS: how long a dropped socket's presence waits for a reconnect.
 	PresenceGrace time.Duration
+	// PRESENCE_RETENTION: how long an ended presence row is kept (its session key routes
+	// direct messages to its member until then); the purge job deletes older ones.
+	PresenceRetention time.Duration
 
 	// NODE_ENV: development, production or test (kept for parity with the original).
 	Env string
@@ -114,6 +117,7 @@ var Vars = []Var{
 	{"REQUIRE_SESSION_PROOF", "0", "1 = refuse a hello without a valid sessionSig"},
 	{"QUEUE_TTL", "168h", "how long a message waits for an offline recipient (Go duration or seconds)"},
 	{"PRESENCE_GRACE_SECONDS", "90", "how long a dropped socket's presence waits for a reconnect before peer_left"},
+	{"PRESENCE_RETENTION", "720h", "how long an ended presence is kept: until then a direct message to its session key goes to its member (Go duration or seconds; at least 1h)"},
 	{"NODE_ENV", "development", "development, production or test"},
 	{"GIT_SHA", "", "commit reported by /health (default: the build's VCS stamp)"},
 	{"CLI_SYNC_SECRET", "", "HS256 secret for /cli-sync tokens"},
@@ -154,6 +158,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RequireSessionProof:       r.flag("REQUIRE_SESSION_PROOF"),
 		QueueTTL:                  r.duration("QUEUE_TTL"),
 		PresenceGrace:             time.Duration(r.intRange("PRESENCE_GRACE_SECONDS", 0, 86400)) * time.Second,
+		PresenceRetention:         r.durationAtLeast("PRESENCE_RETENTION", time.Hour),
 		Env:                       r.oneOf("NODE_ENV", "development", "production", "test"),
 		CLISyncSecret:             r.str("CLI_SYNC_SECRET"),
 		LegacyAuth:                r.flag("BROKER_LEGACY_AUTH"),
@@ -264,6 +269,16 @@ func (r *reader) duration(name string) time.Duration {
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
 		r.fail(name, v, `a positive duration such as "20s" or a number of seconds`)
+		return 0
+	}
+	return d
+}
+
+// durationAtLeast is duration with a floor.
+func (r *reader) durationAtLeast(name string, floor time.Duration) time.Duration {
+	d := r.duration(name)
+	if d > 0 && d < floor {
+		r.fail(name, r.raw(name), "a duration of at least "+floor.String())
 		return 0
 	}
 	return d

@@ -38,6 +38,7 @@ func TestDefaults(t *testing.T) {
 		{"PublicURL", c.PublicURL, "https://ic.claudemesh.com"},
 		{"AppURL", c.AppURL, "https://claudemesh.com"},
 		{"EmailFrom", c.EmailFrom, "noreply@claudemesh.com"},
+		{"PresenceRetention", c.PresenceRetention, 720 * time.Hour},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -71,6 +72,10 @@ func TestValidValues(t *testing.T) {
 	if err != nil || c.DrainTimeout != 90*time.Second {
 		t.Fatalf("DRAIN_TIMEOUT=1m30s: %v %v", c.DrainTimeout, err)
 	}
+	c, err = Load(env(map[string]string{"PRESENCE_RETENTION": "3600"}))
+	if err != nil || c.PresenceRetention != time.Hour {
+		t.Fatalf("PRESENCE_RETENTION=3600 (the floor): %v %v", c.PresenceRetention, err)
+	}
 }
 
 func TestInvalidValuesNameTheVariable(t *testing.T) {
@@ -89,6 +94,7 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"BROKER_URL":                "not a url",
 		"BROKER_INVITE_V2_ENABLED":  "2",
 		"HOOK_FRESH_WINDOW_SECONDS": "x",
+		"PRESENCE_RETENTION":        "30m",
 	}
 	for name, value := range cases {
 		_, err := Load(env(map[string]string{name: value}))

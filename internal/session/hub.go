@@ -37,6 +37,7 @@ type Config struct {
 	HookRatePerMinute   int
 	StatusTTL           time.Duration
 	SweepPeriod         time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
+	PresenceRetention   time.Duration // ended presences older than this are purged; 0 = never
 }
 
 // Hub is one instance's registry of sessions and its delivery loop.

@@ -100,3 +100,70 @@ func TestSendRateLimitAcrossInstances(t *testing.T) {
 		t.Fatalf("burst 4 shared across instances: %d queued, %d rate-limited", queued, limited)
 	}
 }
+
+// Ended presences are kept for PRESENCE_RETENTION — a direct message to a recently ended
+// session's key still goes to its member — and purged once they have been ended longer; live
+// presences are never purged, however old.
+func TestPurgeRemovesPresencesEndedBeforeTheRetention(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	ids := brokertest.Mesh(t, q, "alice", "bob")
+	a, b := ids["alice"], ids["bob"]
+	keyOf := func(c byte) string { return string([]byte{c, c}) + b.Pubkey[2:] }
+	for _, p := range []struct {
+		id    string
+		key   string
+		ended string // SQL for ended_at
+	}{
+		{"long-ended", keyOf('a'), "now() - interval '2 hours'"},
+		{"just-ended", keyOf('b'), "now() - interval '30 minutes'"},
+		{"live", keyOf('c'), "NULL"},
+	} {
+		if _, err := d.Pool.Exec(ctx, `INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, session_pubkey, pid, cwd, connected_at, ended_at)
+			VALUES ($1, $2, $3, 's:' || $4, $1, $4, 1, '/', now() - interval '3 hours', `+p.ended+`)`, p.id, b.MeshID, b.MemberID, p.key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := session.NewHub(session.Config{InstanceID: "i0", PresenceRetention: time.Hour},
+		d.Pool, delivery.NewRouter(d.Pool, time.Hour), metrics.New(), slog.New(slog.DiscardHandler))
+	if err := h.PurgeOnce(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	rows, err := d.Pool.Query(ctx, "SELECT id FROM presences ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		left = append(left, id)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 2 || left[0] != "just-ended" || left[1] != "live" {
+		t.Fatalf("presences after the purge: %v, want [just-ended live]", left)
+	}
+
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	defer r.Close()
+	s := delivery.Sender{MeshID: a.MeshID, MemberID: a.MemberID, MemberPubkey: a.Pubkey, PresenceID: "alice-p"}
+	kept, err := r.Send(ctx, s, delivery.Request{TargetSpec: keyOf('b'), Priority: "now", Nonce: "n", Ciphertext: "c"})
+	if err != nil || !kept.Queued {
+		t.Fatalf("DM to a session key ended 30 minutes ago: %+v, %v; want it queued for the member", kept, err)
+	}
+	var toMember int
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM deliveries WHERE message_id = $1 AND recipient_member_id = $2 AND recipient_presence_id IS NULL",
+		kept.MessageID, b.MemberID).Scan(&toMember); err != nil || toMember != 1 {
+		t.Fatalf("copies for bob's member: %d, %v; want 1", toMember, err)
+	}
+	gone, err := r.Send(ctx, s, delivery.Request{TargetSpec: keyOf('a'), Priority: "now", Nonce: "n", Ciphertext: "c"})
+	if err != nil || gone.Queued || gone.Reason != "no_recipient" {
+		t.Fatalf("DM to a purged session key: %+v, %v; want refused with no_recipient", gone, err)
+	}
+}

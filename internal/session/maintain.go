@@ -150,35 +150,46 @@ func (h *Hub) SweepStatusesOnce(ctx context.Context) (ran bool, err error) {
 	return ran, err
 }
 
-// Purge deletes what has expired, once a minute across the fleet: messages past QUEUE_TTL
-// (with their deliveries), hook signals older than 10 s, hello signatures past the replay
-// window, and idle rate buckets; and it reroutes copies stored for presences that were
-// ending at that moment.
+// Purge deletes what has expired, once a minute across the fleet (see PurgeOnce).
 func (h *Hub) Purge(ctx context.Context) {
 	for {
 		if !jobs.Sleep(ctx, jobs.Jitter(time.Minute)) {
 			return
 		}
-		err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
-			q := db.New(tx)
-			got, err := q.TryJobLock(ctx, lockPurge)
-			if err != nil || !got {
-				return err
-			}
-			for _, f := range []func(context.Context) (int64, error){
-				q.PurgeExpiredMessages, q.PurgePendingStatuses, q.PurgeHelloReplays, q.PurgeRateBuckets,
-				q.RerouteEndedPresenceDeliveries,
-			} {
-				if _, err := f(ctx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil && ctx.Err() == nil {
+		if err := h.PurgeOnce(ctx); err != nil && ctx.Err() == nil {
 			h.log.Warn("purge", "err", err)
 		}
 	}
+}
+
+// PurgeOnce runs one purge unless another instance's is running: messages past QUEUE_TTL
+// (with their deliveries), hook signals older than 10 s, hello signatures past the replay
+// window, idle rate buckets, and presences ended longer ago than PRESENCE_RETENTION; and it
+// reroutes copies stored for presences that were ending at that moment. Each step deletes at
+// most a batch; whatever is left goes in the next minute's run.
+func (h *Hub) PurgeOnce(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		got, err := q.TryJobLock(ctx, lockPurge)
+		if err != nil || !got {
+			return err
+		}
+		steps := []func(context.Context) (int64, error){
+			q.PurgeExpiredMessages, q.PurgePendingStatuses, q.PurgeHelloReplays, q.PurgeRateBuckets,
+			q.RerouteEndedPresenceDeliveries,
+		}
+		if h.cfg.PresenceRetention > 0 {
+			steps = append(steps, func(ctx context.Context) (int64, error) {
+				return q.PurgeEndedPresences(ctx, h.cfg.PresenceRetention.Seconds())
+			})
+		}
+		for _, step := range steps {
+			if _, err := step(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // releaseMemory hands freed heap back to the OS after many sockets closed (a deploy's
