@@ -157,19 +157,37 @@ func (q *Queries) InsertMember(ctx context.Context, arg InsertMemberParams) (Mem
 }
 
 const revokeMember = `-- name: RevokeMember :one
-UPDATE members SET revoked_at = now()
-WHERE id = $1 AND mesh_id = $2 AND revoked_at IS NULL
-RETURNING id
+WITH r AS (
+    UPDATE members SET revoked_at = now()
+    WHERE id = $3 AND mesh_id = $4 AND revoked_at IS NULL
+    RETURNING id
+)
+SELECT r.id, pg_notify($1::text, $2::text)::text AS notified FROM r
 `
 
 type RevokeMemberParams struct {
-	ID     string
-	MeshID string
+	Channel string
+	Payload string
+	ID      string
+	MeshID  string
 }
 
-func (q *Queries) RevokeMember(ctx context.Context, arg RevokeMemberParams) (string, error) {
-	row := q.db.QueryRow(ctx, revokeMember, arg.ID, arg.MeshID)
-	var id string
-	err := row.Scan(&id)
-	return id, err
+type RevokeMemberRow struct {
+	ID       string
+	Notified string
+}
+
+// Revokes a member and, when that commits, tells every instance (@payload, a revoke
+// notification) to close the member's open sockets: revocation takes effect on live
+// sessions at once, not only on the next hello.
+func (q *Queries) RevokeMember(ctx context.Context, arg RevokeMemberParams) (RevokeMemberRow, error) {
+	row := q.db.QueryRow(ctx, revokeMember,
+		arg.Channel,
+		arg.Payload,
+		arg.ID,
+		arg.MeshID,
+	)
+	var i RevokeMemberRow
+	err := row.Scan(&i.ID, &i.Notified)
+	return i, err
 }

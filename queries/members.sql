@@ -6,9 +6,15 @@ VALUES (@id, @mesh_id, @peer_pubkey, @display_name, @role)
 RETURNING *;
 
 -- name: RevokeMember :one
-UPDATE members SET revoked_at = now()
-WHERE id = @id AND mesh_id = @mesh_id AND revoked_at IS NULL
-RETURNING id;
+-- Revokes a member and, when that commits, tells every instance (@payload, a revoke
+-- notification) to close the member's open sockets: revocation takes effect on live
+-- sessions at once, not only on the next hello.
+WITH r AS (
+    UPDATE members SET revoked_at = now()
+    WHERE id = @id AND mesh_id = @mesh_id AND revoked_at IS NULL
+    RETURNING id
+)
+SELECT r.id, pg_notify(@channel::text, @payload::text)::text AS notified FROM r;
 
 -- name: GetMember :one
 SELECT * FROM members WHERE id = @id;

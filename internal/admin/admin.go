@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/notifier"
 )
 
 // InputError is bad input from the operator.
@@ -133,19 +134,22 @@ type MemberRevoked struct {
 	Revoked  bool   `json:"revoked"`
 }
 
-// RevokeMember revokes a member: its next hello is refused with unauthorized.
+// RevokeMember revokes a member: its next hello is refused with unauthorized, and the
+// instances holding its open sockets close them (1008 unauthorized) and end their presences
+// when the revocation commits.
 func RevokeMember(ctx context.Context, q *db.Queries, meshID, memberID string) (MemberRevoked, error) {
 	if meshID == "" || memberID == "" {
 		return MemberRevoked{}, inputErr("--mesh and --member are required")
 	}
-	id, err := q.RevokeMember(ctx, db.RevokeMemberParams{ID: memberID, MeshID: meshID})
+	row, err := q.RevokeMember(ctx, db.RevokeMemberParams{ID: memberID, MeshID: meshID,
+		Channel: notifier.Channel, Payload: notifier.RevokePayload(memberID)})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return MemberRevoked{}, inputErr("no unrevoked member %q in mesh %q", memberID, meshID)
 	}
 	if err != nil {
 		return MemberRevoked{}, fmt.Errorf("revoke member: %w", err)
 	}
-	return MemberRevoked{MemberID: id, Revoked: true}, nil
+	return MemberRevoked{MemberID: row.ID, Revoked: true}, nil
 }
 
 func isUniqueViolation(err error, constraint string) bool {

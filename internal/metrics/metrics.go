@@ -61,7 +61,7 @@ type Metrics struct {
 }
 
 // NotificationKinds label broker_notifications_received_total.
-var NotificationKinds = []string{"wake", "kick", "system"}
+var NotificationKinds = []string{"wake", "kick", "revoke", "system"}
 
 // latencyBuckets span 0.5 ms to 10 s: the targets are single-digit milliseconds, the
 // original broker's p99 was seconds.

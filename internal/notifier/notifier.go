@@ -9,7 +9,8 @@
 //
 // Wire format: "w <tokens…>" where tokens are p:<presenceID> (that presence has work) and
 // m:<memberID> (that member has work); "k <presenceID> <epoch>" (close sockets of the
-// presence older than epoch: a takeover); "s <json>" (a system event to fan out).
+// presence older than epoch: a takeover); "r <memberID>" (the member was revoked: close its
+// sockets and end their presences); "s <json>" (a system event to fan out).
 package notifier
 
 import (
@@ -34,6 +35,7 @@ const maxPayload = 7900
 type Handler interface {
 	OnWake(presenceIDs, memberIDs []string)
 	OnKick(presenceID string, epoch int64)
+	OnRevoke(memberID string)
 	OnSystem(payload []byte)
 	OnConnected()
 }
@@ -118,6 +120,10 @@ func (l *Listener) dispatch(payload string) {
 			return
 		}
 		l.h.OnKick(id, epoch)
+	case "r":
+		if rest != "" {
+			l.h.OnRevoke(rest)
+		}
 	case "s":
 		l.h.OnSystem([]byte(rest))
 	default:
@@ -156,6 +162,9 @@ func WakePayloads(presenceIDs, memberIDs []string) []string {
 func KickPayload(presenceID string, epoch int64) string {
 	return "k " + presenceID + " " + strconv.FormatInt(epoch, 10)
 }
+
+// RevokePayload encodes a revocation: memberID's sockets must close, on every instance.
+func RevokePayload(memberID string) string { return "r " + memberID }
 
 // SystemPayload encodes a system event (JSON) for fan-out; ok=false if it is too large.
 func SystemPayload(event []byte) (string, bool) {

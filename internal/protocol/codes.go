@@ -27,7 +27,7 @@ const (
 	CloseNormal          = 1000 // reason session_replaced: another socket took this identity over
 	CloseGoingAway       = 1001 // the instance is draining: reconnect (to another instance)
 	CloseInvalidPayload  = 1007 // a text frame that is not valid UTF-8
-	ClosePolicyViolation = 1008 // hello refused; the reason is the error code
+	ClosePolicyViolation = 1008 // hello refused (the reason is the error code), or member revoked (unauthorized)
 	CloseMessageTooBig   = 1009 // frame above MAX_MESSAGE_BYTES (or the pre-hello cap)
 	CloseTryAgainLater   = 1013 // the broker could not serve the socket (database down, slow client)
 )

@@ -195,6 +195,21 @@ func (h *Hub) OnKick(presenceID string, epoch int64) {
 	}
 }
 
+// OnRevoke implements notifier.Handler: a member was revoked, so its sockets here close and
+// their presences end (peer_left).
+func (h *Hub) OnRevoke(memberID string) {
+	h.metrics.NotificationsReceived.WithLabelValues("revoke").Inc()
+	h.mu.Lock()
+	var sessions []*Session
+	for s := range h.byMember[memberID] {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+	for _, s := range sessions {
+		s.revoked()
+	}
+}
+
 // systemEvent is the JSON a system push travels in between instances.
 type systemEvent struct {
 	MeshID        string `json:"meshId"`

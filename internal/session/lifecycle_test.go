@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/testdb"
@@ -395,4 +397,73 @@ func TestReconnectIntoAFullMesh(t *testing.T) {
 		t.Fatalf("reconnect into the full mesh refused: %v", err)
 	}
 	back.Close()
+}
+
+// Revoking a member closes its open sockets on every instance (1008 unauthorized), ends
+// their presences at once (peer_left, not after the grace window), and refuses its next
+// hello.
+func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ids := brokertest.Mesh(t, q, "alice", "bob")
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "PRESENCE_GRACE_SECONDS": "600"})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "PRESENCE_GRACE_SECONDS": "600"})
+	ctx := within(t, 30*time.Second)
+	alice, err := client.Dial(ctx, i1.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	var bobs []*client.Client
+	for i, url := range []string{i1.WS, i2.WS} {
+		b, err := client.Dial(ctx, url, ids["bob"], client.Options{SessionID: fmt.Sprintf("b%d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		bobs = append(bobs, b)
+	}
+	for joined := 0; joined < 2; {
+		p, err := alice.Next(ctx, "push")
+		if err != nil {
+			t.Fatalf("waiting for bob's peer_joined: %v", err)
+		}
+		if p.Str("event") == "peer_joined" {
+			joined++
+		}
+	}
+
+	if _, err := admin.RevokeMember(ctx, q, ids["bob"].MeshID, ids["bob"].MemberID); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range bobs {
+		select {
+		case <-b.Done():
+		case <-ctx.Done():
+			t.Fatalf("bob's socket on instance %d still open after the revocation", i+1)
+		}
+		if err := b.Err(); websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), `"unauthorized"`) {
+			t.Fatalf("bob's socket on instance %d closed with %v, want 1008 unauthorized", i+1, err)
+		}
+	}
+	// Both presences end now (the grace window is 10 minutes): two peer_left.
+	for left := 0; left < 2; {
+		p, err := alice.Next(ctx, "push")
+		if err != nil {
+			t.Fatalf("waiting for bob's peer_left (%d of 2 seen): %v", left, err)
+		}
+		if p.Str("event") == "peer_left" {
+			left++
+		}
+	}
+	var live, revoked int
+	if err := d.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE ended_at IS NULL), count(*) FILTER (WHERE end_reason = 'revoked')
+		FROM presences WHERE member_id = $1`, ids["bob"].MemberID).Scan(&live, &revoked); err != nil || live != 0 || revoked != 2 {
+		t.Fatalf("bob's presences: %d live, %d ended as revoked, %v; want 0 and 2", live, revoked, err)
+	}
+	_, err = client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionID: "b-again"})
+	if rerr, ok := err.(*client.RefusedError); !ok || rerr.Code != "unauthorized" {
+		t.Fatalf("hello after the revocation: %v, want refused with unauthorized", err)
+	}
 }

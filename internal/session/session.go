@@ -80,6 +80,7 @@ const (
 	endNormal                // the client closed normally: the presence ends now
 	endReplaced              // another socket took the presence over
 	endShutdown              // this instance drains: grace window
+	endRevoked               // the member was revoked: the presence ends now
 )
 
 // ServeHTTP handles GET /ws.
@@ -569,6 +570,12 @@ func (s *Session) replaced() {
 	s.end(endReplaced, websocket.StatusNormalClosure, protocol.ReasonSessionReplaced)
 }
 
+// revoked closes the socket of a member that was revoked, with the code its next hello
+// would be refused with.
+func (s *Session) revoked() {
+	s.end(endRevoked, websocket.StatusPolicyViolation, protocol.CodeUnauthorized)
+}
+
 func (s *Session) shutdown() {
 	s.end(endShutdown, websocket.StatusGoingAway, protocol.ReasonShuttingDown)
 }
@@ -611,8 +618,12 @@ func (s *Session) finish(ctx context.Context) {
 	switch s.endKind.Load() {
 	case endReplaced:
 		// The presence belongs to the new socket now.
-	case endNormal:
-		if err := h.endPresence(fctx, pid, s.epoch, "closed"); err != nil {
+	case endNormal, endRevoked:
+		reason := "closed"
+		if s.endKind.Load() == endRevoked {
+			reason = "revoked"
+		}
+		if err := h.endPresence(fctx, pid, s.epoch, reason); err != nil {
 			h.log.Warn("end presence", "presence", pid, "err", err)
 		}
 	default: // dropped, liveness, slow consumer, drain: keep the presence for the grace window
