@@ -251,6 +251,49 @@ func (q *Queries) MeshesWithPendingAudit(ctx context.Context) ([]string, error) 
 	return items, nil
 }
 
+const meshesWithUnchainedMessages = `-- name: MeshesWithUnchainedMessages :many
+WITH RECURSIVE m AS (
+    (SELECT x.mesh_id FROM messages x WHERE x.audit_xid IS NOT NULL ORDER BY x.mesh_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT x.mesh_id FROM messages x WHERE x.audit_xid IS NOT NULL AND x.mesh_id > m.mesh_id ORDER BY x.mesh_id LIMIT 1)
+    FROM m WHERE m.mesh_id IS NOT NULL
+)
+SELECT m.mesh_id::text AS mesh_id FROM m
+WHERE m.mesh_id IS NOT NULL AND EXISTS (
+    -- The cursor as scalar subqueries, not a join: so the row comparison is an index
+    -- condition (one probe), not a filter over every message of the mesh.
+    SELECT 1 FROM messages x
+    WHERE x.mesh_id = m.mesh_id AND x.audit_xid IS NOT NULL
+      AND (x.audit_xid, x.id) > (
+          coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = m.mesh_id), '0'::xid8),
+          coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = m.mesh_id), ''))
+)
+LIMIT 1000
+`
+
+// The meshes with messages whose message_sent events are not chained yet (the chainer's
+// sweep): a loose index scan over the meshes that have such messages, then one index probe
+// each, just past its cursor.
+func (q *Queries) MeshesWithUnchainedMessages(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, meshesWithUnchainedMessages)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var mesh_id string
+		if err := rows.Scan(&mesh_id); err != nil {
+			return nil, err
+		}
+		items = append(items, mesh_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const takeAuditPending = `-- name: TakeAuditPending :many
 DELETE FROM audit_pending
 WHERE id IN (SELECT p.id FROM audit_pending p WHERE p.mesh_id = $1 ORDER BY p.id LIMIT $2)
@@ -280,6 +323,80 @@ func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingPara
 			&i.ActorMemberID,
 			&i.ActorDisplayName,
 			&i.Payload,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const takeUnchainedMessages = `-- name: TakeUnchainedMessages :many
+WITH cur AS (
+    SELECT coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = $1), '0'::xid8) AS xid,
+           coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = $1), '') AS id
+), picked AS (
+    SELECT m.id, m.audit_xid, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at
+    FROM messages m, cur
+    WHERE m.mesh_id = $1 AND m.audit_xid IS NOT NULL
+      AND (m.audit_xid, m.id) > (cur.xid, cur.id)
+      AND m.audit_xid < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY m.audit_xid, m.id
+    LIMIT $2
+), last AS (
+    SELECT p.audit_xid, p.id FROM picked p ORDER BY p.audit_xid DESC, p.id DESC LIMIT 1
+), moved AS (
+    INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
+    SELECT $1, last.audit_xid, last.id FROM last
+    ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
+    RETURNING 1
+)
+SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at
+FROM picked p
+WHERE (SELECT count(*) FROM moved) >= 0
+ORDER BY p.audit_xid, p.id
+`
+
+type TakeUnchainedMessagesParams struct {
+	MeshID string
+	Lim    int32
+}
+
+type TakeUnchainedMessagesRow struct {
+	ID             string
+	SenderMemberID string
+	SenderName     *string
+	TargetSpec     string
+	Priority       string
+	CreatedAt      time.Time
+}
+
+// The next messages of a mesh whose message_sent events are not in the chain yet, in
+// (audit_xid, id) order, and the mesh's cursor moved past them — in one statement, so one
+// snapshot decides both. Only messages stored by transactions below the oldest one still
+// running are taken: each of those has committed or aborted, so nothing can later appear
+// behind the cursor. The caller holds the mesh's chain lock and appends the events in the
+// same transaction. sender_name is the sender session's display name at the time of the
+// send.
+func (q *Queries) TakeUnchainedMessages(ctx context.Context, arg TakeUnchainedMessagesParams) ([]TakeUnchainedMessagesRow, error) {
+	rows, err := q.db.Query(ctx, takeUnchainedMessages, arg.MeshID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []TakeUnchainedMessagesRow{}
+	for rows.Next() {
+		var i TakeUnchainedMessagesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.SenderMemberID,
+			&i.SenderName,
+			&i.TargetSpec,
+			&i.Priority,
 			&i.CreatedAt,
 		); err != nil {
 			return nil, err

@@ -52,12 +52,19 @@ func (q *Queries) ExistingClientMessages(ctx context.Context, arg ExistingClient
 const purgeExpiredMessages = `-- name: PurgeExpiredMessages :execrows
 
 DELETE FROM messages WHERE id IN (
-    SELECT id FROM messages WHERE expires_at < now() ORDER BY expires_at LIMIT 5000
+    SELECT m.id FROM messages m
+    WHERE m.expires_at < now()
+      AND (m.audit_xid IS NULL OR EXISTS (
+          SELECT 1 FROM audit_cursors c
+          WHERE c.mesh_id = m.mesh_id AND (c.message_xid, c.message_id) >= (m.audit_xid, m.id)))
+    ORDER BY m.expires_at LIMIT 5000
 )
 `
 
 // Messages and their recipients.
-// Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time.
+// Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time —
+// except those whose message_sent event the chainer has not appended yet (behind their
+// mesh's audit cursor, or with no cursor at all): the audit chain never loses an event.
 func (q *Queries) PurgeExpiredMessages(ctx context.Context) (int64, error) {
 	result, err := q.db.Exec(ctx, purgeExpiredMessages)
 	if err != nil {
@@ -134,28 +141,24 @@ func (q *Queries) ResolveDirectTargets(ctx context.Context, arg ResolveDirectTar
 const storeBatch = `-- name: StoreBatch :many
 WITH msg AS (
     INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
-        sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
+        sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext,
+        client_message_id, expires_at, audit_xid)
     SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
            unnest($4::text[]), NULLIF(unnest($5::text[]), ''),
-           unnest($6::text[]),
-           unnest($7::text[]), unnest($8::text[]), unnest($9::text[]),
-           unnest($10::text[]), unnest($11::text[]), NULLIF(unnest($12::text[]), ''),
-           unnest($13::timestamptz[])
+           unnest($6::text[]), NULLIF(unnest($7::text[]), ''),
+           unnest($8::text[]), unnest($9::text[]), unnest($10::text[]),
+           unnest($11::text[]), unnest($12::text[]), NULLIF(unnest($13::text[]), ''),
+           unnest($14::timestamptz[]),
+           CASE WHEN $15::boolean THEN pg_current_xact_id() END
     RETURNING id
 ), dlv AS (
     INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
-    SELECT unnest($14::text[]), unnest($15::text[]), unnest($16::text[]),
-           NULLIF(unnest($17::text[]), ''), unnest($18::text[]), unnest($19::timestamptz[])
-    RETURNING 1
-), aud AS (
-    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
-    SELECT unnest($20::text[]), unnest($21::text[]), NULLIF(unnest($22::text[]), ''),
-           NULLIF(unnest($23::text[]), ''), unnest($24::text[])::jsonb,
-           unnest($25::timestamptz[])
+    SELECT unnest($16::text[]), unnest($17::text[]), unnest($18::text[]),
+           NULLIF(unnest($19::text[]), ''), unnest($20::text[]), unnest($21::timestamptz[])
     RETURNING 1
 )
 SELECT msg.id FROM msg
-WHERE (SELECT count(*) FROM dlv) >= 0 AND (SELECT count(*) FROM aud) >= 0
+WHERE (SELECT count(*) FROM dlv) >= 0
 `
 
 type StoreBatchParams struct {
@@ -165,6 +168,7 @@ type StoreBatchParams struct {
 	SenderPresenceIds    []string
 	SenderSessionPubkeys []string
 	SenderMemberPubkeys  []string
+	SenderNames          []string
 	TargetSpecs          []string
 	TargetKinds          []string
 	Priorities           []string
@@ -172,28 +176,26 @@ type StoreBatchParams struct {
 	Ciphertexts          []string
 	ClientMessageIds     []string
 	ExpiresAts           []time.Time
+	Audited              bool
 	DMessageIds          []string
 	DMeshIds             []string
 	DMemberIds           []string
 	DPresenceIds         []string
 	DPriorities          []string
 	DExpiresAts          []time.Time
-	AMeshIds             []string
-	AEventTypes          []string
-	AActorMemberIds      []string
-	AActorDisplayNames   []string
-	APayloads            []string
-	ACreatedAts          []time.Time
 }
 
-// One statement stores a batch of sends: messages, their deliveries and their (pending)
-// audit events — one round trip instead of three. Foreign keys are
-// checked at the end of the statement, so deliveries may reference messages inserted by a
-// sibling clause. A clientMessageId that is already stored makes the statement fail as a
-// whole (unique violation: nothing of the batch is stored); the caller then stores the sends
-// one by one, acking the duplicate with the stored id. (ON CONFLICT DO NOTHING would skip the
-// duplicate and commit the rest when it has no delivery rows to fail on: a multicast with
-// nobody in scope — and the retry would then store the rest twice.)
+// One statement stores a batch of sends: messages and their deliveries — one round trip.
+// Foreign keys are checked at the end of the statement, so deliveries may reference messages
+// inserted by a sibling clause. Each message records the storing transaction's id
+// (audit_xid): the audit chainer appends its message_sent event from this row (see migration
+// 7), so a send writes no audit row of its own. A clientMessageId that is already stored
+// makes the statement fail as a whole (unique violation: nothing of the batch is stored); the
+// caller then stores the sends one by one, acking the duplicate with the stored id. (ON
+// CONFLICT DO NOTHING would skip the duplicate and commit the rest when it has no delivery
+// rows to fail on: a multicast with nobody in scope — and the retry would then store the
+// rest twice.) @audited false stores no audit_xid: the message is never chained (meshload's
+// -no-audit measurement only).
 func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, storeBatch,
 		arg.Ids,
@@ -202,6 +204,7 @@ func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]strin
 		arg.SenderPresenceIds,
 		arg.SenderSessionPubkeys,
 		arg.SenderMemberPubkeys,
+		arg.SenderNames,
 		arg.TargetSpecs,
 		arg.TargetKinds,
 		arg.Priorities,
@@ -209,18 +212,13 @@ func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]strin
 		arg.Ciphertexts,
 		arg.ClientMessageIds,
 		arg.ExpiresAts,
+		arg.Audited,
 		arg.DMessageIds,
 		arg.DMeshIds,
 		arg.DMemberIds,
 		arg.DPresenceIds,
 		arg.DPriorities,
 		arg.DExpiresAts,
-		arg.AMeshIds,
-		arg.AEventTypes,
-		arg.AActorMemberIds,
-		arg.AActorDisplayNames,
-		arg.APayloads,
-		arg.ACreatedAts,
 	)
 	if err != nil {
 		return nil, err

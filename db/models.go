@@ -6,7 +6,15 @@ package db
 
 import (
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
+
+type AuditCursor struct {
+	MeshID     string
+	MessageXid pgtype.Uint64
+	MessageID  string
+}
 
 type AuditLog struct {
 	ID               int64
@@ -167,6 +175,8 @@ type Message struct {
 	ClientMessageID     *string
 	CreatedAt           time.Time
 	ExpiresAt           time.Time
+	AuditXid            pgtype.Uint64
+	SenderName          *string
 }
 
 type PeerState struct {

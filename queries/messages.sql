@@ -1,9 +1,16 @@
 -- Messages and their recipients.
 
 -- name: PurgeExpiredMessages :execrows
--- Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time.
+-- Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time —
+-- except those whose message_sent event the chainer has not appended yet (behind their
+-- mesh's audit cursor, or with no cursor at all): the audit chain never loses an event.
 DELETE FROM messages WHERE id IN (
-    SELECT id FROM messages WHERE expires_at < now() ORDER BY expires_at LIMIT 5000
+    SELECT m.id FROM messages m
+    WHERE m.expires_at < now()
+      AND (m.audit_xid IS NULL OR EXISTS (
+          SELECT 1 FROM audit_cursors c
+          WHERE c.mesh_id = m.mesh_id AND (c.message_xid, c.message_id) >= (m.audit_xid, m.id)))
+    ORDER BY m.expires_at LIMIT 5000
 );
 
 -- name: ResolveDirectTargets :many
@@ -39,35 +46,34 @@ JOIN (SELECT unnest(@sender_member_ids::text[]) AS s, unnest(@client_message_ids
   ON m.sender_member_id = k.s AND m.client_message_id = k.c;
 
 -- name: StoreBatch :many
--- One statement stores a batch of sends: messages, their deliveries and their (pending)
--- audit events — one round trip instead of three. Foreign keys are
--- checked at the end of the statement, so deliveries may reference messages inserted by a
--- sibling clause. A clientMessageId that is already stored makes the statement fail as a
--- whole (unique violation: nothing of the batch is stored); the caller then stores the sends
--- one by one, acking the duplicate with the stored id. (ON CONFLICT DO NOTHING would skip the
--- duplicate and commit the rest when it has no delivery rows to fail on: a multicast with
--- nobody in scope — and the retry would then store the rest twice.)
+-- One statement stores a batch of sends: messages and their deliveries — one round trip.
+-- Foreign keys are checked at the end of the statement, so deliveries may reference messages
+-- inserted by a sibling clause. Each message records the storing transaction's id
+-- (audit_xid): the audit chainer appends its message_sent event from this row (see migration
+-- 7), so a send writes no audit row of its own. A clientMessageId that is already stored
+-- makes the statement fail as a whole (unique violation: nothing of the batch is stored); the
+-- caller then stores the sends one by one, acking the duplicate with the stored id. (ON
+-- CONFLICT DO NOTHING would skip the duplicate and commit the rest when it has no delivery
+-- rows to fail on: a multicast with nobody in scope — and the retry would then store the
+-- rest twice.) @audited false stores no audit_xid: the message is never chained (meshload's
+-- -no-audit measurement only).
 WITH msg AS (
     INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
-        sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, client_message_id, expires_at)
+        sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext,
+        client_message_id, expires_at, audit_xid)
     SELECT unnest(@ids::text[]), unnest(@mesh_ids::text[]), unnest(@sender_member_ids::text[]),
            unnest(@sender_presence_ids::text[]), NULLIF(unnest(@sender_session_pubkeys::text[]), ''),
-           unnest(@sender_member_pubkeys::text[]),
+           unnest(@sender_member_pubkeys::text[]), NULLIF(unnest(@sender_names::text[]), ''),
            unnest(@target_specs::text[]), unnest(@target_kinds::text[]), unnest(@priorities::text[]),
            unnest(@nonces::text[]), unnest(@ciphertexts::text[]), NULLIF(unnest(@client_message_ids::text[]), ''),
-           unnest(@expires_ats::timestamptz[])
+           unnest(@expires_ats::timestamptz[]),
+           CASE WHEN @audited::boolean THEN pg_current_xact_id() END
     RETURNING id
 ), dlv AS (
     INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
     SELECT unnest(@d_message_ids::text[]), unnest(@d_mesh_ids::text[]), unnest(@d_member_ids::text[]),
            NULLIF(unnest(@d_presence_ids::text[]), ''), unnest(@d_priorities::text[]), unnest(@d_expires_ats::timestamptz[])
     RETURNING 1
-), aud AS (
-    INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
-    SELECT unnest(@a_mesh_ids::text[]), unnest(@a_event_types::text[]), NULLIF(unnest(@a_actor_member_ids::text[]), ''),
-           NULLIF(unnest(@a_actor_display_names::text[]), ''), unnest(@a_payloads::text[])::jsonb,
-           unnest(@a_created_ats::timestamptz[])
-    RETURNING 1
 )
 SELECT msg.id FROM msg
-WHERE (SELECT count(*) FROM dlv) >= 0 AND (SELECT count(*) FROM aud) >= 0;
+WHERE (SELECT count(*) FROM dlv) >= 0;

@@ -75,7 +75,7 @@ func runMain() int {
 	flag.BoolVar(&o.storm, "storm", false, "with -hellos: then drop every socket and reconnect them all at once (a deploy's reconnect storm)")
 	storeBatch := flag.Int("storebatch", 0, "instead of a broker run: store batches of this many messages straight into the database with the broker's statement, from -concurrency connections, for -duration")
 	noDeliveries := flag.Bool("no-deliveries", false, "with -storebatch: store no delivery rows")
-	noAudit := flag.Bool("no-audit", false, "with -storebatch: store no audit rows")
+	noAudit := flag.Bool("no-audit", false, "with -storebatch: store messages without the audit transaction id (never chained; measures its index)")
 	cpuProfile := flag.String("cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the machine's cores with the broker)")
 	flag.Parse()
 	if *cpuProfile != "" {

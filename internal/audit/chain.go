@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -158,11 +159,12 @@ func PendingRows(events []Event, now time.Time) (db.InsertAuditPendingParams, er
 const chainBatch = 5000
 
 // ChainPending links a mesh's pending events into its chain, oldest first, in transactions
-// of up to chainBatch rows, until none is left; it returns how many it linked.
+// of up to chainBatch rows each of audit_pending events and of stored messages (their
+// message_sent events), until none is left; it returns how many it linked.
 func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, error) {
 	total := 0
 	for {
-		n := 0
+		n, more := 0, false
 		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 			q := db.New(tx)
 			// The lock first: taking rows and appending them is one step of the chain.
@@ -173,39 +175,71 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 			if err != nil {
 				return fmt.Errorf("take pending audit events: %w", err)
 			}
-			if len(rows) == 0 {
+			msgs, err := q.TakeUnchainedMessages(ctx, db.TakeUnchainedMessagesParams{MeshID: meshID, Lim: chainBatch})
+			if err != nil {
+				return fmt.Errorf("take unchained messages: %w", err)
+			}
+			if len(rows) == 0 && len(msgs) == 0 {
 				return nil
 			}
 			slices.SortFunc(rows, func(a, b db.AuditPending) int { return cmp.Compare(a.ID, b.ID) })
-			events := make([]Event, len(rows))
-			for i, r := range rows {
+			events := make([]Event, 0, len(rows)+len(msgs))
+			for _, r := range rows {
 				canon, err := CanonicalJSON(r.Payload)
 				if err != nil {
 					return fmt.Errorf("audit payload %d: %w", r.ID, err)
 				}
-				events[i] = Event{MeshID: r.MeshID, Type: r.EventType, payloadJSON: string(r.Payload), canonical: canon, createdAt: r.CreatedAt}
+				e := Event{MeshID: r.MeshID, Type: r.EventType, payloadJSON: string(r.Payload), canonical: canon, createdAt: r.CreatedAt}
 				if r.ActorMemberID != nil {
-					events[i].ActorID = *r.ActorMemberID
+					e.ActorID = *r.ActorMemberID
 				}
 				if r.ActorDisplayName != nil {
-					events[i].ActorName = *r.ActorDisplayName
+					e.ActorName = *r.ActorDisplayName
 				}
+				events = append(events, e)
 			}
+			for _, m := range msgs {
+				events = append(events, MessageSent(meshID, m))
+			}
+			// Both sources in time order; at equal times, pending events (hellos, closes)
+			// before messages, each source in its own order.
+			slices.SortStableFunc(events, func(a, b Event) int { return a.createdAt.Compare(b.createdAt) })
 			p := db.InsertAuditRowsParams{}
 			if err := link(ctx, q, events, &p); err != nil {
 				return err
 			}
-			n = len(rows)
+			n, more = len(events), len(rows) == chainBatch || len(msgs) == chainBatch
 			return q.InsertAuditRows(ctx, p)
 		})
 		if err != nil {
 			return total, err
 		}
 		total += n
-		if n < chainBatch {
+		if !more {
 			return total, nil
 		}
 	}
+}
+
+// MessageSent is the message_sent event of a stored message: payload {priority, targetSpec}
+// (metadata only), by its sender, at the time it was stored (to the millisecond, as the
+// chain renders times). The canonical form is built directly — both values are strings, and
+// the keys are already in canonical order — and doubles as the stored payload.
+func MessageSent(meshID string, m db.TakeUnchainedMessagesRow) Event {
+	var b strings.Builder
+	b.Grow(32 + len(m.Priority) + len(m.TargetSpec))
+	b.WriteString(`{"priority":`)
+	writeString(&b, m.Priority)
+	b.WriteString(`,"targetSpec":`)
+	writeString(&b, m.TargetSpec)
+	b.WriteByte('}')
+	canon := b.String()
+	e := Event{MeshID: meshID, Type: "message_sent", ActorID: m.SenderMemberID, payloadJSON: canon, canonical: canon,
+		createdAt: TruncateToMillis(m.CreatedAt)}
+	if m.SenderName != nil {
+		e.ActorName = *m.SenderName
+	}
+	return e
 }
 
 // Chainer links pending events into their meshes' chains. Meshes noted by the send path
@@ -257,11 +291,15 @@ func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 		c.mu.Unlock()
 		if time.Since(lastSweep) >= sweep {
 			lastSweep = time.Now()
-			all, err := q.MeshesWithPendingAudit(ctx)
+			pending, err := q.MeshesWithPendingAudit(ctx)
 			if err != nil && ctx.Err() == nil {
 				c.log.Warn("audit chainer", "err", err)
 			}
-			meshes = append(meshes, all...)
+			unchained, err := q.MeshesWithUnchainedMessages(ctx)
+			if err != nil && ctx.Err() == nil {
+				c.log.Warn("audit chainer", "err", err)
+			}
+			meshes = append(append(meshes, pending...), unchained...)
 			slices.Sort(meshes)
 			meshes = slices.Compact(meshes)
 		}

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
-	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 )
@@ -255,7 +254,6 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 	sp := db.StoreBatchParams{}
 	firstByKey := map[clientKey]*pending{}
 	sameAs := map[*pending]*pending{}
-	var events []audit.Event
 	var wakeP, wakeM []string
 	for _, p := range todo {
 		rcs, ok := recips[p]
@@ -284,6 +282,7 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 		sp.SenderPresenceIds = append(sp.SenderPresenceIds, p.s.PresenceID)
 		sp.SenderSessionPubkeys = append(sp.SenderSessionPubkeys, p.s.SessionPubkey)
 		sp.SenderMemberPubkeys = append(sp.SenderMemberPubkeys, p.s.MemberPubkey)
+		sp.SenderNames = append(sp.SenderNames, p.s.DisplayName)
 		sp.TargetSpecs = append(sp.TargetSpecs, p.req.TargetSpec)
 		sp.TargetKinds = append(sp.TargetKinds, storedKind)
 		sp.Priorities = append(sp.Priorities, p.req.Priority)
@@ -308,22 +307,14 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 				wakeM = append(wakeM, rc.memberID)
 			}
 		}
-		events = append(events, audit.Event{
-			MeshID: p.s.MeshID, Type: "message_sent", ActorID: p.s.MemberID, ActorName: p.s.DisplayName,
-			Payload: map[string]any{"targetSpec": p.req.TargetSpec, "priority": p.req.Priority},
-		})
 	}
 	if len(sp.Ids) == 0 {
 		return nil
 	}
-	// Audit entries are stored with the messages, pending; the chainer links them into the
-	// mesh's chain under its lock, so concurrent batches never queue on that lock.
-	ap, err := audit.PendingRows(events, now)
-	if err != nil {
-		return err
-	}
-	sp.AMeshIds, sp.AEventTypes, sp.AActorMemberIds, sp.AActorDisplayNames, sp.APayloads, sp.ACreatedAts =
-		ap.MeshIds, ap.EventTypes, ap.ActorMemberIds, ap.ActorDisplayNames, ap.Payloads, ap.CreatedAts
+	// Each message's message_sent audit event is appended to its mesh's chain by the chainer,
+	// from the message row itself (StoreBatch records the storing transaction for it), so
+	// concurrent batches never queue on the chain's lock and write no audit row.
+	sp.Audited = true
 	inserted, err := q.StoreBatch(ctx, sp)
 	if err != nil {
 		return fmt.Errorf("store batch: %w", err)
@@ -334,7 +325,7 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 		return fmt.Errorf("store batch: %d of %d messages stored", len(inserted), len(sp.Ids))
 	}
 	if r.OnAudited != nil {
-		r.OnAudited(dedupe(slices.Clone(sp.AMeshIds))...)
+		r.OnAudited(dedupe(slices.Clone(sp.MeshIds))...)
 	}
 	for p, first := range sameAs {
 		p.out = Outcome{MessageID: first.out.MessageID, Queued: true, Duplicate: true}
