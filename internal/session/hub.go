@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -45,6 +46,7 @@ type Hub struct {
 	cfg     Config
 	pool    *pgxpool.Pool
 	q       *db.Queries
+	claimQ  *db.Queries // claims and delivered marks: on connections without bitmap scans (see claimPool); set by Run
 	router  *delivery.Router
 	limiter ratelimit.Limiter
 	metrics *metrics.Metrics
@@ -74,7 +76,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		cfg.LeaseDuration = 30 * time.Second
 	}
 	return &Hub{
-		cfg: cfg, pool: pool, q: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
+		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
@@ -83,6 +85,12 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 
 // Run drives the claim workers, the delivered-marking batcher and the poll until ctx ends.
 func (h *Hub) Run(ctx context.Context) {
+	if cp, err := claimPool(h.pool); err != nil {
+		h.log.Warn("claim pool; claiming on the main pool", "err", err)
+	} else {
+		defer cp.Close()
+		h.claimQ = db.New(cp)
+	}
 	var wg sync.WaitGroup
 	wg.Add(3 + claimWorkers)
 	go func() { defer wg.Done(); h.pingLoop(ctx) }()
@@ -92,6 +100,32 @@ func (h *Hub) Run(ctx context.Context) {
 	go func() { defer wg.Done(); h.markLoop(ctx) }()
 	go func() { defer wg.Done(); h.pollLoop(ctx) }()
 	wg.Wait()
+}
+
+// claimPool opens the connections claims and delivered marks run on: the main pool's
+// settings, with bitmap scans off. A claim reads each recipient's pending rows through the
+// partial index deliveries_*_pending_idx, which also holds entries for rows delivered since
+// the last vacuum (the delivered_at update moves a row out of the index's predicate but leaves
+// its old entry behind). A plain index scan marks such entries dead the first time it meets
+// them, so later claims skip them; a bitmap scan never does, and visits every one of them, on
+// its heap page, in every claim. The planner picks one or the other from the table's
+// statistics, which lag on this fast-churning table: with a bitmap plan, claims measured 5×
+// slower and growing through a 10 s run (538 index entries and 140 heap pages read per
+// recipient for 8 live rows, docs/benchmarks.md). Nothing else runs on these connections, so
+// no other query loses bitmap scans (ReleaseLeases needs one).
+func claimPool(main *pgxpool.Pool) (*pgxpool.Pool, error) {
+	pc := main.Config().Copy()
+	if pc.ConnConfig.RuntimeParams == nil {
+		pc.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	pc.ConnConfig.RuntimeParams["enable_bitmapscan"] = "off"
+	pc.MaxConns = claimWorkers + 1 // the workers and the mark loop
+	pc.MinConns = 0
+	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
+	if err != nil {
+		return nil, fmt.Errorf("claim pool: %w", err)
+	}
+	return pool, nil
 }
 
 func (h *Hub) register(s *Session) {
@@ -394,7 +428,7 @@ func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
 		return
 	}
 	start := time.Now()
-	rows, err := h.q.ClaimDeliveries(ctx, p)
+	rows, err := h.claimQ.ClaimDeliveries(ctx, p)
 	h.metrics.ClaimDuration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		if ctx.Err() == nil {
@@ -465,7 +499,7 @@ func (h *Hub) markLoop(ctx context.Context) {
 			return
 		}
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if _, err := h.q.MarkDelivered(fctx, ids); err != nil {
+		if _, err := h.claimQ.MarkDelivered(fctx, ids); err != nil {
 			// The rows keep their lease; when it expires they are delivered again
 			// (at-least-once), never lost.
 			h.log.Warn("mark delivered", "n", len(ids), "err", err)

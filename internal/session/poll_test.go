@@ -23,7 +23,7 @@ func storeUnannounced(ctx context.Context, t *testing.T, q *db.Queries, from, to
 		SenderPresenceIds: []string{""}, SenderSessionPubkeys: []string{""}, SenderMemberPubkeys: []string{from.Pubkey},
 		TargetSpecs: []string{targetSpec}, TargetKinds: []string{kind}, Priorities: []string{"now"},
 		Nonces: []string{"n"}, Ciphertexts: []string{ciphertext}, ClientMessageIds: []string{""},
-		ExpiresAts:  []time.Time{now.Add(time.Hour)},
+		ExpiresAts: []time.Time{now.Add(time.Hour)}, Audited: true,
 		DMessageIds: []string{id}, DMeshIds: []string{from.MeshID}, DMemberIds: []string{to.MemberID},
 		DPresenceIds: []string{presenceID}, DPriorities: []string{"now"}, DExpiresAts: []time.Time{now.Add(time.Hour)},
 	}); err != nil {

@@ -1,0 +1,48 @@
+package session
+
+import (
+	"context"
+	"testing"
+
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+// Claims and delivered marks run on connections without bitmap scans (see claimPool for why:
+// a bitmap plan never retires the index entries of delivered rows, and the planner picks one
+// from statistics that lag); every other query keeps them.
+func TestClaimPoolHasNoBitmapScans(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ctx := context.Background()
+	cp, err := claimPool(d.Pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Close()
+	// Every connection of the pool, not only the first.
+	conns := make([]string, 0, claimWorkers+1)
+	for range claimWorkers + 1 {
+		c, err := cp.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		var setting string
+		if err := c.QueryRow(ctx, "SHOW enable_bitmapscan").Scan(&setting); err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, setting)
+	}
+	for i, s := range conns {
+		if s != "off" {
+			t.Fatalf("claim pool connection %d: enable_bitmapscan = %q, want off", i, s)
+		}
+	}
+	var setting string
+	if err := d.Pool.QueryRow(ctx, "SHOW enable_bitmapscan").Scan(&setting); err != nil || setting != "on" {
+		t.Fatalf("main pool enable_bitmapscan = %q, %v; want on (ReleaseLeases needs a bitmap scan)", setting, err)
+	}
+	if got := cp.Config().MaxConns; got != claimWorkers+1 {
+		t.Fatalf("claim pool MaxConns = %d, want %d (the claim workers and the mark loop)", got, claimWorkers+1)
+	}
+}
