@@ -132,17 +132,23 @@ func (q *Queries) ClaimDeliveries(ctx context.Context, arg ClaimDeliveriesParams
 
 const countPendingDeliveries = `-- name: CountPendingDeliveries :one
 
-SELECT count(*) FROM deliveries
-WHERE delivered_at IS NULL AND expires_at > now()
+SELECT ((SELECT count(*) FROM deliveries d
+        WHERE d.recipient_presence_id IS NOT NULL AND d.delivered_at IS NULL AND d.expires_at > now())
+     + (SELECT count(*) FROM deliveries d
+        WHERE d.recipient_presence_id IS NULL AND d.delivered_at IS NULL AND d.expires_at > now()))::bigint AS pending
 `
 
 // Per-recipient delivery state.
-// The broker_queue_depth gauge: deliveries not yet delivered and not expired.
+// The broker_queue_depth gauge: deliveries not yet delivered and not expired. Counted in two
+// halves whose predicates are those of the claim's two partial indexes, so each half reads
+// only pending rows; one count over the whole predicate matched neither index and scanned
+// the whole table (135 ms at 670 000 rows, every 30 s on every instance, growing with
+// QUEUE_TTL's worth of history).
 func (q *Queries) CountPendingDeliveries(ctx context.Context) (int64, error) {
 	row := q.db.QueryRow(ctx, countPendingDeliveries)
-	var count int64
-	err := row.Scan(&count)
-	return count, err
+	var pending int64
+	err := row.Scan(&pending)
+	return pending, err
 }
 
 const markDelivered = `-- name: MarkDelivered :execrows

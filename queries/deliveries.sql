@@ -1,9 +1,15 @@
 -- Per-recipient delivery state.
 
 -- name: CountPendingDeliveries :one
--- The broker_queue_depth gauge: deliveries not yet delivered and not expired.
-SELECT count(*) FROM deliveries
-WHERE delivered_at IS NULL AND expires_at > now();
+-- The broker_queue_depth gauge: deliveries not yet delivered and not expired. Counted in two
+-- halves whose predicates are those of the claim's two partial indexes, so each half reads
+-- only pending rows; one count over the whole predicate matched neither index and scanned
+-- the whole table (135 ms at 670 000 rows, every 30 s on every instance, growing with
+-- QUEUE_TTL's worth of history).
+SELECT ((SELECT count(*) FROM deliveries d
+        WHERE d.recipient_presence_id IS NOT NULL AND d.delivered_at IS NULL AND d.expires_at > now())
+     + (SELECT count(*) FROM deliveries d
+        WHERE d.recipient_presence_id IS NULL AND d.delivered_at IS NULL AND d.expires_at > now()))::bigint AS pending;
 
 -- name: ClaimDeliveries :many
 -- Leases up to @lim deliverable rows for each of several presences — rows addressed to the

@@ -24,11 +24,14 @@ func TestQueueDepthCountsPendingUnexpiredDeliveries(t *testing.T) {
 		INSERT INTO members (id, mesh_id, peer_pubkey, display_name) VALUES ('a', 'm1', 'aa', 'A'), ('b', 'm1', 'bb', 'B');
 		INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, expires_at)
 		VALUES ('msg1', 'm1', 'a', 'aa', 'bb', 'member', 'now', 'n', 'c', now() + interval '1 day');
-		INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, priority, expires_at, delivered_at) VALUES
-			('msg1', 'm1', 'b', 'now', now() + interval '1 day', NULL),           -- pending
-			('msg1', 'm1', 'b', 'now', now() + interval '1 day', NULL),           -- pending
-			('msg1', 'm1', 'b', 'now', now() + interval '1 day', now()),          -- delivered
-			('msg1', 'm1', 'b', 'now', now() - interval '1 second', NULL);        -- expired`)
+		INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at, delivered_at) VALUES
+			('msg1', 'm1', 'b', NULL, 'now', now() + interval '1 day', NULL),        -- pending, for the member
+			('msg1', 'm1', 'b', 'p1', 'now', now() + interval '1 day', NULL),        -- pending, for a session
+			('msg1', 'm1', 'b', 'p1', 'now', now() + interval '1 day', NULL),        -- pending, for a session
+			('msg1', 'm1', 'b', NULL, 'now', now() + interval '1 day', now()),       -- delivered
+			('msg1', 'm1', 'b', 'p1', 'now', now() + interval '1 day', now()),       -- delivered
+			('msg1', 'm1', 'b', NULL, 'now', now() - interval '1 second', NULL),     -- expired
+			('msg1', 'm1', 'b', 'p1', 'now', now() - interval '1 second', NULL);     -- expired`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,13 +41,13 @@ func TestQueueDepthCountsPendingUnexpiredDeliveries(t *testing.T) {
 	done := make(chan struct{})
 	go func() { RunQueueDepth(runCtx, db.New(d.Pool), gauge, slog.New(slog.DiscardHandler)); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for testutil.ToFloat64(gauge) != 2 && time.Now().Before(deadline) {
+	for testutil.ToFloat64(gauge) != 3 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	cancel()
 	<-done // returns promptly once its context ends
-	if got := testutil.ToFloat64(gauge); got != 2 {
-		t.Fatalf("queue depth %v, want 2 (pending and unexpired only)", got)
+	if got := testutil.ToFloat64(gauge); got != 3 {
+		t.Fatalf("queue depth %v, want 3 (pending and unexpired only, for members and for sessions)", got)
 	}
 }
 
