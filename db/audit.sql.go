@@ -10,6 +10,27 @@ import (
 	"time"
 )
 
+const auditBacklog = `-- name: AuditBacklog :one
+SELECT EXISTS (SELECT 1 FROM audit_pending p WHERE p.mesh_id = $1)
+    OR EXISTS (
+        SELECT 1 FROM messages x
+        WHERE x.mesh_id = $1 AND x.audit_xid IS NOT NULL
+          AND (x.audit_xid, x.id) > (
+              coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = $1), '0'::xid8),
+              coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = $1), ''))
+    ) AS backlog
+`
+
+// Whether a mesh has events the chainer has not linked yet: pending rows, or messages past
+// its cursor (typically held back by a transaction older than them still running). The
+// chainer keeps such a mesh noted, so it is retried on the next tick, not the next sweep.
+func (q *Queries) AuditBacklog(ctx context.Context, meshID string) (*bool, error) {
+	row := q.db.QueryRow(ctx, auditBacklog, meshID)
+	var backlog *bool
+	err := row.Scan(&backlog)
+	return backlog, err
+}
+
 const auditChain = `-- name: AuditChain :many
 SELECT id, mesh_id, event_type, actor_member_id, payload, prev_hash, hash, created_at
 FROM audit_log WHERE mesh_id = $1 ORDER BY id
@@ -73,6 +94,49 @@ func (q *Queries) AuditCount(ctx context.Context, arg AuditCountParams) (int64, 
 	return count, err
 }
 
+const auditCursorsAhead = `-- name: AuditCursorsAhead :many
+SELECT mesh_id FROM audit_cursors
+WHERE message_xid >= pg_snapshot_xmax(pg_current_snapshot())
+LIMIT 100
+`
+
+// Meshes whose chain cursor is at or beyond the cluster's next transaction id: the database
+// was copied logically into a cluster with a lower transaction counter (docs/operations.md),
+// and new messages of these meshes would sort behind the cursor.
+func (q *Queries) AuditCursorsAhead(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, auditCursorsAhead)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var mesh_id string
+		if err := rows.Scan(&mesh_id); err != nil {
+			return nil, err
+		}
+		items = append(items, mesh_id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const auditHorizon = `-- name: AuditHorizon :one
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
+`
+
+// The oldest transaction still running (as text): every transaction below it has committed
+// or aborted. The chainer reads it once per round and takes both pending events and messages
+// below it, so the two sources are cut at the same point.
+func (q *Queries) AuditHorizon(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, auditHorizon)
+	var horizon string
+	err := row.Scan(&horizon)
+	return horizon, err
+}
+
 const auditLockMesh = `-- name: AuditLockMesh :exec
 
 SELECT pg_advisory_xact_lock($1::bigint)
@@ -83,6 +147,19 @@ SELECT pg_advisory_xact_lock($1::bigint)
 func (q *Queries) AuditLockMesh(ctx context.Context, lockKey int64) error {
 	_, err := q.db.Exec(ctx, auditLockMesh, lockKey)
 	return err
+}
+
+const auditNextXid = `-- name: AuditNextXid :one
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next_xid
+`
+
+// The next transaction id to be assigned (as text): every transaction that has committed so
+// far is below it. ChainCaughtUp chains until the horizon passes it.
+func (q *Queries) AuditNextXid(ctx context.Context) (string, error) {
+	row := q.db.QueryRow(ctx, auditNextXid)
+	var next_xid string
+	err := row.Scan(&next_xid)
+	return next_xid, err
 }
 
 const auditPage = `-- name: AuditPage :many
@@ -296,26 +373,43 @@ func (q *Queries) MeshesWithUnchainedMessages(ctx context.Context) ([]string, er
 
 const takeAuditPending = `-- name: TakeAuditPending :many
 DELETE FROM audit_pending
-WHERE id IN (SELECT p.id FROM audit_pending p WHERE p.mesh_id = $1 ORDER BY p.id LIMIT $2)
-RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at
+WHERE id IN (
+    SELECT p.id FROM audit_pending p
+    WHERE p.mesh_id = $1 AND p.audit_xid < ($2::text)::xid8
+    ORDER BY p.audit_xid, p.id LIMIT $3
+)
+RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at, audit_xid::text AS audit_xid
 `
 
 type TakeAuditPendingParams struct {
-	MeshID string
-	Lim    int32
+	MeshID  string
+	Horizon string
+	Lim     int32
 }
 
-// The oldest pending events of a mesh, removed here and appended to the chain by the
-// caller in the same transaction (which holds the mesh's chain lock).
-func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingParams) ([]AuditPending, error) {
-	rows, err := q.db.Query(ctx, takeAuditPending, arg.MeshID, arg.Lim)
+type TakeAuditPendingRow struct {
+	ID               int64
+	MeshID           string
+	EventType        string
+	ActorMemberID    *string
+	ActorDisplayName *string
+	Payload          []byte
+	CreatedAt        time.Time
+	AuditXid         string
+}
+
+// The oldest pending events of a mesh stored below @horizon (see AuditHorizon), removed here
+// and appended to the chain by the caller in the same transaction (which holds the mesh's
+// chain lock), in (audit_xid, id) order.
+func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingParams) ([]TakeAuditPendingRow, error) {
+	rows, err := q.db.Query(ctx, takeAuditPending, arg.MeshID, arg.Horizon, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []AuditPending{}
+	items := []TakeAuditPendingRow{}
 	for rows.Next() {
-		var i AuditPending
+		var i TakeAuditPendingRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.MeshID,
@@ -324,6 +418,7 @@ func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingPara
 			&i.ActorDisplayName,
 			&i.Payload,
 			&i.CreatedAt,
+			&i.AuditXid,
 		); err != nil {
 			return nil, err
 		}
@@ -344,9 +439,9 @@ WITH cur AS (
     FROM messages m, cur
     WHERE m.mesh_id = $1 AND m.audit_xid IS NOT NULL
       AND (m.audit_xid, m.id) > (cur.xid, cur.id)
-      AND m.audit_xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND m.audit_xid < ($2::text)::xid8
     ORDER BY m.audit_xid, m.id
-    LIMIT $2
+    LIMIT $3
 ), last AS (
     SELECT p.audit_xid, p.id FROM picked p ORDER BY p.audit_xid DESC, p.id DESC LIMIT 1
 ), moved AS (
@@ -355,15 +450,16 @@ WITH cur AS (
     ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
     RETURNING 1
 )
-SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at
+SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at, p.audit_xid::text AS audit_xid
 FROM picked p
 WHERE (SELECT count(*) FROM moved) >= 0
 ORDER BY p.audit_xid, p.id
 `
 
 type TakeUnchainedMessagesParams struct {
-	MeshID string
-	Lim    int32
+	MeshID  string
+	Horizon string
+	Lim     int32
 }
 
 type TakeUnchainedMessagesRow struct {
@@ -373,17 +469,18 @@ type TakeUnchainedMessagesRow struct {
 	TargetSpec     string
 	Priority       string
 	CreatedAt      time.Time
+	AuditXid       string
 }
 
 // The next messages of a mesh whose message_sent events are not in the chain yet, in
-// (audit_xid, id) order, and the mesh's cursor moved past them — in one statement, so one
-// snapshot decides both. Only messages stored by transactions below the oldest one still
-// running are taken: each of those has committed or aborted, so nothing can later appear
-// behind the cursor. The caller holds the mesh's chain lock and appends the events in the
-// same transaction. sender_name is the sender session's display name at the time of the
-// send.
+// (audit_xid, id) order, and the mesh's cursor moved past them — in one statement. Only
+// messages stored by transactions below @horizon (AuditHorizon: the oldest one still running
+// when the round began) are taken: each of those has committed or aborted, so nothing can
+// later appear behind the cursor. The caller holds the mesh's chain lock and appends the
+// events in the same transaction. sender_name is the sender session's display name at the
+// time of the send.
 func (q *Queries) TakeUnchainedMessages(ctx context.Context, arg TakeUnchainedMessagesParams) ([]TakeUnchainedMessagesRow, error) {
-	rows, err := q.db.Query(ctx, takeUnchainedMessages, arg.MeshID, arg.Lim)
+	rows, err := q.db.Query(ctx, takeUnchainedMessages, arg.MeshID, arg.Horizon, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
@@ -398,6 +495,7 @@ func (q *Queries) TakeUnchainedMessages(ctx context.Context, arg TakeUnchainedMe
 			&i.TargetSpec,
 			&i.Priority,
 			&i.CreatedAt,
+			&i.AuditXid,
 		); err != nil {
 			return nil, err
 		}

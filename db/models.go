@@ -36,6 +36,7 @@ type AuditPending struct {
 	ActorDisplayName *string
 	Payload          []byte
 	CreatedAt        time.Time
+	AuditXid         pgtype.Uint64
 }
 
 type CliSession struct {

@@ -51,21 +51,32 @@ WITH RECURSIVE m AS (
 )
 SELECT m.mesh_id::text AS mesh_id FROM m WHERE m.mesh_id IS NOT NULL LIMIT 1000;
 
+-- name: AuditHorizon :one
+-- The oldest transaction still running (as text): every transaction below it has committed
+-- or aborted. The chainer reads it once per round and takes both pending events and messages
+-- below it, so the two sources are cut at the same point.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
+
 -- name: TakeAuditPending :many
--- The oldest pending events of a mesh, removed here and appended to the chain by the
--- caller in the same transaction (which holds the mesh's chain lock).
+-- The oldest pending events of a mesh stored below @horizon (see AuditHorizon), removed here
+-- and appended to the chain by the caller in the same transaction (which holds the mesh's
+-- chain lock), in (audit_xid, id) order.
 DELETE FROM audit_pending
-WHERE id IN (SELECT p.id FROM audit_pending p WHERE p.mesh_id = @mesh_id ORDER BY p.id LIMIT @lim)
-RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at;
+WHERE id IN (
+    SELECT p.id FROM audit_pending p
+    WHERE p.mesh_id = @mesh_id AND p.audit_xid < (@horizon::text)::xid8
+    ORDER BY p.audit_xid, p.id LIMIT @lim
+)
+RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at, audit_xid::text AS audit_xid;
 
 -- name: TakeUnchainedMessages :many
 -- The next messages of a mesh whose message_sent events are not in the chain yet, in
--- (audit_xid, id) order, and the mesh's cursor moved past them — in one statement, so one
--- snapshot decides both. Only messages stored by transactions below the oldest one still
--- running are taken: each of those has committed or aborted, so nothing can later appear
--- behind the cursor. The caller holds the mesh's chain lock and appends the events in the
--- same transaction. sender_name is the sender session's display name at the time of the
--- send.
+-- (audit_xid, id) order, and the mesh's cursor moved past them — in one statement. Only
+-- messages stored by transactions below @horizon (AuditHorizon: the oldest one still running
+-- when the round began) are taken: each of those has committed or aborted, so nothing can
+-- later appear behind the cursor. The caller holds the mesh's chain lock and appends the
+-- events in the same transaction. sender_name is the sender session's display name at the
+-- time of the send.
 WITH cur AS (
     SELECT coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '0'::xid8) AS xid,
            coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '') AS id
@@ -74,7 +85,7 @@ WITH cur AS (
     FROM messages m, cur
     WHERE m.mesh_id = @mesh_id AND m.audit_xid IS NOT NULL
       AND (m.audit_xid, m.id) > (cur.xid, cur.id)
-      AND m.audit_xid < pg_snapshot_xmin(pg_current_snapshot())
+      AND m.audit_xid < (@horizon::text)::xid8
     ORDER BY m.audit_xid, m.id
     LIMIT @lim
 ), last AS (
@@ -85,7 +96,7 @@ WITH cur AS (
     ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
     RETURNING 1
 )
-SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at
+SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at, p.audit_xid::text AS audit_xid
 FROM picked p
 WHERE (SELECT count(*) FROM moved) >= 0
 ORDER BY p.audit_xid, p.id;
@@ -111,3 +122,29 @@ WHERE m.mesh_id IS NOT NULL AND EXISTS (
           coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = m.mesh_id), ''))
 )
 LIMIT 1000;
+
+-- name: AuditNextXid :one
+-- The next transaction id to be assigned (as text): every transaction that has committed so
+-- far is below it. ChainCaughtUp chains until the horizon passes it.
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next_xid;
+
+-- name: AuditBacklog :one
+-- Whether a mesh has events the chainer has not linked yet: pending rows, or messages past
+-- its cursor (typically held back by a transaction older than them still running). The
+-- chainer keeps such a mesh noted, so it is retried on the next tick, not the next sweep.
+SELECT EXISTS (SELECT 1 FROM audit_pending p WHERE p.mesh_id = @mesh_id)
+    OR EXISTS (
+        SELECT 1 FROM messages x
+        WHERE x.mesh_id = @mesh_id AND x.audit_xid IS NOT NULL
+          AND (x.audit_xid, x.id) > (
+              coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '0'::xid8),
+              coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = @mesh_id), ''))
+    ) AS backlog;
+
+-- name: AuditCursorsAhead :many
+-- Meshes whose chain cursor is at or beyond the cluster's next transaction id: the database
+-- was copied logically into a cluster with a lower transaction counter (docs/operations.md),
+-- and new messages of these meshes would sort behind the cursor.
+SELECT mesh_id FROM audit_cursors
+WHERE message_xid >= pg_snapshot_xmax(pg_current_snapshot())
+LIMIT 100;

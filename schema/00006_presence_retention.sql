@@ -10,7 +10,9 @@
 
 -- +goose NO TRANSACTION
 -- +goose Up
-CREATE INDEX CONCURRENTLY IF NOT EXISTS presences_ended_idx ON presences (ended_at) WHERE ended_at IS NOT NULL;
+-- A build that failed half-way leaves an invalid index behind; drop it so a re-run builds it.
+DROP INDEX CONCURRENTLY IF EXISTS presences_ended_idx;
+CREATE INDEX CONCURRENTLY presences_ended_idx ON presences (ended_at) WHERE ended_at IS NOT NULL;
 
 -- +goose Down
 DROP INDEX CONCURRENTLY IF EXISTS presences_ended_idx;

@@ -13,8 +13,8 @@
 -- audit_pending, as before.
 --
 -- No transaction around this file: the index is built CONCURRENTLY so the deploy does not
--- block sends on a large table; each statement is idempotent, so a failed run can be
--- repeated.
+-- block sends on a large table; each statement can be repeated, so a failed run can be
+-- run again.
 
 -- +goose NO TRANSACTION
 -- +goose Up
@@ -25,9 +25,22 @@ CREATE TABLE IF NOT EXISTS audit_cursors (
     message_xid xid8 NOT NULL,
     message_id  text NOT NULL
 );
-CREATE INDEX CONCURRENTLY IF NOT EXISTS messages_audit_idx ON messages (mesh_id, audit_xid, id) WHERE audit_xid IS NOT NULL;
+-- A build that failed half-way leaves an invalid index behind; drop it so a re-run builds it.
+DROP INDEX CONCURRENTLY IF EXISTS messages_audit_idx;
+CREATE INDEX CONCURRENTLY messages_audit_idx ON messages (mesh_id, audit_xid, id) WHERE audit_xid IS NOT NULL;
 
 -- +goose Down
+-- Older brokers chain only audit_pending: every message whose event is not chained yet gets
+-- its event back there first, in chain order, so a rollback loses none.
+INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
+SELECT m.mesh_id, 'message_sent', m.sender_member_id, m.sender_name,
+       jsonb_build_object('priority', m.priority, 'targetSpec', m.target_spec),
+       date_trunc('milliseconds', m.created_at)
+FROM messages m
+WHERE m.audit_xid IS NOT NULL AND NOT EXISTS (
+    SELECT 1 FROM audit_cursors c
+    WHERE c.mesh_id = m.mesh_id AND (c.message_xid, c.message_id) >= (m.audit_xid, m.id))
+ORDER BY m.audit_xid, m.id;
 DROP INDEX CONCURRENTLY IF EXISTS messages_audit_idx;
 DROP TABLE IF EXISTS audit_cursors;
 ALTER TABLE messages DROP COLUMN IF EXISTS sender_name;

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -35,7 +36,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	return withPool(stderr, func(ctx context.Context, pool *pgxpool.Pool) error {
 		q := db.New(pool)
-		if _, err := audit.ChainPending(ctx, pool, *mesh); err != nil {
+		if err := audit.ChainCaughtUp(ctx, pool, *mesh, 10*time.Second); err != nil {
 			return err
 		}
 		v, err := audit.VerifyMesh(ctx, q, *mesh)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -158,9 +159,13 @@ func PendingRows(events []Event, now time.Time) (db.InsertAuditPendingParams, er
 // chainBatch bounds the rows one chaining transaction moves.
 const chainBatch = 5000
 
-// ChainPending links a mesh's pending events into its chain, oldest first, in transactions
-// of up to chainBatch rows each of audit_pending events and of stored messages (their
-// message_sent events), until none is left; it returns how many it linked.
+// ChainPending links a mesh's pending events and its stored messages' message_sent events
+// into its chain, in transactions of up to chainBatch rows of each source, until none is
+// left; it returns how many it linked. Each round reads the horizon (the oldest transaction
+// still running) once and takes only what transactions below it wrote, from both sources, in
+// transaction-id order: a transaction that started after another committed has a later id,
+// so the chain follows causality (a peer_left queued after a send comes after its
+// message_sent), and nothing can later appear behind what was taken.
 func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, error) {
 	total := 0
 	for {
@@ -171,19 +176,26 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 			if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
 				return fmt.Errorf("audit lock: %w", err)
 			}
-			rows, err := q.TakeAuditPending(ctx, db.TakeAuditPendingParams{MeshID: meshID, Lim: chainBatch})
+			horizon, err := q.AuditHorizon(ctx)
+			if err != nil {
+				return fmt.Errorf("audit horizon: %w", err)
+			}
+			rows, err := q.TakeAuditPending(ctx, db.TakeAuditPendingParams{MeshID: meshID, Horizon: horizon, Lim: chainBatch})
 			if err != nil {
 				return fmt.Errorf("take pending audit events: %w", err)
 			}
-			msgs, err := q.TakeUnchainedMessages(ctx, db.TakeUnchainedMessagesParams{MeshID: meshID, Lim: chainBatch})
+			msgs, err := q.TakeUnchainedMessages(ctx, db.TakeUnchainedMessagesParams{MeshID: meshID, Horizon: horizon, Lim: chainBatch})
 			if err != nil {
 				return fmt.Errorf("take unchained messages: %w", err)
 			}
 			if len(rows) == 0 && len(msgs) == 0 {
 				return nil
 			}
-			slices.SortFunc(rows, func(a, b db.AuditPending) int { return cmp.Compare(a.ID, b.ID) })
-			events := make([]Event, 0, len(rows)+len(msgs))
+			type ordered struct {
+				xid uint64
+				e   Event
+			}
+			events := make([]ordered, 0, len(rows)+len(msgs))
 			for _, r := range rows {
 				canon, err := CanonicalJSON(r.Payload)
 				if err != nil {
@@ -196,16 +208,27 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 				if r.ActorDisplayName != nil {
 					e.ActorName = *r.ActorDisplayName
 				}
-				events = append(events, e)
+				xid, err := strconv.ParseUint(r.AuditXid, 10, 64)
+				if err != nil {
+					return fmt.Errorf("audit pending %d transaction %q: %w", r.ID, r.AuditXid, err)
+				}
+				events = append(events, ordered{xid, e})
 			}
 			for _, m := range msgs {
-				events = append(events, MessageSent(meshID, m))
+				xid, err := strconv.ParseUint(m.AuditXid, 10, 64)
+				if err != nil {
+					return fmt.Errorf("message %s transaction %q: %w", m.ID, m.AuditXid, err)
+				}
+				events = append(events, ordered{xid, MessageSent(meshID, m)})
 			}
-			// Both sources in time order; at equal times, pending events (hellos, closes)
-			// before messages, each source in its own order.
-			slices.SortStableFunc(events, func(a, b Event) int { return a.createdAt.Compare(b.createdAt) })
+			// Each source arrives in (transaction, id) order; merge them by transaction.
+			slices.SortStableFunc(events, func(a, b ordered) int { return cmp.Compare(a.xid, b.xid) })
+			linked := make([]Event, len(events))
+			for i, o := range events {
+				linked[i] = o.e
+			}
 			p := db.InsertAuditRowsParams{}
-			if err := link(ctx, q, events, &p); err != nil {
+			if err := link(ctx, q, linked, &p); err != nil {
 				return err
 			}
 			n, more = len(events), len(rows) == chainBatch || len(msgs) == chainBatch
@@ -217,6 +240,47 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 		total += n
 		if !more {
 			return total, nil
+		}
+	}
+}
+
+// ChainCaughtUp chains a mesh until everything committed before it was called is in the
+// chain — the horizon (oldest running transaction) has passed the transaction id that was
+// next when it was called — or until wait runs out, whichever comes first. audit_query,
+// audit_verify and `broker audit verify` call it, so they see every event written before
+// they were asked, even while other transactions hold the horizon back for a moment.
+func ChainCaughtUp(ctx context.Context, pool *pgxpool.Pool, meshID string, wait time.Duration) error {
+	q := db.New(pool)
+	target, err := q.AuditNextXid(ctx)
+	if err != nil {
+		return fmt.Errorf("audit next transaction: %w", err)
+	}
+	want, err := strconv.ParseUint(target, 10, 64)
+	if err != nil {
+		return fmt.Errorf("audit next transaction %q: %w", target, err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		// The horizon is read before the round: the round's own horizon is at least this, so
+		// once this one has passed the target, the round takes everything below it.
+		h, err := q.AuditHorizon(ctx)
+		if err != nil {
+			return fmt.Errorf("audit horizon: %w", err)
+		}
+		horizon, err := strconv.ParseUint(h, 10, 64)
+		if err != nil {
+			return fmt.Errorf("audit horizon %q: %w", h, err)
+		}
+		if _, err := ChainPending(ctx, pool, meshID); err != nil {
+			return err
+		}
+		if horizon >= want || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
@@ -252,19 +316,21 @@ type Chainer struct {
 	log  *slog.Logger
 
 	mu    sync.Mutex
-	noted map[string]struct{} // guarded by mu
+	noted map[string]time.Time // mesh → when it was noted (and not chained since); guarded by mu
 }
 
 // NewChainer returns a Chainer; start it with Run.
 func NewChainer(pool *pgxpool.Pool, log *slog.Logger) *Chainer {
-	return &Chainer{pool: pool, log: log, noted: map[string]struct{}{}}
+	return &Chainer{pool: pool, log: log, noted: map[string]time.Time{}}
 }
 
 // Note marks meshes that have just enqueued events. Safe for concurrent use.
 func (c *Chainer) Note(meshIDs ...string) {
 	c.mu.Lock()
 	for _, m := range meshIDs {
-		c.noted[m] = struct{}{}
+		if _, ok := c.noted[m]; !ok {
+			c.noted[m] = time.Now()
+		}
 	}
 	c.mu.Unlock()
 }
@@ -284,8 +350,10 @@ func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 		}
 		c.mu.Lock()
 		meshes := make([]string, 0, len(c.noted))
-		for m := range c.noted {
+		notedAt := make(map[string]time.Time, len(c.noted))
+		for m, at := range c.noted {
 			meshes = append(meshes, m)
+			notedAt[m] = at
 		}
 		clear(c.noted)
 		c.mu.Unlock()
@@ -300,12 +368,39 @@ func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 				c.log.Warn("audit chainer", "err", err)
 			}
 			meshes = append(append(meshes, pending...), unchained...)
+			if ahead, err := q.AuditCursorsAhead(ctx); err == nil && len(ahead) > 0 {
+				c.log.Error("audit cursor ahead of the cluster: the database was copied logically into a cluster with a lower transaction counter; new messages of these meshes are not chained (docs/operations.md, Moving the database)",
+					"meshes", ahead)
+			}
 			slices.Sort(meshes)
 			meshes = slices.Compact(meshes)
 		}
 		for _, m := range meshes {
-			if _, err := ChainPending(ctx, c.pool, m); err != nil && ctx.Err() == nil {
+			if _, err := ChainPending(ctx, c.pool, m); err != nil {
+				if ctx.Err() == nil {
+					c.log.Warn("audit chainer", "mesh", m, "err", err)
+				}
+				continue
+			}
+			// What a transaction older than the events still holds back is retried on the
+			// next tick (its batch noted the mesh once, and that note is spent) — for one
+			// sweep interval after the note at most: a transaction left open for longer
+			// would otherwise have every such mesh retried ten times a second; the sweep
+			// picks them up from then on.
+			at, noted := notedAt[m]
+			if !noted || time.Since(at) >= sweep {
+				continue
+			}
+			backlog, err := q.AuditBacklog(ctx, m)
+			if err != nil && ctx.Err() == nil {
 				c.log.Warn("audit chainer", "mesh", m, "err", err)
+			}
+			if backlog != nil && *backlog {
+				c.mu.Lock()
+				if _, ok := c.noted[m]; !ok {
+					c.noted[m] = at
+				}
+				c.mu.Unlock()
 			}
 		}
 	}

@@ -84,8 +84,10 @@ func TestMessageStoredByASlowTransactionIsChained(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Rollback(ctx)
-	storeOne(t, ctx, db.New(slow), "mS", "00000000earlier", "@first", expires) // older transaction id, not committed
-	storeOne(t, ctx, db.New(d.Pool), "mS", "00000001later", "@second", expires)
+	// The slow transaction's message has the older transaction id but the larger message id:
+	// the chain follows transactions, not ids.
+	storeOne(t, ctx, db.New(slow), "mS", "zzzzzzzzslow", "@first", expires) // not committed yet
+	storeOne(t, ctx, db.New(d.Pool), "mS", "00000000fast", "@second", expires)
 
 	if _, err := ChainPending(ctx, d.Pool, "mS"); err != nil {
 		t.Fatal(err)
@@ -112,27 +114,43 @@ func TestMessageStoredByASlowTransactionIsChained(t *testing.T) {
 }
 
 // A message's event carries what the original's did: the sender as actor (id and display
-// name), payload {targetSpec, priority}, the message's own time; pending events and message
-// events of one mesh are chained in time order.
+// name), payload {targetSpec, priority}, the message's own time. Pending events (hellos,
+// closes) and message events of one mesh are chained in the order of the transactions that
+// wrote them — causal order — whatever times their writers gave them.
 func TestMessageSentEventFromTheMessageRow(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	ctx := context.Background()
 	q := db.New(d.Pool)
 	mkMeshWithMember(t, d, "mE")
-	if err := Enqueue(ctx, q, []Event{{MeshID: "mE", Type: "peer_joined", ActorID: "mem-mE", ActorName: "alice"}}, time.Now().Add(-time.Second)); err != nil {
+	// Times that disagree with the order of writing: ordering by time would put peer_left
+	// first and peer_joined last.
+	if err := Enqueue(ctx, q, []Event{{MeshID: "mE", Type: "peer_joined", ActorID: "mem-mE", ActorName: "alice"}}, time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	storeOne(t, ctx, q, "mE", "00000000m1", "<all & *>", time.Now().Add(time.Hour))
-	if got := chainedTargets(t, ctx, d, "mE", 1); len(got) != 1 {
-		t.Fatalf("message_sent events: %v", got)
+	if err := Enqueue(ctx, q, []Event{{MeshID: "mE", Type: "peer_left", ActorID: "mem-mE", ActorName: "alice"}}, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
 	}
-	rows, err := q.AuditChain(ctx, "mE")
-	if err != nil || len(rows) != 2 {
-		t.Fatalf("chain rows: %d, %v; want peer_joined then message_sent", len(rows), err)
+	var rows []db.AuditChainRow
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := ChainPending(ctx, d.Pool, "mE"); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if rows, err = q.AuditChain(ctx, "mE"); err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) >= 3 || time.Now().After(deadline) {
+			break
+		}
 	}
-	if rows[0].EventType != "peer_joined" || rows[1].EventType != "message_sent" {
-		t.Fatalf("chain order: %s, %s; want peer_joined, message_sent (time order)", rows[0].EventType, rows[1].EventType)
+	if len(rows) != 3 || rows[0].EventType != "peer_joined" || rows[1].EventType != "message_sent" || rows[2].EventType != "peer_left" {
+		var got []string
+		for _, r := range rows {
+			got = append(got, r.EventType)
+		}
+		t.Fatalf("chain: %v; want [peer_joined message_sent peer_left] (the order they were written)", got)
 	}
 	var created time.Time
 	if err := d.Pool.QueryRow(ctx, "SELECT created_at FROM messages WHERE id = '00000000m1'").Scan(&created); err != nil {

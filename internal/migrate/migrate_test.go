@@ -170,3 +170,64 @@ func TestConcurrentUpAppliesEachMigrationOnce(t *testing.T) {
 		t.Fatalf("goose_db_version has %d rows, want %d", rows, m.Latest())
 	}
 }
+
+// Rolling back past migration 7 loses no audit event: the message events not chained yet
+// move to audit_pending (where brokers before migration 7 chain them), in chain order; the
+// chained ones do not.
+func TestDownPastMessageAuditKeepsUnchainedEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := testdb.NewEmpty(t)
+	m, err := migrate.Open(d.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, stmt := range []string{
+		`INSERT INTO meshes (id, name, slug) VALUES ('m', 'm', 'm')`,
+		`INSERT INTO members (id, mesh_id, peer_pubkey, display_name) VALUES ('a', 'm', 'aa', 'alice')`,
+		// Three messages, each from its own transaction; the first is already chained.
+		`INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext, expires_at, audit_xid)
+		 VALUES ('m1', 'm', 'a', 'aa', 'alice', '*', 'broadcast', 'now', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
+		`INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext, expires_at, audit_xid)
+		 VALUES ('m2', 'm', 'a', 'aa', 'alice', '@ops', 'group', 'next', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
+		`INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext, expires_at, audit_xid)
+		 VALUES ('m3', 'm', 'a', 'aa', 'alice', 'bb', 'member', 'low', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
+		`INSERT INTO audit_cursors (mesh_id, message_xid, message_id) SELECT 'm', audit_xid, id FROM messages WHERE id = 'm1'`,
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	if _, err := m.DownTo(ctx, 6); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := conn.Query(ctx, `SELECT event_type, actor_member_id, actor_display_name, payload->>'targetSpec', payload->>'priority'
+		FROM audit_pending WHERE mesh_id = 'm' ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var typ, actor, name, target, prio string
+		if err := rows.Scan(&typ, &actor, &name, &target, &prio); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, typ+" "+actor+" "+name+" "+target+" "+prio)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"message_sent a alice @ops next", "message_sent a alice bb low"}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("audit_pending after down-to 6: %q, want %q", got, want)
+	}
+}

@@ -16,6 +16,10 @@ import (
 	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
+// auditCatchUp bounds how long audit_query and audit_verify wait for the audit chain to take
+// in what other transactions, still running, hold back (see audit.ChainCaughtUp).
+const auditCatchUp = 2 * time.Second
+
 // handle dispatches one decoded frame of an authenticated session. Unknown types are
 // ignored, as the original did (clients of newer brokers send types older ones lack).
 func (s *Session) handle(ctx context.Context, f protocol.Frame) {
@@ -100,7 +104,7 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	case *protocol.AuditQuery:
 		s.auditQuery(ctx, b, f.ReqID)
 	case *protocol.AuditVerify:
-		if _, err := audit.ChainPending(ctx, h.pool, s.member.MeshID); err != nil {
+		if err := audit.ChainCaughtUp(ctx, h.pool, s.member.MeshID, auditCatchUp); err != nil {
 			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
 			return
 		}
@@ -334,7 +338,7 @@ func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID 
 		ev = &b.EventType
 	}
 	q := s.hub.q
-	if _, err := audit.ChainPending(ctx, s.hub.pool, s.member.MeshID); err != nil {
+	if err := audit.ChainCaughtUp(ctx, s.hub.pool, s.member.MeshID, auditCatchUp); err != nil {
 		s.send(protocol.NewError(protocol.CodeAuditQueryError, err.Error(), reqID))
 		return
 	}
