@@ -3,6 +3,7 @@ package session_test
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,6 +130,9 @@ func TestPushesToOneRecipientKeepStoredOrder(t *testing.T) {
 	}
 	defer bob.Close()
 	const senders, each = 4, 100
+	// Bob may receive a sender's last push before that sender has read its ack (two sockets,
+	// no order between them): the senders are waited for before their sockets close.
+	var sending sync.WaitGroup
 	for s := range senders {
 		name := "s" + itoa(s)
 		c, err := client.Dial(ctx, i1.WS, ids[name], client.Options{SessionID: name})
@@ -136,7 +140,9 @@ func TestPushesToOneRecipientKeepStoredOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		sending.Add(1)
 		go func() {
+			defer sending.Done()
 			for i := range each {
 				ack, err := c.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "eA==", ClientMessageID: name + "-" + itoa(i)})
 				if err != nil || ack["queued"] != true {
@@ -146,6 +152,7 @@ func TestPushesToOneRecipientKeepStoredOrder(t *testing.T) {
 			}
 		}()
 	}
+	defer sending.Wait() // runs before the deferred closes above
 	next := map[string]int{}
 	for range senders * each {
 		p, err := bob.NextMessage(ctx)
