@@ -191,3 +191,29 @@ func (q *Queries) RevokeMember(ctx context.Context, arg RevokeMemberParams) (Rev
 	err := row.Scan(&i.ID, &i.Notified)
 	return i, err
 }
+
+const revokedAmong = `-- name: RevokedAmong :many
+SELECT id FROM members WHERE id = ANY($1::text[]) AND revoked_at IS NOT NULL
+`
+
+// Which of these members are revoked (an instance whose LISTEN connection was down checks
+// its sessions' members when it comes back: it may have missed a revoke notification).
+func (q *Queries) RevokedAmong(ctx context.Context, ids []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, revokedAmong, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

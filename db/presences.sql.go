@@ -122,19 +122,22 @@ func (q *Queries) EndPresence(ctx context.Context, arg EndPresenceParams) (EndPr
 }
 
 const expiredGracePresences = `-- name: ExpiredGracePresences :many
-SELECT id, connection_epoch FROM presences
-WHERE disconnected_at IS NOT NULL AND ended_at IS NULL
-  AND disconnected_at < now() - make_interval(secs => $1::float8)
-ORDER BY disconnected_at
+SELECT p.id, p.connection_epoch, (m.revoked_at IS NOT NULL)::boolean AS revoked
+FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
+  AND (p.disconnected_at < now() - make_interval(secs => $1::float8) OR m.revoked_at IS NOT NULL)
+ORDER BY p.disconnected_at
 LIMIT 200
 `
 
 type ExpiredGracePresencesRow struct {
 	ID              string
 	ConnectionEpoch int64
+	Revoked         bool
 }
 
-// Presences whose socket has been gone longer than the grace window.
+// Presences whose socket has been gone longer than the grace window, and those of revoked
+// members at once (no socket will take them back: the member's next hello is refused).
 func (q *Queries) ExpiredGracePresences(ctx context.Context, graceSeconds float64) ([]ExpiredGracePresencesRow, error) {
 	rows, err := q.db.Query(ctx, expiredGracePresences, graceSeconds)
 	if err != nil {
@@ -144,7 +147,7 @@ func (q *Queries) ExpiredGracePresences(ctx context.Context, graceSeconds float6
 	items := []ExpiredGracePresencesRow{}
 	for rows.Next() {
 		var i ExpiredGracePresencesRow
-		if err := rows.Scan(&i.ID, &i.ConnectionEpoch); err != nil {
+		if err := rows.Scan(&i.ID, &i.ConnectionEpoch, &i.Revoked); err != nil {
 			return nil, err
 		}
 		items = append(items, i)
@@ -431,6 +434,7 @@ const multicastRecipients = `-- name: MulticastRecipients :many
 SELECT p.id, p.member_id, p.groups, m.peer_grants
 FROM presences p JOIN members m ON m.id = p.member_id
 WHERE p.mesh_id = $1 AND p.ended_at IS NULL AND p.visible AND p.member_id <> $2
+  AND m.revoked_at IS NULL
 `
 
 type MulticastRecipientsParams struct {

@@ -16,6 +16,11 @@ WITH r AS (
 )
 SELECT r.id, pg_notify(@channel::text, @payload::text)::text AS notified FROM r;
 
+-- name: RevokedAmong :many
+-- Which of these members are revoked (an instance whose LISTEN connection was down checks
+-- its sessions' members when it comes back: it may have missed a revoke notification).
+SELECT id FROM members WHERE id = ANY(@ids::text[]) AND revoked_at IS NOT NULL;
+
 -- name: GetMember :one
 SELECT * FROM members WHERE id = @id;
 

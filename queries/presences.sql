@@ -116,14 +116,17 @@ SELECT groups FROM presences WHERE id = @id;
 -- presences included), with their member's grants; the sender's own member is excluded.
 SELECT p.id, p.member_id, p.groups, m.peer_grants
 FROM presences p JOIN members m ON m.id = p.member_id
-WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id <> @sender_member_id;
+WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id <> @sender_member_id
+  AND m.revoked_at IS NULL;
 
 -- name: ExpiredGracePresences :many
--- Presences whose socket has been gone longer than the grace window.
-SELECT id, connection_epoch FROM presences
-WHERE disconnected_at IS NOT NULL AND ended_at IS NULL
-  AND disconnected_at < now() - make_interval(secs => @grace_seconds::float8)
-ORDER BY disconnected_at
+-- Presences whose socket has been gone longer than the grace window, and those of revoked
+-- members at once (no socket will take them back: the member's next hello is refused).
+SELECT p.id, p.connection_epoch, (m.revoked_at IS NOT NULL)::boolean AS revoked
+FROM presences p JOIN members m ON m.id = p.member_id
+WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
+  AND (p.disconnected_at < now() - make_interval(secs => @grace_seconds::float8) OR m.revoked_at IS NOT NULL)
+ORDER BY p.disconnected_at
 LIMIT 200;
 
 -- name: DisconnectPresencesOfDeadInstances :execrows

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
@@ -58,6 +59,7 @@ type Hub struct {
 	byMesh     map[string]map[*Session]struct{} // guarded by mu
 	dirty      map[string]dirtyEntry            // presences to claim for; guarded by mu
 	claiming   map[string]bool                  // presences a claim worker is claiming for; guarded by mu
+	revokedAt  map[string]time.Time             // members revoked in the last minute (OnRevoke); guarded by mu
 	kick       chan struct{}                    // signals a claim worker that dirty is non-empty
 	closed     bool                             // guarded by mu
 
@@ -78,7 +80,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
-		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{},
+		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
 	}
 }
@@ -113,12 +115,24 @@ func (h *Hub) Run(ctx context.Context) {
 // slower and growing through a 10 s run (538 index entries and 140 heap pages read per
 // recipient for 8 live rows, docs/benchmarks.md). Nothing else runs on these connections, so
 // no other query loses bitmap scans (ReleaseLeases needs one).
+//
+// The setting is made with SET on each new connection, not as a startup parameter:
+// connection poolers in front of Postgres (PgBouncer, Supavisor) refuse unknown startup
+// parameters, which would fail every claim.
 func claimPool(main *pgxpool.Pool) (*pgxpool.Pool, error) {
 	pc := main.Config().Copy()
-	if pc.ConnConfig.RuntimeParams == nil {
-		pc.ConnConfig.RuntimeParams = map[string]string{}
+	mainAfterConnect := pc.AfterConnect
+	pc.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		if mainAfterConnect != nil {
+			if err := mainAfterConnect(ctx, conn); err != nil {
+				return err
+			}
+		}
+		if _, err := conn.Exec(ctx, "SET enable_bitmapscan = off"); err != nil {
+			return fmt.Errorf("claim connection: %w", err)
+		}
+		return nil
 	}
-	pc.ConnConfig.RuntimeParams["enable_bitmapscan"] = "off"
 	pc.MaxConns = claimWorkers + 1 // the workers and the mark loop
 	pc.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
@@ -128,9 +142,13 @@ func claimPool(main *pgxpool.Pool) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-func (h *Hub) register(s *Session) {
+// register adds a session that completed its hello. It reports whether the session's
+// member was revoked in the last minute: a revoke that committed after the hello read the
+// member, and whose notification came before this registration, found no session to close.
+func (h *Hub) register(s *Session) (revoked bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	_, revoked = h.revokedAt[s.member.ID]
 	if old := h.byPresence[s.presenceID]; old != nil && old != s {
 		// A takeover on this instance: the kick that follows would find s, not old, so old
 		// is told here (it closes with session_replaced, its presence now belongs to s).
@@ -147,6 +165,7 @@ func (h *Hub) register(s *Session) {
 	add(h.byMember, s.member.ID)
 	add(h.byMesh, s.member.MeshID)
 	h.metrics.ConnectionsActive.Set(float64(len(h.byPresence)))
+	return revoked
 }
 
 func (h *Hub) unregister(s *Session) {
@@ -233,10 +252,25 @@ func (h *Hub) OnKick(presenceID string, epoch int64) {
 // their presences end (peer_left).
 func (h *Hub) OnRevoke(memberID string) {
 	h.metrics.NotificationsReceived.WithLabelValues("revoke").Inc()
+	h.closeRevoked(memberID)
+}
+
+// closeRevoked closes the sessions of revoked members held here, and remembers the members
+// for a minute (see register).
+func (h *Hub) closeRevoked(memberIDs ...string) {
+	now := time.Now()
 	h.mu.Lock()
+	for m, at := range h.revokedAt {
+		if now.Sub(at) > time.Minute {
+			delete(h.revokedAt, m)
+		}
+	}
 	var sessions []*Session
-	for s := range h.byMember[memberID] {
-		sessions = append(sessions, s)
+	for _, memberID := range memberIDs {
+		h.revokedAt[memberID] = now
+		for s := range h.byMember[memberID] {
+			sessions = append(sessions, s)
+		}
 	}
 	h.mu.Unlock()
 	for _, s := range sessions {
@@ -281,7 +315,34 @@ func (h *Hub) OnSystem(payload []byte) {
 // OnConnected implements notifier.Handler: after (re)connecting the listener, claim for
 // every local presence (but those a claim has started for since), in case a wake-up was
 // missed meanwhile.
-func (h *Hub) OnConnected() { h.pollStale(time.Now()) }
+func (h *Hub) OnConnected() {
+	h.pollStale(time.Now())
+	go h.closeRevokedMissed()
+}
+
+// closeRevokedMissed closes the sessions whose member was revoked while this instance's
+// LISTEN connection was down (the revoke notification is lost then).
+func (h *Hub) closeRevokedMissed() {
+	h.mu.Lock()
+	members := make([]string, 0, len(h.byMember))
+	for m := range h.byMember {
+		members = append(members, m)
+	}
+	h.mu.Unlock()
+	if len(members) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	revoked, err := h.q.RevokedAmong(ctx, members)
+	if err != nil {
+		h.log.Warn("check revoked members after reconnecting", "err", err)
+		return
+	}
+	if len(revoked) > 0 {
+		h.closeRevoked(revoked...)
+	}
+}
 
 // pingLoop pings each socket every 30 s, from one goroutine for the whole instance rather
 // than one per socket: each second it starts the pings that are due (each waits for its pong

@@ -400,8 +400,9 @@ func TestReconnectIntoAFullMesh(t *testing.T) {
 }
 
 // Revoking a member closes its open sockets on every instance (1008 unauthorized), ends
-// their presences at once (peer_left, not after the grace window), and refuses its next
-// hello.
+// their presences at once (peer_left, not after the grace window) — and the presence of a
+// session that had dropped and sits in its grace window, within a grace scan — and refuses
+// its next hello; broadcasts no longer reach it.
 func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
@@ -424,13 +425,31 @@ func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
 		defer b.Close()
 		bobs = append(bobs, b)
 	}
-	for joined := 0; joined < 2; {
+	dropped, err := client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionID: "b-dropped"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for joined := 0; joined < 3; {
 		p, err := alice.Next(ctx, "push")
 		if err != nil {
 			t.Fatalf("waiting for bob's peer_joined: %v", err)
 		}
 		if p.Str("event") == "peer_joined" {
 			joined++
+		}
+	}
+	_ = dropped.Drop() // into its 10-minute grace window
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var n int
+		if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM presences WHERE member_id = $1 AND disconnected_at IS NOT NULL AND ended_at IS NULL",
+			ids["bob"].MemberID).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the dropped session never entered its grace window")
 		}
 	}
 
@@ -447,11 +466,11 @@ func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
 			t.Fatalf("bob's socket on instance %d closed with %v, want 1008 unauthorized", i+1, err)
 		}
 	}
-	// Both presences end now (the grace window is 10 minutes): two peer_left.
-	for left := 0; left < 2; {
+	// All three presences end now (the grace window is 10 minutes): three peer_left.
+	for left := 0; left < 3; {
 		p, err := alice.Next(ctx, "push")
 		if err != nil {
-			t.Fatalf("waiting for bob's peer_left (%d of 2 seen): %v", left, err)
+			t.Fatalf("waiting for bob's peer_left (%d of 3 seen): %v", left, err)
 		}
 		if p.Str("event") == "peer_left" {
 			left++
@@ -459,8 +478,8 @@ func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
 	}
 	var live, revoked int
 	if err := d.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE ended_at IS NULL), count(*) FILTER (WHERE end_reason = 'revoked')
-		FROM presences WHERE member_id = $1`, ids["bob"].MemberID).Scan(&live, &revoked); err != nil || live != 0 || revoked != 2 {
-		t.Fatalf("bob's presences: %d live, %d ended as revoked, %v; want 0 and 2", live, revoked, err)
+		FROM presences WHERE member_id = $1`, ids["bob"].MemberID).Scan(&live, &revoked); err != nil || live != 0 || revoked != 3 {
+		t.Fatalf("bob's presences: %d live, %d ended as revoked, %v; want 0 and 3", live, revoked, err)
 	}
 	_, err = client.Dial(ctx, i2.WS, ids["bob"], client.Options{SessionID: "b-again"})
 	if rerr, ok := err.(*client.RefusedError); !ok || rerr.Code != "unauthorized" {

@@ -59,7 +59,11 @@ func (h *Hub) Maintain(ctx context.Context, grace time.Duration, info InstanceIn
 			h.log.Warn("expired grace presences", "err", err)
 		}
 		for _, r := range rows {
-			if err := h.endPresence(ctx, r.ID, r.ConnectionEpoch, "grace_expired"); err != nil && ctx.Err() == nil {
+			reason := "grace_expired"
+			if r.Revoked {
+				reason = "revoked"
+			}
+			if err := h.endPresence(ctx, r.ID, r.ConnectionEpoch, reason); err != nil && ctx.Err() == nil {
 				h.log.Warn("end presence after grace", "presence", r.ID, "err", err)
 			}
 		}

@@ -268,7 +268,12 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	}
 	s.ctx = ctx
 	s.nextPing.Store(time.Now().Add(pingInterval).UnixNano())
-	h.register(s)
+	if h.register(s) {
+		// Revoked while this hello was in flight: the revoke found no session to close.
+		s.revoked()
+		go s.finish(ctx)
+		return
+	}
 	if s.epoch > 1 {
 		// Whoever held the presence before closes, wherever it is — even when the presence
 		// was in its grace window: an instance cut off from the database has its presences
@@ -624,7 +629,12 @@ func (s *Session) finish(ctx context.Context) {
 			reason = "revoked"
 		}
 		if err := h.endPresence(fctx, pid, s.epoch, reason); err != nil {
+			// Not ended: let it take the dropped socket's way (the grace window, then the
+			// end), rather than stay live with no socket.
 			h.log.Warn("end presence", "presence", pid, "err", err)
+			if _, err := h.q.DisconnectPresence(fctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
+				h.log.Warn("disconnect presence", "presence", pid, "err", err)
+			}
 		}
 	default: // dropped, liveness, slow consumer, drain: keep the presence for the grace window
 		if _, err := h.q.DisconnectPresence(fctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {

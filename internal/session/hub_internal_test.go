@@ -2,8 +2,12 @@ package session
 
 import (
 	"context"
+	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/metrics"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -44,5 +48,31 @@ func TestClaimPoolHasNoBitmapScans(t *testing.T) {
 	}
 	if got := cp.Config().MaxConns; got != claimWorkers+1 {
 		t.Fatalf("claim pool MaxConns = %d, want %d (the claim workers and the mark loop)", got, claimWorkers+1)
+	}
+}
+
+// A hello that read its member just before a revoke committed registers after the revoke's
+// notification found nothing to close: register reports it, for a minute after the revoke,
+// so the new session is closed too.
+func TestRegisterReportsARecentRevoke(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	h := NewHub(Config{InstanceID: "i"}, d.Pool, nil, metrics.New(), slog.New(slog.DiscardHandler))
+	h.closeRevoked("revoked-member") // no session of it here yet
+	late := &Session{hub: h, presenceID: "p1", member: auth.Member{ID: "revoked-member", MeshID: "m"}}
+	if !h.register(late) {
+		t.Fatal("register did not report the member revoked a moment ago")
+	}
+	other := &Session{hub: h, presenceID: "p2", member: auth.Member{ID: "someone-else", MeshID: "m"}}
+	if h.register(other) {
+		t.Fatal("register reported a member nobody revoked")
+	}
+	h.mu.Lock()
+	h.revokedAt["revoked-member"] = time.Now().Add(-2 * time.Minute)
+	h.mu.Unlock()
+	h.closeRevoked("another") // prunes entries older than a minute
+	again := &Session{hub: h, presenceID: "p3", member: auth.Member{ID: "revoked-member", MeshID: "m"}}
+	if h.register(again) {
+		t.Fatal("register still reports a revoke from two minutes ago (its hello would have been refused)")
 	}
 }
