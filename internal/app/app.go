@@ -202,7 +202,8 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	go checker.Run(bg)
 	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
 	go listener.Run(bg)
-	go hub.Run(bg)
+	hubDone := make(chan struct{})
+	go func() { hub.Run(bg); close(hubDone) }()
 	// Audit events are linked into their chains every 100 ms for meshes that just sent
 	// (the chain trails the messages by a blink, and the send path never waits on the chain
 	// lock), and every 2 s for whatever else is pending.
@@ -224,7 +225,16 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	return drain(cfg, log, checker, httpSrv, hub)
+	err = drain(cfg, log, checker, httpSrv, hub)
+	// The hub's last delivered marks are flushed before the pool (and the embedded cluster)
+	// close; a mark lost here would only mean a redelivery, but there is no need for one.
+	stopBG()
+	select {
+	case <-hubDone:
+	case <-time.After(5 * time.Second):
+		log.Warn("hub did not stop within 5 s")
+	}
+	return err
 }
 
 // drain is the shutdown sequence: fail readiness so the proxy routes new work elsewhere,
