@@ -231,6 +231,18 @@ func (q *Queries) AuditTail(ctx context.Context, meshID string) (string, error) 
 	return hash, err
 }
 
+const deleteAuditPending = `-- name: DeleteAuditPending :execrows
+DELETE FROM audit_pending WHERE id = ANY($1::bigint[])
+`
+
+func (q *Queries) DeleteAuditPending(ctx context.Context, ids []int64) (int64, error) {
+	result, err := q.db.Exec(ctx, deleteAuditPending, ids)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const insertAuditPending = `-- name: InsertAuditPending :exec
 INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
 SELECT unnest($1::text[]), unnest($2::text[]), NULLIF(unnest($3::text[]), ''),
@@ -371,23 +383,40 @@ func (q *Queries) MeshesWithUnchainedMessages(ctx context.Context) ([]string, er
 	return items, nil
 }
 
-const takeAuditPending = `-- name: TakeAuditPending :many
-DELETE FROM audit_pending
-WHERE id IN (
-    SELECT p.id FROM audit_pending p
-    WHERE p.mesh_id = $1 AND p.audit_xid < ($2::text)::xid8
-    ORDER BY p.audit_xid, p.id LIMIT $3
-)
-RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at, audit_xid::text AS audit_xid
+const moveAuditCursor = `-- name: MoveAuditCursor :exec
+INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
+VALUES ($1, ($2::text)::xid8, $3)
+ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
 `
 
-type TakeAuditPendingParams struct {
+type MoveAuditCursorParams struct {
+	MeshID     string
+	MessageXid string
+	MessageID  string
+}
+
+// The mesh's messages up to (@message_xid, @message_id) are chained.
+func (q *Queries) MoveAuditCursor(ctx context.Context, arg MoveAuditCursorParams) error {
+	_, err := q.db.Exec(ctx, moveAuditCursor, arg.MeshID, arg.MessageXid, arg.MessageID)
+	return err
+}
+
+const pendingAuditEvents = `-- name: PendingAuditEvents :many
+SELECT p.id, p.mesh_id, p.event_type, p.actor_member_id, p.actor_display_name, p.payload, p.created_at,
+       p.audit_xid::text AS audit_xid
+FROM audit_pending p
+WHERE p.mesh_id = $1 AND p.audit_xid < ($2::text)::xid8
+ORDER BY p.audit_xid, p.id
+LIMIT $3
+`
+
+type PendingAuditEventsParams struct {
 	MeshID  string
 	Horizon string
 	Lim     int32
 }
 
-type TakeAuditPendingRow struct {
+type PendingAuditEventsRow struct {
 	ID               int64
 	MeshID           string
 	EventType        string
@@ -398,18 +427,18 @@ type TakeAuditPendingRow struct {
 	AuditXid         string
 }
 
-// The oldest pending events of a mesh stored below @horizon (see AuditHorizon), removed here
-// and appended to the chain by the caller in the same transaction (which holds the mesh's
-// chain lock), in (audit_xid, id) order.
-func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingParams) ([]TakeAuditPendingRow, error) {
-	rows, err := q.db.Query(ctx, takeAuditPending, arg.MeshID, arg.Horizon, arg.Lim)
+// The oldest pending events of a mesh stored below @horizon (see AuditHorizon), in
+// (audit_xid, id) order. The caller holds the mesh's chain lock, appends them to the chain
+// and deletes them (DeleteAuditPending) in the same transaction.
+func (q *Queries) PendingAuditEvents(ctx context.Context, arg PendingAuditEventsParams) ([]PendingAuditEventsRow, error) {
+	rows, err := q.db.Query(ctx, pendingAuditEvents, arg.MeshID, arg.Horizon, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []TakeAuditPendingRow{}
+	items := []PendingAuditEventsRow{}
 	for rows.Next() {
-		var i TakeAuditPendingRow
+		var i PendingAuditEventsRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.MeshID,
@@ -430,39 +459,27 @@ func (q *Queries) TakeAuditPending(ctx context.Context, arg TakeAuditPendingPara
 	return items, nil
 }
 
-const takeUnchainedMessages = `-- name: TakeUnchainedMessages :many
+const unchainedMessages = `-- name: UnchainedMessages :many
 WITH cur AS (
     SELECT coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = $1), '0'::xid8) AS xid,
            coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = $1), '') AS id
-), picked AS (
-    SELECT m.id, m.audit_xid, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at
-    FROM messages m, cur
-    WHERE m.mesh_id = $1 AND m.audit_xid IS NOT NULL
-      AND (m.audit_xid, m.id) > (cur.xid, cur.id)
-      AND m.audit_xid < ($2::text)::xid8
-    ORDER BY m.audit_xid, m.id
-    LIMIT $3
-), last AS (
-    SELECT p.audit_xid, p.id FROM picked p ORDER BY p.audit_xid DESC, p.id DESC LIMIT 1
-), moved AS (
-    INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
-    SELECT $1, last.audit_xid, last.id FROM last
-    ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
-    RETURNING 1
 )
-SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at, p.audit_xid::text AS audit_xid
-FROM picked p
-WHERE (SELECT count(*) FROM moved) >= 0
-ORDER BY p.audit_xid, p.id
+SELECT m.id, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at, m.audit_xid::text AS audit_xid
+FROM messages m, cur
+WHERE m.mesh_id = $1 AND m.audit_xid IS NOT NULL
+  AND (m.audit_xid, m.id) > (cur.xid, cur.id)
+  AND m.audit_xid < ($2::text)::xid8
+ORDER BY m.audit_xid, m.id
+LIMIT $3
 `
 
-type TakeUnchainedMessagesParams struct {
+type UnchainedMessagesParams struct {
 	MeshID  string
 	Horizon string
 	Lim     int32
 }
 
-type TakeUnchainedMessagesRow struct {
+type UnchainedMessagesRow struct {
 	ID             string
 	SenderMemberID string
 	SenderName     *string
@@ -472,22 +489,21 @@ type TakeUnchainedMessagesRow struct {
 	AuditXid       string
 }
 
-// The next messages of a mesh whose message_sent events are not in the chain yet, in
-// (audit_xid, id) order, and the mesh's cursor moved past them — in one statement. Only
-// messages stored by transactions below @horizon (AuditHorizon: the oldest one still running
-// when the round began) are taken: each of those has committed or aborted, so nothing can
-// later appear behind the cursor. The caller holds the mesh's chain lock and appends the
-// events in the same transaction. sender_name is the sender session's display name at the
-// time of the send.
-func (q *Queries) TakeUnchainedMessages(ctx context.Context, arg TakeUnchainedMessagesParams) ([]TakeUnchainedMessagesRow, error) {
-	rows, err := q.db.Query(ctx, takeUnchainedMessages, arg.MeshID, arg.Horizon, arg.Lim)
+// The next messages of a mesh whose message_sent events are not in the chain yet — past its
+// cursor — stored by transactions below @horizon (AuditHorizon: the oldest one still running
+// when the round began), in (audit_xid, id) order. Each of those transactions has committed
+// or aborted, so nothing can later appear behind them. The caller holds the mesh's chain lock,
+// appends the events and moves the cursor (MoveAuditCursor) in the same transaction.
+// sender_name is the sender session's display name at the time of the send.
+func (q *Queries) UnchainedMessages(ctx context.Context, arg UnchainedMessagesParams) ([]UnchainedMessagesRow, error) {
+	rows, err := q.db.Query(ctx, unchainedMessages, arg.MeshID, arg.Horizon, arg.Lim)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	items := []TakeUnchainedMessagesRow{}
+	items := []UnchainedMessagesRow{}
 	for rows.Next() {
-		var i TakeUnchainedMessagesRow
+		var i UnchainedMessagesRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.SenderMemberID,

@@ -57,49 +57,44 @@ SELECT m.mesh_id::text AS mesh_id FROM m WHERE m.mesh_id IS NOT NULL LIMIT 1000;
 -- below it, so the two sources are cut at the same point.
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
 
--- name: TakeAuditPending :many
--- The oldest pending events of a mesh stored below @horizon (see AuditHorizon), removed here
--- and appended to the chain by the caller in the same transaction (which holds the mesh's
--- chain lock), in (audit_xid, id) order.
-DELETE FROM audit_pending
-WHERE id IN (
-    SELECT p.id FROM audit_pending p
-    WHERE p.mesh_id = @mesh_id AND p.audit_xid < (@horizon::text)::xid8
-    ORDER BY p.audit_xid, p.id LIMIT @lim
-)
-RETURNING id, mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at, audit_xid::text AS audit_xid;
+-- name: PendingAuditEvents :many
+-- The oldest pending events of a mesh stored below @horizon (see AuditHorizon), in
+-- (audit_xid, id) order. The caller holds the mesh's chain lock, appends them to the chain
+-- and deletes them (DeleteAuditPending) in the same transaction.
+SELECT p.id, p.mesh_id, p.event_type, p.actor_member_id, p.actor_display_name, p.payload, p.created_at,
+       p.audit_xid::text AS audit_xid
+FROM audit_pending p
+WHERE p.mesh_id = @mesh_id AND p.audit_xid < (@horizon::text)::xid8
+ORDER BY p.audit_xid, p.id
+LIMIT @lim;
 
--- name: TakeUnchainedMessages :many
--- The next messages of a mesh whose message_sent events are not in the chain yet, in
--- (audit_xid, id) order, and the mesh's cursor moved past them — in one statement. Only
--- messages stored by transactions below @horizon (AuditHorizon: the oldest one still running
--- when the round began) are taken: each of those has committed or aborted, so nothing can
--- later appear behind the cursor. The caller holds the mesh's chain lock and appends the
--- events in the same transaction. sender_name is the sender session's display name at the
--- time of the send.
+-- name: DeleteAuditPending :execrows
+DELETE FROM audit_pending WHERE id = ANY(@ids::bigint[]);
+
+-- name: UnchainedMessages :many
+-- The next messages of a mesh whose message_sent events are not in the chain yet — past its
+-- cursor — stored by transactions below @horizon (AuditHorizon: the oldest one still running
+-- when the round began), in (audit_xid, id) order. Each of those transactions has committed
+-- or aborted, so nothing can later appear behind them. The caller holds the mesh's chain lock,
+-- appends the events and moves the cursor (MoveAuditCursor) in the same transaction.
+-- sender_name is the sender session's display name at the time of the send.
 WITH cur AS (
     SELECT coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '0'::xid8) AS xid,
            coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '') AS id
-), picked AS (
-    SELECT m.id, m.audit_xid, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at
-    FROM messages m, cur
-    WHERE m.mesh_id = @mesh_id AND m.audit_xid IS NOT NULL
-      AND (m.audit_xid, m.id) > (cur.xid, cur.id)
-      AND m.audit_xid < (@horizon::text)::xid8
-    ORDER BY m.audit_xid, m.id
-    LIMIT @lim
-), last AS (
-    SELECT p.audit_xid, p.id FROM picked p ORDER BY p.audit_xid DESC, p.id DESC LIMIT 1
-), moved AS (
-    INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
-    SELECT @mesh_id, last.audit_xid, last.id FROM last
-    ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
-    RETURNING 1
 )
-SELECT p.id, p.sender_member_id, p.sender_name, p.target_spec, p.priority, p.created_at, p.audit_xid::text AS audit_xid
-FROM picked p
-WHERE (SELECT count(*) FROM moved) >= 0
-ORDER BY p.audit_xid, p.id;
+SELECT m.id, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at, m.audit_xid::text AS audit_xid
+FROM messages m, cur
+WHERE m.mesh_id = @mesh_id AND m.audit_xid IS NOT NULL
+  AND (m.audit_xid, m.id) > (cur.xid, cur.id)
+  AND m.audit_xid < (@horizon::text)::xid8
+ORDER BY m.audit_xid, m.id
+LIMIT @lim;
+
+-- name: MoveAuditCursor :exec
+-- The mesh's messages up to (@message_xid, @message_id) are chained.
+INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
+VALUES (@mesh_id, (@message_xid::text)::xid8, @message_id)
+ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id;
 
 -- name: MeshesWithUnchainedMessages :many
 -- The meshes with messages whose message_sent events are not chained yet (the chainer's

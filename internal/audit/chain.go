@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -156,84 +157,21 @@ func PendingRows(events []Event, now time.Time) (db.InsertAuditPendingParams, er
 	return p, nil
 }
 
-// chainBatch bounds the rows one chaining transaction moves.
-const chainBatch = 5000
+// chainBatch bounds the rows of each source one chaining transaction reads (a variable so a
+// test can make it small).
+var chainBatch = 5000
 
 // ChainPending links a mesh's pending events and its stored messages' message_sent events
 // into its chain, in transactions of up to chainBatch rows of each source, until none is
 // left; it returns how many it linked. Each round reads the horizon (the oldest transaction
 // still running) once and takes only what transactions below it wrote, from both sources, in
-// transaction-id order: a transaction that started after another committed has a later id,
-// so the chain follows causality (a peer_left queued after a send comes after its
+// transaction-id order: a transaction that took its id after another committed has a later
+// id, so the chain follows causality (a peer_left queued after a send comes after its
 // message_sent), and nothing can later appear behind what was taken.
 func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, error) {
 	total := 0
 	for {
-		n, more := 0, false
-		err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-			q := db.New(tx)
-			// The lock first: taking rows and appending them is one step of the chain.
-			if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
-				return fmt.Errorf("audit lock: %w", err)
-			}
-			horizon, err := q.AuditHorizon(ctx)
-			if err != nil {
-				return fmt.Errorf("audit horizon: %w", err)
-			}
-			rows, err := q.TakeAuditPending(ctx, db.TakeAuditPendingParams{MeshID: meshID, Horizon: horizon, Lim: chainBatch})
-			if err != nil {
-				return fmt.Errorf("take pending audit events: %w", err)
-			}
-			msgs, err := q.TakeUnchainedMessages(ctx, db.TakeUnchainedMessagesParams{MeshID: meshID, Horizon: horizon, Lim: chainBatch})
-			if err != nil {
-				return fmt.Errorf("take unchained messages: %w", err)
-			}
-			if len(rows) == 0 && len(msgs) == 0 {
-				return nil
-			}
-			type ordered struct {
-				xid uint64
-				e   Event
-			}
-			events := make([]ordered, 0, len(rows)+len(msgs))
-			for _, r := range rows {
-				canon, err := CanonicalJSON(r.Payload)
-				if err != nil {
-					return fmt.Errorf("audit payload %d: %w", r.ID, err)
-				}
-				e := Event{MeshID: r.MeshID, Type: r.EventType, payloadJSON: string(r.Payload), canonical: canon, createdAt: r.CreatedAt}
-				if r.ActorMemberID != nil {
-					e.ActorID = *r.ActorMemberID
-				}
-				if r.ActorDisplayName != nil {
-					e.ActorName = *r.ActorDisplayName
-				}
-				xid, err := strconv.ParseUint(r.AuditXid, 10, 64)
-				if err != nil {
-					return fmt.Errorf("audit pending %d transaction %q: %w", r.ID, r.AuditXid, err)
-				}
-				events = append(events, ordered{xid, e})
-			}
-			for _, m := range msgs {
-				xid, err := strconv.ParseUint(m.AuditXid, 10, 64)
-				if err != nil {
-					return fmt.Errorf("message %s transaction %q: %w", m.ID, m.AuditXid, err)
-				}
-				events = append(events, ordered{xid, MessageSent(meshID, m)})
-			}
-			// Each source arrives in (transaction, id) order; merge them by transaction.
-			slices.SortStableFunc(events, func(a, b ordered) int { return cmp.Compare(a.xid, b.xid) })
-			linked := make([]Event, len(events))
-			for i, o := range events {
-				linked[i] = o.e
-			}
-			p := db.InsertAuditRowsParams{}
-			if err := link(ctx, q, linked, &p); err != nil {
-				return err
-			}
-			n, more = len(events), len(rows) == chainBatch || len(msgs) == chainBatch
-			return q.InsertAuditRows(ctx, p)
-		})
+		n, more, err := chainRound(ctx, pool, meshID)
 		if err != nil {
 			return total, err
 		}
@@ -242,6 +180,115 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 			return total, nil
 		}
 	}
+}
+
+// chained is one event with the id of the transaction that wrote it.
+type chained struct {
+	xid uint64
+	e   Event
+}
+
+// chainRound is one transaction of ChainPending. more reports that a source filled its
+// batch (there may be more below the horizon).
+func chainRound(ctx context.Context, pool *pgxpool.Pool, meshID string) (n int, more bool, err error) {
+	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		// The lock first: taking rows and appending them is one step of the chain.
+		if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
+			return fmt.Errorf("audit lock: %w", err)
+		}
+		horizon, err := q.AuditHorizon(ctx)
+		if err != nil {
+			return fmt.Errorf("audit horizon: %w", err)
+		}
+		rows, err := q.PendingAuditEvents(ctx, db.PendingAuditEventsParams{MeshID: meshID, Horizon: horizon, Lim: int32(chainBatch)})
+		if err != nil {
+			return fmt.Errorf("read pending audit events: %w", err)
+		}
+		msgs, err := q.UnchainedMessages(ctx, db.UnchainedMessagesParams{MeshID: meshID, Horizon: horizon, Lim: int32(chainBatch)})
+		if err != nil {
+			return fmt.Errorf("read unchained messages: %w", err)
+		}
+		pending := make([]chained, 0, len(rows))
+		for _, r := range rows {
+			canon, err := CanonicalJSON(r.Payload)
+			if err != nil {
+				return fmt.Errorf("audit payload %d: %w", r.ID, err)
+			}
+			e := Event{MeshID: r.MeshID, Type: r.EventType, payloadJSON: string(r.Payload), canonical: canon, createdAt: r.CreatedAt}
+			if r.ActorMemberID != nil {
+				e.ActorID = *r.ActorMemberID
+			}
+			if r.ActorDisplayName != nil {
+				e.ActorName = *r.ActorDisplayName
+			}
+			xid, err := strconv.ParseUint(r.AuditXid, 10, 64)
+			if err != nil {
+				return fmt.Errorf("audit pending %d transaction %q: %w", r.ID, r.AuditXid, err)
+			}
+			pending = append(pending, chained{xid, e})
+		}
+		sent := make([]chained, 0, len(msgs))
+		for _, m := range msgs {
+			xid, err := strconv.ParseUint(m.AuditXid, 10, 64)
+			if err != nil {
+				return fmt.Errorf("message %s transaction %q: %w", m.ID, m.AuditXid, err)
+			}
+			sent = append(sent, chained{xid, MessageSent(meshID, m)})
+		}
+		// A source that filled its batch may have more rows just past its last one; the other
+		// source must not get ahead of them. Both are cut at the smallest such last
+		// transaction (a transaction writes to one source only, so the cut transaction's rows
+		// are either all here or continue, in order, next round).
+		cut := uint64(math.MaxUint64)
+		if len(pending) == chainBatch {
+			cut, more = min(cut, pending[len(pending)-1].xid), true
+		}
+		if len(sent) == chainBatch {
+			cut, more = min(cut, sent[len(sent)-1].xid), true
+		}
+		pending = slices.DeleteFunc(pending, func(c chained) bool { return c.xid > cut })
+		keptMsgs := 0
+		for keptMsgs < len(sent) && sent[keptMsgs].xid <= cut {
+			keptMsgs++
+		}
+		sent = sent[:keptMsgs]
+		if len(pending) == 0 && len(sent) == 0 {
+			return nil
+		}
+		if len(pending) > 0 {
+			ids := make([]int64, len(pending))
+			for i := range pending {
+				ids[i] = rows[i].ID // pending keeps a prefix of rows (they are in xid order)
+			}
+			if _, err := q.DeleteAuditPending(ctx, ids); err != nil {
+				return fmt.Errorf("delete pending audit events: %w", err)
+			}
+		}
+		if len(sent) > 0 {
+			last := msgs[len(sent)-1]
+			if err := q.MoveAuditCursor(ctx, db.MoveAuditCursorParams{MeshID: meshID, MessageXid: last.AuditXid, MessageID: last.ID}); err != nil {
+				return fmt.Errorf("move audit cursor: %w", err)
+			}
+		}
+		// Each source is in (transaction, id) order; merge them by transaction.
+		events := append(pending, sent...)
+		slices.SortStableFunc(events, func(a, b chained) int { return cmp.Compare(a.xid, b.xid) })
+		linked := make([]Event, len(events))
+		for i, c := range events {
+			linked[i] = c.e
+		}
+		p := db.InsertAuditRowsParams{}
+		if err := link(ctx, q, linked, &p); err != nil {
+			return err
+		}
+		n = len(events)
+		return q.InsertAuditRows(ctx, p)
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return n, more, nil
 }
 
 // ChainCaughtUp chains a mesh until everything committed before it was called is in the
@@ -289,7 +336,7 @@ func ChainCaughtUp(ctx context.Context, pool *pgxpool.Pool, meshID string, wait 
 // (metadata only), by its sender, at the time it was stored (to the millisecond, as the
 // chain renders times). The canonical form is built directly — both values are strings, and
 // the keys are already in canonical order — and doubles as the stored payload.
-func MessageSent(meshID string, m db.TakeUnchainedMessagesRow) Event {
+func MessageSent(meshID string, m db.UnchainedMessagesRow) Event {
 	var b strings.Builder
 	b.Grow(32 + len(m.Priority) + len(m.TargetSpec))
 	b.WriteString(`{"priority":`)

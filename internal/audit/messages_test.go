@@ -248,3 +248,44 @@ func TestChainerSweepFindsUnchainedMessages(t *testing.T) {
 		t.Fatalf("after the sweep: %v %v, want none", meshes, err)
 	}
 }
+
+// When one source fills its batch, the other does not get ahead of what the full one left
+// for the next round: three pending events and then a message, read two at a time, are
+// chained in the order they were written. (Not parallel: it shrinks the package's batch.)
+func TestBatchLimitKeepsTransactionOrder(t *testing.T) {
+	defer func(n int) { chainBatch = n }(chainBatch)
+	chainBatch = 2
+	d := testdb.New(t)
+	ctx := context.Background()
+	q := db.New(d.Pool)
+	mkMeshWithMember(t, d, "mB")
+	for i := range 3 {
+		if err := Enqueue(ctx, q, []Event{{MeshID: "mB", Type: "peer_joined", ActorID: "mem-mB", Payload: map[string]any{"i": i}}}, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	storeOne(t, ctx, q, "mB", "00000000m", "*", time.Now().Add(time.Hour))
+	var rows []db.AuditChainRow
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := ChainPending(ctx, d.Pool, "mB"); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if rows, err = q.AuditChain(ctx, "mB"); err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) >= 4 || time.Now().After(deadline) {
+			break
+		}
+	}
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.EventType)
+	}
+	if len(got) != 4 || got[3] != "message_sent" {
+		t.Fatalf("chain: %v; want three peer_joined, then message_sent", got)
+	}
+	if v, err := VerifyMesh(ctx, q, "mB"); err != nil || !v.Valid || v.Entries != 4 {
+		t.Fatalf("chain: %+v %v", v, err)
+	}
+}
