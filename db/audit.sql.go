@@ -95,14 +95,18 @@ func (q *Queries) AuditCount(ctx context.Context, arg AuditCountParams) (int64, 
 }
 
 const auditCursorsAhead = `-- name: AuditCursorsAhead :many
-SELECT mesh_id FROM audit_cursors
-WHERE message_xid >= pg_snapshot_xmax(pg_current_snapshot())
-LIMIT 100
+(SELECT c.mesh_id FROM audit_cursors c
+ WHERE c.message_xid >= pg_snapshot_xmax(pg_current_snapshot())
+ LIMIT 100)
+UNION
+(SELECT p.mesh_id FROM audit_pending p
+ WHERE p.audit_xid >= pg_snapshot_xmax(pg_current_snapshot())
+ LIMIT 100)
 `
 
-// Meshes whose chain cursor is at or beyond the cluster's next transaction id: the database
-// was copied logically into a cluster with a lower transaction counter (docs/operations.md),
-// and new messages of these meshes would sort behind the cursor.
+// Meshes whose chain cursor, or a pending event, is at or beyond the cluster's next
+// transaction id: the database was copied logically into a cluster with a lower transaction
+// counter (docs/operations.md), and these meshes' new events would sort behind them.
 func (q *Queries) AuditCursorsAhead(ctx context.Context) ([]string, error) {
 	rows, err := q.db.Query(ctx, auditCursorsAhead)
 	if err != nil {

@@ -156,6 +156,31 @@ func (q *Queries) InsertMember(ctx context.Context, arg InsertMemberParams) (Mem
 	return i, err
 }
 
+const recentlyRevoked = `-- name: RecentlyRevoked :many
+SELECT id FROM members WHERE revoked_at > now() - interval '1 minute'
+`
+
+// Members revoked in the last minute (see Hub.closeRevokedMissed).
+func (q *Queries) RecentlyRevoked(ctx context.Context) ([]string, error) {
+	rows, err := q.db.Query(ctx, recentlyRevoked)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const revokeMember = `-- name: RevokeMember :one
 WITH r AS (
     UPDATE members SET revoked_at = now()

@@ -137,9 +137,13 @@ SELECT EXISTS (SELECT 1 FROM audit_pending p WHERE p.mesh_id = @mesh_id)
     ) AS backlog;
 
 -- name: AuditCursorsAhead :many
--- Meshes whose chain cursor is at or beyond the cluster's next transaction id: the database
--- was copied logically into a cluster with a lower transaction counter (docs/operations.md),
--- and new messages of these meshes would sort behind the cursor.
-SELECT mesh_id FROM audit_cursors
-WHERE message_xid >= pg_snapshot_xmax(pg_current_snapshot())
-LIMIT 100;
+-- Meshes whose chain cursor, or a pending event, is at or beyond the cluster's next
+-- transaction id: the database was copied logically into a cluster with a lower transaction
+-- counter (docs/operations.md), and these meshes' new events would sort behind them.
+(SELECT c.mesh_id FROM audit_cursors c
+ WHERE c.message_xid >= pg_snapshot_xmax(pg_current_snapshot())
+ LIMIT 100)
+UNION
+(SELECT p.mesh_id FROM audit_pending p
+ WHERE p.audit_xid >= pg_snapshot_xmax(pg_current_snapshot())
+ LIMIT 100);

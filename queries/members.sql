@@ -21,6 +21,10 @@ SELECT r.id, pg_notify(@channel::text, @payload::text)::text AS notified FROM r;
 -- its sessions' members when it comes back: it may have missed a revoke notification).
 SELECT id FROM members WHERE id = ANY(@ids::text[]) AND revoked_at IS NOT NULL;
 
+-- name: RecentlyRevoked :many
+-- Members revoked in the last minute (see Hub.closeRevokedMissed).
+SELECT id FROM members WHERE revoked_at > now() - interval '1 minute';
+
 -- name: GetMember :one
 SELECT * FROM members WHERE id = @id;
 

@@ -289,3 +289,36 @@ func TestBatchLimitKeepsTransactionOrder(t *testing.T) {
 		t.Fatalf("chain: %+v %v", v, err)
 	}
 }
+
+// audit_query and audit_verify see every event written before they were asked: ChainCaughtUp
+// waits for an older transaction that holds the event back, instead of reading a chain
+// without it.
+func TestChainCaughtUpWaitsForOlderTransactions(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ctx := context.Background()
+	q := db.New(d.Pool)
+	mkMesh(t, d, "mW")
+	older, err := d.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer older.Rollback(ctx)
+	if _, err := older.Exec(ctx, "INSERT INTO meshes (id, name, slug) VALUES ('mW2', 'mW2', 'mW2')"); err != nil { // takes a transaction id
+		t.Fatal(err)
+	}
+	if err := Enqueue(ctx, q, []Event{{MeshID: "mW", Type: "peer_joined", ActorID: "x"}}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = older.Commit(ctx)
+	}()
+	if err := ChainCaughtUp(ctx, d.Pool, "mW", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE mesh_id = 'mW'").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("events chained when ChainCaughtUp returned: %d, %v; want the one written before the call", n, err)
+	}
+}

@@ -284,3 +284,29 @@ func TestDuplicateInABatchStoresTheRestOnce(t *testing.T) {
 		t.Fatalf("%d duplicates acked, %d messages stored, %d message_sent events; want 1, %d, %d", dups, stored, audited, 1+others, 1+others)
 	}
 }
+
+// A multicast does not address the presences of a revoked member, even one whose socket is
+// still open for a moment (its instance closes it on the revoke notification).
+func TestMulticastSkipsRevokedMembers(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	ids := brokertest.Mesh(t, q, "alice", "bob", "carol")
+	for _, who := range []string{"bob", "carol"} {
+		if _, err := d.Pool.Exec(ctx, `INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, pid, cwd)
+			VALUES ($1, $2, $3, $1, $1, 1, '/')`, who+"-p", ids[who].MeshID, ids[who].MemberID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.Pool.Exec(ctx, "UPDATE members SET revoked_at = now() WHERE id = $1", ids["carol"].MemberID); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := q.MulticastRecipients(ctx, db.MulticastRecipientsParams{MeshID: ids["alice"].MeshID, SenderMemberID: ids["alice"].MemberID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1 || rows[0].ID != "bob-p" {
+		t.Fatalf("multicast recipients: %+v; want bob's presence only", rows)
+	}
+}

@@ -197,10 +197,11 @@ func TestDownPastMessageAuditKeepsUnchainedEvents(t *testing.T) {
 		// Three messages, each from its own transaction; the first is already chained.
 		`INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext, expires_at, audit_xid)
 		 VALUES ('m1', 'm', 'a', 'aa', 'alice', '*', 'broadcast', 'now', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
+		// The later transaction stores the smaller id: the copy follows transactions.
 		`INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext, expires_at, audit_xid)
-		 VALUES ('m2', 'm', 'a', 'aa', 'alice', '@ops', 'group', 'next', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
+		 VALUES ('z2', 'm', 'a', 'aa', 'alice', '@ops', 'group', 'next', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
 		`INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext, expires_at, audit_xid)
-		 VALUES ('m3', 'm', 'a', 'aa', 'alice', 'bb', 'member', 'low', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
+		 VALUES ('b3', 'm', 'a', 'aa', 'alice', 'bb', 'member', 'low', 'n', 'c', now() + interval '1 hour', pg_current_xact_id())`,
 		`INSERT INTO audit_cursors (mesh_id, message_xid, message_id) SELECT 'm', audit_xid, id FROM messages WHERE id = 'm1'`,
 	} {
 		if _, err := conn.Exec(ctx, stmt); err != nil {

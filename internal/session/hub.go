@@ -321,8 +321,19 @@ func (h *Hub) OnConnected() {
 }
 
 // closeRevokedMissed closes the sessions whose member was revoked while this instance's
-// LISTEN connection was down (the revoke notification is lost then).
+// LISTEN connection was down (the revoke notification is lost then). Members revoked in the
+// last minute are remembered too, for hellos still in flight (see register).
 func (h *Hub) closeRevokedMissed() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	recent, err := h.q.RecentlyRevoked(ctx)
+	if err != nil {
+		h.log.Warn("check revoked members after reconnecting", "err", err)
+		return
+	}
+	if len(recent) > 0 {
+		h.closeRevoked(recent...) // remembered before the list below is taken
+	}
 	h.mu.Lock()
 	members := make([]string, 0, len(h.byMember))
 	for m := range h.byMember {
@@ -332,8 +343,6 @@ func (h *Hub) closeRevokedMissed() {
 	if len(members) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
 	revoked, err := h.q.RevokedAmong(ctx, members)
 	if err != nil {
 		h.log.Warn("check revoked members after reconnecting", "err", err)

@@ -632,7 +632,9 @@ func (s *Session) finish(ctx context.Context) {
 			// Not ended: let it take the dropped socket's way (the grace window, then the
 			// end), rather than stay live with no socket.
 			h.log.Warn("end presence", "presence", pid, "err", err)
-			if _, err := h.q.DisconnectPresence(fctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
+			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer dcancel()
+			if _, err := h.q.DisconnectPresence(dctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
 				h.log.Warn("disconnect presence", "presence", pid, "err", err)
 			}
 		}
