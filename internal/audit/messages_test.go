@@ -303,19 +303,25 @@ func TestChainCaughtUpWaitsForOlderTransactions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer older.Rollback(ctx)
+	committed := make(chan error, 1)
 	if _, err := older.Exec(ctx, "INSERT INTO meshes (id, name, slug) VALUES ('mW2', 'mW2', 'mW2')"); err != nil { // takes a transaction id
+		_ = older.Rollback(ctx)
 		t.Fatal(err)
 	}
 	if err := Enqueue(ctx, q, []Event{{MeshID: "mW", Type: "peer_joined", ActorID: "x"}}, time.Now()); err != nil {
+		_ = older.Rollback(ctx)
 		t.Fatal(err)
 	}
 	go func() {
 		time.Sleep(300 * time.Millisecond)
-		_ = older.Commit(ctx)
+		committed <- older.Commit(ctx)
 	}()
-	if err := ChainCaughtUp(ctx, d.Pool, "mW", 10*time.Second); err != nil {
+	caughtUp := ChainCaughtUp(ctx, d.Pool, "mW", 10*time.Second)
+	if err := <-committed; err != nil {
 		t.Fatal(err)
+	}
+	if caughtUp != nil {
+		t.Fatal(caughtUp)
 	}
 	var n int
 	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM audit_log WHERE mesh_id = 'mW'").Scan(&n); err != nil || n != 1 {
