@@ -122,7 +122,9 @@ func (q *Queries) EndPresence(ctx context.Context, arg EndPresenceParams) (EndPr
 }
 
 const expiredGracePresences = `-- name: ExpiredGracePresences :many
-(SELECT p.id, p.connection_epoch, false AS revoked, p.disconnected_at
+(SELECT p.id, p.connection_epoch,
+        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked,
+        p.disconnected_at
  FROM presences p
  WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
    AND p.disconnected_at < now() - make_interval(secs => $1::float8)

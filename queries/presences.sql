@@ -124,7 +124,9 @@ WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id 
 -- members at once (no socket will take them back: the member's next hello is refused).
 -- Two branches, each on its own index: an OR across them read every presence in its grace
 -- window and every member, every 5 s.
-(SELECT p.id, p.connection_epoch, false AS revoked, p.disconnected_at
+(SELECT p.id, p.connection_epoch,
+        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked,
+        p.disconnected_at
  FROM presences p
  WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
    AND p.disconnected_at < now() - make_interval(secs => @grace_seconds::float8)

@@ -388,6 +388,11 @@ func (c *Chainer) Note(meshIDs ...string) {
 // ctx ends.
 func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 	q := db.New(c.pool)
+	// Once at start (a logical restore means new brokers): it reads all of audit_pending.
+	if ahead, err := q.AuditCursorsAhead(ctx); err == nil && len(ahead) > 0 {
+		c.log.Error("audit cursor ahead of the cluster: the database was copied logically into a cluster with a lower transaction counter; new events of these meshes are not chained (docs/operations.md, Moving the database)",
+			"meshes", ahead)
+	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	var lastSweep time.Time
@@ -417,10 +422,6 @@ func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 				c.log.Warn("audit chainer", "err", err)
 			}
 			meshes = append(append(meshes, pending...), unchained...)
-			if ahead, err := q.AuditCursorsAhead(ctx); err == nil && len(ahead) > 0 {
-				c.log.Error("audit cursor ahead of the cluster: the database was copied logically into a cluster with a lower transaction counter; new messages of these meshes are not chained (docs/operations.md, Moving the database)",
-					"meshes", ahead)
-			}
 			slices.Sort(meshes)
 			meshes = slices.Compact(meshes)
 		}

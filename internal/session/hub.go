@@ -328,8 +328,7 @@ func (h *Hub) closeRevokedMissed() {
 	defer cancel()
 	recent, err := h.q.RecentlyRevoked(ctx)
 	if err != nil {
-		h.log.Warn("check revoked members after reconnecting", "err", err)
-		return
+		h.log.Warn("check recently revoked members after reconnecting", "err", err)
 	}
 	if len(recent) > 0 {
 		h.closeRevoked(recent...) // remembered before the list below is taken
