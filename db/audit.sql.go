@@ -128,15 +128,16 @@ func (q *Queries) AuditCursorsAhead(ctx context.Context) ([]string, error) {
 }
 
 const auditHorizon = `-- name: AuditHorizon :one
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon
 `
 
-// The oldest transaction still running (as text): every transaction below it has committed
-// or aborted. The chainer reads it once per round and takes both pending events and messages
-// below it, so the two sources are cut at the same point.
-func (q *Queries) AuditHorizon(ctx context.Context) (string, error) {
+// The oldest transaction still running: every transaction below it has committed or aborted.
+// The chainer reads it once per round and takes both pending events and messages below it, so
+// the two sources are cut at the same point. Transaction ids travel as bigint (a 64-bit xid8
+// stays far below 2^63).
+func (q *Queries) AuditHorizon(ctx context.Context) (int64, error) {
 	row := q.db.QueryRow(ctx, auditHorizon)
-	var horizon string
+	var horizon int64
 	err := row.Scan(&horizon)
 	return horizon, err
 }
@@ -154,14 +155,14 @@ func (q *Queries) AuditLockMesh(ctx context.Context, lockKey int64) error {
 }
 
 const auditNextXid = `-- name: AuditNextXid :one
-SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next_xid
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
 `
 
-// The next transaction id to be assigned (as text): every transaction that has committed so
+// The next transaction id to be assigned: every transaction that has committed so
 // far is below it. ChainCaughtUp chains until the horizon passes it.
-func (q *Queries) AuditNextXid(ctx context.Context) (string, error) {
+func (q *Queries) AuditNextXid(ctx context.Context) (int64, error) {
 	row := q.db.QueryRow(ctx, auditNextXid)
-	var next_xid string
+	var next_xid int64
 	err := row.Scan(&next_xid)
 	return next_xid, err
 }
@@ -389,13 +390,13 @@ func (q *Queries) MeshesWithUnchainedMessages(ctx context.Context) ([]string, er
 
 const moveAuditCursor = `-- name: MoveAuditCursor :exec
 INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
-VALUES ($1, ($2::text)::xid8, $3)
+VALUES ($1, ($2::bigint)::text::xid8, $3)
 ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id
 `
 
 type MoveAuditCursorParams struct {
 	MeshID     string
-	MessageXid string
+	MessageXid int64
 	MessageID  string
 }
 
@@ -407,16 +408,16 @@ func (q *Queries) MoveAuditCursor(ctx context.Context, arg MoveAuditCursorParams
 
 const pendingAuditEvents = `-- name: PendingAuditEvents :many
 SELECT p.id, p.mesh_id, p.event_type, p.actor_member_id, p.actor_display_name, p.payload, p.created_at,
-       p.audit_xid::text AS audit_xid
+       p.audit_xid::text::bigint AS audit_xid
 FROM audit_pending p
-WHERE p.mesh_id = $1 AND p.audit_xid < ($2::text)::xid8
+WHERE p.mesh_id = $1 AND p.audit_xid < ($2::bigint)::text::xid8
 ORDER BY p.audit_xid, p.id
 LIMIT $3
 `
 
 type PendingAuditEventsParams struct {
 	MeshID  string
-	Horizon string
+	Horizon int64
 	Lim     int32
 }
 
@@ -428,7 +429,7 @@ type PendingAuditEventsRow struct {
 	ActorDisplayName *string
 	Payload          []byte
 	CreatedAt        time.Time
-	AuditXid         string
+	AuditXid         int64
 }
 
 // The oldest pending events of a mesh stored below @horizon (see AuditHorizon), in
@@ -468,18 +469,18 @@ WITH cur AS (
     SELECT coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = $1), '0'::xid8) AS xid,
            coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = $1), '') AS id
 )
-SELECT m.id, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at, m.audit_xid::text AS audit_xid
+SELECT m.id, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at, m.audit_xid::text::bigint AS audit_xid
 FROM messages m, cur
 WHERE m.mesh_id = $1 AND m.audit_xid IS NOT NULL
   AND (m.audit_xid, m.id) > (cur.xid, cur.id)
-  AND m.audit_xid < ($2::text)::xid8
+  AND m.audit_xid < ($2::bigint)::text::xid8
 ORDER BY m.audit_xid, m.id
 LIMIT $3
 `
 
 type UnchainedMessagesParams struct {
 	MeshID  string
-	Horizon string
+	Horizon int64
 	Lim     int32
 }
 
@@ -490,7 +491,7 @@ type UnchainedMessagesRow struct {
 	TargetSpec     string
 	Priority       string
 	CreatedAt      time.Time
-	AuditXid       string
+	AuditXid       int64
 }
 
 // The next messages of a mesh whose message_sent events are not in the chain yet — past its

@@ -123,15 +123,14 @@ func (q *Queries) EndPresence(ctx context.Context, arg EndPresenceParams) (EndPr
 
 const expiredGracePresences = `-- name: ExpiredGracePresences :many
 (SELECT p.id, p.connection_epoch,
-        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked,
-        p.disconnected_at
+        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked
  FROM presences p
  WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
    AND p.disconnected_at < now() - make_interval(secs => $1::float8)
  ORDER BY p.disconnected_at
  LIMIT 200)
 UNION ALL
-(SELECT p.id, p.connection_epoch, true AS revoked, p.disconnected_at
+(SELECT p.id, p.connection_epoch, true AS revoked
  FROM members m JOIN presences p ON p.member_id = m.id
  WHERE m.revoked_at IS NOT NULL AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
    AND p.disconnected_at >= now() - make_interval(secs => $1::float8)
@@ -142,7 +141,6 @@ type ExpiredGracePresencesRow struct {
 	ID              string
 	ConnectionEpoch int64
 	Revoked         bool
-	DisconnectedAt  *time.Time
 }
 
 // Presences whose socket has been gone longer than the grace window, and those of revoked
@@ -158,12 +156,7 @@ func (q *Queries) ExpiredGracePresences(ctx context.Context, graceSeconds float6
 	items := []ExpiredGracePresencesRow{}
 	for rows.Next() {
 		var i ExpiredGracePresencesRow
-		if err := rows.Scan(
-			&i.ID,
-			&i.ConnectionEpoch,
-			&i.Revoked,
-			&i.DisconnectedAt,
-		); err != nil {
+		if err := rows.Scan(&i.ID, &i.ConnectionEpoch, &i.Revoked); err != nil {
 			return nil, err
 		}
 		items = append(items, i)

@@ -52,19 +52,20 @@ WITH RECURSIVE m AS (
 SELECT m.mesh_id::text AS mesh_id FROM m WHERE m.mesh_id IS NOT NULL LIMIT 1000;
 
 -- name: AuditHorizon :one
--- The oldest transaction still running (as text): every transaction below it has committed
--- or aborted. The chainer reads it once per round and takes both pending events and messages
--- below it, so the two sources are cut at the same point.
-SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS horizon;
+-- The oldest transaction still running: every transaction below it has committed or aborted.
+-- The chainer reads it once per round and takes both pending events and messages below it, so
+-- the two sources are cut at the same point. Transaction ids travel as bigint (a 64-bit xid8
+-- stays far below 2^63).
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS horizon;
 
 -- name: PendingAuditEvents :many
 -- The oldest pending events of a mesh stored below @horizon (see AuditHorizon), in
 -- (audit_xid, id) order. The caller holds the mesh's chain lock, appends them to the chain
 -- and deletes them (DeleteAuditPending) in the same transaction.
 SELECT p.id, p.mesh_id, p.event_type, p.actor_member_id, p.actor_display_name, p.payload, p.created_at,
-       p.audit_xid::text AS audit_xid
+       p.audit_xid::text::bigint AS audit_xid
 FROM audit_pending p
-WHERE p.mesh_id = @mesh_id AND p.audit_xid < (@horizon::text)::xid8
+WHERE p.mesh_id = @mesh_id AND p.audit_xid < (@horizon::bigint)::text::xid8
 ORDER BY p.audit_xid, p.id
 LIMIT @lim;
 
@@ -82,18 +83,18 @@ WITH cur AS (
     SELECT coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '0'::xid8) AS xid,
            coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = @mesh_id), '') AS id
 )
-SELECT m.id, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at, m.audit_xid::text AS audit_xid
+SELECT m.id, m.sender_member_id, m.sender_name, m.target_spec, m.priority, m.created_at, m.audit_xid::text::bigint AS audit_xid
 FROM messages m, cur
 WHERE m.mesh_id = @mesh_id AND m.audit_xid IS NOT NULL
   AND (m.audit_xid, m.id) > (cur.xid, cur.id)
-  AND m.audit_xid < (@horizon::text)::xid8
+  AND m.audit_xid < (@horizon::bigint)::text::xid8
 ORDER BY m.audit_xid, m.id
 LIMIT @lim;
 
 -- name: MoveAuditCursor :exec
 -- The mesh's messages up to (@message_xid, @message_id) are chained.
 INSERT INTO audit_cursors (mesh_id, message_xid, message_id)
-VALUES (@mesh_id, (@message_xid::text)::xid8, @message_id)
+VALUES (@mesh_id, (@message_xid::bigint)::text::xid8, @message_id)
 ON CONFLICT (mesh_id) DO UPDATE SET message_xid = excluded.message_xid, message_id = excluded.message_id;
 
 -- name: MeshesWithUnchainedMessages :many
@@ -119,9 +120,9 @@ WHERE m.mesh_id IS NOT NULL AND EXISTS (
 LIMIT 1000;
 
 -- name: AuditNextXid :one
--- The next transaction id to be assigned (as text): every transaction that has committed so
+-- The next transaction id to be assigned: every transaction that has committed so
 -- far is below it. ChainCaughtUp chains until the horizon passes it.
-SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS next_xid;
+SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid;
 
 -- name: AuditBacklog :one
 -- Whether a mesh has events the chainer has not linked yet: pending rows, or messages past

@@ -125,15 +125,14 @@ WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id 
 -- Two branches, each on its own index: an OR across them read every presence in its grace
 -- window and every member, every 5 s.
 (SELECT p.id, p.connection_epoch,
-        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked,
-        p.disconnected_at
+        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked
  FROM presences p
  WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
    AND p.disconnected_at < now() - make_interval(secs => @grace_seconds::float8)
  ORDER BY p.disconnected_at
  LIMIT 200)
 UNION ALL
-(SELECT p.id, p.connection_epoch, true AS revoked, p.disconnected_at
+(SELECT p.id, p.connection_epoch, true AS revoked
  FROM members m JOIN presences p ON p.member_id = m.id
  WHERE m.revoked_at IS NOT NULL AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
    AND p.disconnected_at >= now() - make_interval(secs => @grace_seconds::float8)

@@ -9,9 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -127,25 +127,12 @@ func Enqueue(ctx context.Context, q *db.Queries, events []Event, now time.Time) 
 	if len(events) == 0 {
 		return nil
 	}
-	p, err := PendingRows(events, now)
-	if err != nil {
-		return err
-	}
-	if err := q.InsertAuditPending(ctx, p); err != nil {
-		return fmt.Errorf("enqueue audit events: %w", err)
-	}
-	return nil
-}
-
-// PendingRows encodes events as audit_pending rows, for a statement that inserts them
-// along with the data they describe (see Enqueue).
-func PendingRows(events []Event, now time.Time) (db.InsertAuditPendingParams, error) {
 	now = TruncateToMillis(now)
 	p := db.InsertAuditPendingParams{}
 	for _, e := range events {
 		raw, err := marshalPayload(e.Payload)
 		if err != nil {
-			return p, fmt.Errorf("audit %s payload: %w", e.Type, err)
+			return fmt.Errorf("audit %s payload: %w", e.Type, err)
 		}
 		p.MeshIds = append(p.MeshIds, e.MeshID)
 		p.EventTypes = append(p.EventTypes, e.Type)
@@ -154,7 +141,10 @@ func PendingRows(events []Event, now time.Time) (db.InsertAuditPendingParams, er
 		p.Payloads = append(p.Payloads, raw)
 		p.CreatedAts = append(p.CreatedAts, now)
 	}
-	return p, nil
+	if err := q.InsertAuditPending(ctx, p); err != nil {
+		return fmt.Errorf("enqueue audit events: %w", err)
+	}
+	return nil
 }
 
 // chainBatch bounds the rows of each source one chaining transaction reads (a variable so a
@@ -184,7 +174,7 @@ func ChainPending(ctx context.Context, pool *pgxpool.Pool, meshID string) (int, 
 
 // chained is one event with the id of the transaction that wrote it.
 type chained struct {
-	xid uint64
+	xid int64
 	e   Event
 }
 
@@ -222,25 +212,17 @@ func chainRound(ctx context.Context, pool *pgxpool.Pool, meshID string) (n int, 
 			if r.ActorDisplayName != nil {
 				e.ActorName = *r.ActorDisplayName
 			}
-			xid, err := strconv.ParseUint(r.AuditXid, 10, 64)
-			if err != nil {
-				return fmt.Errorf("audit pending %d transaction %q: %w", r.ID, r.AuditXid, err)
-			}
-			pending = append(pending, chained{xid, e})
+			pending = append(pending, chained{r.AuditXid, e})
 		}
 		sent := make([]chained, 0, len(msgs))
 		for _, m := range msgs {
-			xid, err := strconv.ParseUint(m.AuditXid, 10, 64)
-			if err != nil {
-				return fmt.Errorf("message %s transaction %q: %w", m.ID, m.AuditXid, err)
-			}
-			sent = append(sent, chained{xid, MessageSent(meshID, m)})
+			sent = append(sent, chained{m.AuditXid, MessageSent(meshID, m)})
 		}
 		// A source that filled its batch may have more rows just past its last one; the other
 		// source must not get ahead of them. Both are cut at the smallest such last
 		// transaction (a transaction writes to one source only, so the cut transaction's rows
 		// are either all here or continue, in order, next round).
-		cut := uint64(math.MaxUint64)
+		cut := int64(math.MaxInt64)
 		if len(pending) == chainBatch {
 			cut, more = min(cut, pending[len(pending)-1].xid), true
 		}
@@ -298,13 +280,9 @@ func chainRound(ctx context.Context, pool *pgxpool.Pool, meshID string) (n int, 
 // they were asked, even while other transactions hold the horizon back for a moment.
 func ChainCaughtUp(ctx context.Context, pool *pgxpool.Pool, meshID string, wait time.Duration) error {
 	q := db.New(pool)
-	target, err := q.AuditNextXid(ctx)
+	want, err := q.AuditNextXid(ctx)
 	if err != nil {
 		return fmt.Errorf("audit next transaction: %w", err)
-	}
-	want, err := strconv.ParseUint(target, 10, 64)
-	if err != nil {
-		return fmt.Errorf("audit next transaction %q: %w", target, err)
 	}
 	// Waiting costs one cheap statement per 10 ms; the chaining itself runs once, when the
 	// horizon has passed the target (or the wait is over: then it chains what it can, and the
@@ -312,13 +290,9 @@ func ChainCaughtUp(ctx context.Context, pool *pgxpool.Pool, meshID string, wait 
 	// earlier would).
 	deadline := time.Now().Add(wait)
 	for {
-		h, err := q.AuditHorizon(ctx)
+		horizon, err := q.AuditHorizon(ctx)
 		if err != nil {
 			return fmt.Errorf("audit horizon: %w", err)
-		}
-		horizon, err := strconv.ParseUint(h, 10, 64)
-		if err != nil {
-			return fmt.Errorf("audit horizon %q: %w", h, err)
 		}
 		// The round reads its own horizon, at least this one: once this one has passed the
 		// target, the round takes everything below it.
@@ -403,14 +377,10 @@ func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 		case <-t.C:
 		}
 		c.mu.Lock()
-		meshes := make([]string, 0, len(c.noted))
-		notedAt := make(map[string]time.Time, len(c.noted))
-		for m, at := range c.noted {
-			meshes = append(meshes, m)
-			notedAt[m] = at
-		}
-		clear(c.noted)
+		notedAt := c.noted
+		c.noted = map[string]time.Time{}
 		c.mu.Unlock()
+		meshes := slices.Collect(maps.Keys(notedAt))
 		if time.Since(lastSweep) >= sweep {
 			lastSweep = time.Now()
 			pending, err := q.MeshesWithPendingAudit(ctx)

@@ -68,6 +68,24 @@ func chainedTargets(t *testing.T, ctx context.Context, d *testdb.DB, meshID stri
 	}
 }
 
+// chainedRows chains meshID (rounds until want events are in, or 10 s, as chainedTargets) and
+// returns its whole chain.
+func chainedRows(t *testing.T, ctx context.Context, d *testdb.DB, meshID string, want int) []db.AuditChainRow {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := ChainPending(ctx, d.Pool, meshID); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.New(d.Pool).AuditChain(ctx, meshID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) >= want || time.Now().After(deadline) {
+			return rows
+		}
+	}
+}
+
 // A message stored by a transaction that commits after a later one's is still chained, once:
 // the chainer does not move its cursor past a transaction that is still running. (Chaining in
 // commit order of what is visible would append the later message, move the cursor past the
@@ -132,19 +150,7 @@ func TestMessageSentEventFromTheMessageRow(t *testing.T) {
 	if err := Enqueue(ctx, q, []Event{{MeshID: "mE", Type: "peer_left", ActorID: "mem-mE", ActorName: "alice"}}, time.Now().Add(-time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	var rows []db.AuditChainRow
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := ChainPending(ctx, d.Pool, "mE"); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if rows, err = q.AuditChain(ctx, "mE"); err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) >= 3 || time.Now().After(deadline) {
-			break
-		}
-	}
+	rows := chainedRows(t, ctx, d, "mE", 3)
 	if len(rows) != 3 || rows[0].EventType != "peer_joined" || rows[1].EventType != "message_sent" || rows[2].EventType != "peer_left" {
 		var got []string
 		for _, r := range rows {
@@ -265,19 +271,7 @@ func TestBatchLimitKeepsTransactionOrder(t *testing.T) {
 		}
 	}
 	storeOne(t, ctx, q, "mB", "00000000m", "*", time.Now().Add(time.Hour))
-	var rows []db.AuditChainRow
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := ChainPending(ctx, d.Pool, "mB"); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if rows, err = q.AuditChain(ctx, "mB"); err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) >= 4 || time.Now().After(deadline) {
-			break
-		}
-	}
+	rows := chainedRows(t, ctx, d, "mB", 4)
 	var got []string
 	for _, r := range rows {
 		got = append(got, r.EventType)

@@ -214,10 +214,7 @@ func (h *Hub) mark(fromPoll bool, presenceIDs ...string) {
 	}
 	h.mu.Unlock()
 	if n > 0 {
-		select {
-		case h.kick <- struct{}{}:
-		default:
-		}
+		h.kickClaim()
 	}
 }
 

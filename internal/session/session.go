@@ -620,28 +620,30 @@ func (s *Session) finish(ctx context.Context) {
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	pid := s.presenceID
-	switch s.endKind.Load() {
+	// disconnect puts the presence in its grace window (then the end job ends it).
+	disconnect := func(ctx context.Context) {
+		if _, err := h.q.DisconnectPresence(ctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
+			h.log.Warn("disconnect presence", "presence", pid, "err", err)
+		}
+	}
+	switch kind := s.endKind.Load(); kind {
 	case endReplaced:
 		// The presence belongs to the new socket now.
 	case endNormal, endRevoked:
 		reason := "closed"
-		if s.endKind.Load() == endRevoked {
+		if kind == endRevoked {
 			reason = "revoked"
 		}
 		if err := h.endPresence(fctx, pid, s.epoch, reason); err != nil {
-			// Not ended: let it take the dropped socket's way (the grace window, then the
-			// end), rather than stay live with no socket.
+			// Not ended: the dropped socket's way, rather than stay live with no socket (with
+			// a context of its own: the failure may have been fctx running out).
 			h.log.Warn("end presence", "presence", pid, "err", err)
 			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer dcancel()
-			if _, err := h.q.DisconnectPresence(dctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
-				h.log.Warn("disconnect presence", "presence", pid, "err", err)
-			}
+			disconnect(dctx)
 		}
 	default: // dropped, liveness, slow consumer, drain: keep the presence for the grace window
-		if _, err := h.q.DisconnectPresence(fctx, db.DisconnectPresenceParams{ID: pid, Epoch: s.epoch}); err != nil {
-			h.log.Warn("disconnect presence", "presence", pid, "err", err)
-		}
+		disconnect(fctx)
 	}
 }
 
