@@ -224,6 +224,7 @@ JOIN members m ON m.id = d.recipient_member_id
 LEFT JOIN presences p ON p.id = d.recipient_presence_id
 WHERE d.message_id = $1
 ORDER BY d.id
+LIMIT 1001
 `
 
 type MessageRecipientsRow struct {
@@ -232,7 +233,8 @@ type MessageRecipientsRow struct {
 	Pubkey      string
 }
 
-// message_status: each recipient of a message and whether its copy was delivered.
+// message_status: each recipient of a message and whether its copy was delivered (the
+// first 1001: the reply lists at most 1000 and says when there are more).
 func (q *Queries) MessageRecipients(ctx context.Context, messageID string) ([]MessageRecipientsRow, error) {
 	rows, err := q.db.Query(ctx, messageRecipients, messageID)
 	if err != nil {

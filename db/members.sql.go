@@ -40,8 +40,19 @@ const helloLookup = `-- name: HelloLookup :one
 SELECT
     CASE WHEN $1::bool THEN (
         SELECT count(*) FROM presences p
-        WHERE p.mesh_id = $2 AND p.ended_at IS NULL AND p.identity_key <> $3::text
+        WHERE p.mesh_id = $2 AND p.ended_at IS NULL AND p.identity_key <> k.identity
     ) ELSE 0 END::bigint AS live_presences,
+    (SELECT count(*) FROM presences p
+     WHERE p.member_id = m.id AND p.ended_at IS NULL AND p.identity_key <> k.identity)::bigint AS member_presences,
+    (SELECT count(*) FROM presences p
+     WHERE p.member_id = m.id AND p.connected_at > now() - interval '1 minute')::bigint AS member_recent_sessions,
+    coalesce(idp.member_id, '')::text AS identity_owner, coalesce(idp.session_proven, false)::bool AS identity_proven,
+    EXISTS (SELECT 1 FROM presences p
+            WHERE p.mesh_id = $2 AND p.session_pubkey = NULLIF($3::text, '') AND p.member_id <> m.id)::bool AS session_key_taken,
+    EXISTS (SELECT 1 FROM members o
+            WHERE o.mesh_id = $2 AND o.peer_pubkey = NULLIF($3::text, '') AND o.id <> m.id)::bool AS session_key_is_member_key,
+    EXISTS (SELECT 1 FROM presences p
+            WHERE p.session_id = $4::text AND p.ended_at IS NULL AND p.mesh_id = $2 AND p.member_id <> m.id)::bool AS session_id_taken,
     coalesce(m.id, '')::text AS member_id, coalesce(m.peer_pubkey, '')::text AS peer_pubkey,
     coalesce(m.display_name, '')::text AS display_name, coalesce(m.role, '')::text AS role, m.role_tag,
     m.default_groups, coalesce(m.message_mode, '')::text AS message_mode, s.self_editable,
@@ -49,51 +60,76 @@ SELECT
     ps.last_summary AS saved_summary, ps.last_seen_at AS saved_last_seen_at, ps.cumulative_stats AS saved_stats
 FROM (SELECT 1) AS one
 LEFT JOIN (members m JOIN meshes s ON s.id = m.mesh_id AND s.archived_at IS NULL)
-    ON m.mesh_id = $2 AND m.peer_pubkey = $4 AND m.revoked_at IS NULL
+    ON m.mesh_id = $2 AND m.peer_pubkey = $5 AND m.revoked_at IS NULL
 LEFT JOIN peer_states ps ON ps.mesh_id = m.mesh_id AND ps.member_id = m.id
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN $3::text <> '' THEN 's:' || $3::text
+                ELSE 'm:' || coalesce(m.id, '') || ':' || $4::text END AS identity
+) k
+LEFT JOIN presences idp ON idp.mesh_id = $2 AND idp.identity_key = k.identity AND idp.ended_at IS NULL
 `
 
 type HelloLookupParams struct {
-	CountPresences  bool
-	MeshID          string
-	ExcludeIdentity string
-	Pubkey          string
+	CountPresences bool
+	MeshID         string
+	SessionPubkey  string
+	SessionID      string
+	Pubkey         string
 }
 
 type HelloLookupRow struct {
-	LivePresences   int64
-	MemberID        string
-	PeerPubkey      string
-	DisplayName     string
-	Role            string
-	RoleTag         *string
-	DefaultGroups   []byte
-	MessageMode     string
-	SelfEditable    []byte
-	SavedGroups     []byte
-	SavedProfile    []byte
-	SavedVisible    *bool
-	SavedSummary    *string
-	SavedLastSeenAt *time.Time
-	SavedStats      []byte
+	LivePresences         int64
+	MemberPresences       int64
+	MemberRecentSessions  int64
+	IdentityOwner         string
+	IdentityProven        bool
+	SessionKeyTaken       bool
+	SessionKeyIsMemberKey bool
+	SessionIDTaken        bool
+	MemberID              string
+	PeerPubkey            string
+	DisplayName           string
+	Role                  string
+	RoleTag               *string
+	DefaultGroups         []byte
+	MessageMode           string
+	SelfEditable          []byte
+	SavedGroups           []byte
+	SavedProfile          []byte
+	SavedVisible          *bool
+	SavedSummary          *string
+	SavedLastSeenAt       *time.Time
+	SavedStats            []byte
 }
 
-// Everything a hello reads, in one round trip: the mesh's live presences other than the
-// connecting identity (the capacity check; skipped when count_presences is false), and the
-// non-revoked member with this pubkey in the non-archived mesh, with what hello_ack reports
-// (its profile, the mesh's policy) and what its last session left (peer_states). Always one
-// row: member_id is ” when there is no such member, saved_visible NULL when nothing was
-// saved.
+// Everything a hello reads, in one round trip, once its signature has verified: the mesh's
+// live presences other than the connecting identity (the capacity check; skipped when
+// count_presences is false); the non-revoked member with this pubkey in the non-archived
+// mesh, with what hello_ack reports (its profile, the mesh's policy) and what its last
+// session left (peer_states); and what the session-ownership rules need: how many live or
+// reconnecting sessions the member holds besides this identity and how many it opened in
+// the last minute, who owns the identity's live presence (and whether its key was proven),
+// and whether the session key or the Claude Code session id belong to another member.
+// Always one row: member_id is ” when there is no such member, saved_visible NULL when
+// nothing was saved.
 func (q *Queries) HelloLookup(ctx context.Context, arg HelloLookupParams) (HelloLookupRow, error) {
 	row := q.db.QueryRow(ctx, helloLookup,
 		arg.CountPresences,
 		arg.MeshID,
-		arg.ExcludeIdentity,
+		arg.SessionPubkey,
+		arg.SessionID,
 		arg.Pubkey,
 	)
 	var i HelloLookupRow
 	err := row.Scan(
 		&i.LivePresences,
+		&i.MemberPresences,
+		&i.MemberRecentSessions,
+		&i.IdentityOwner,
+		&i.IdentityProven,
+		&i.SessionKeyTaken,
+		&i.SessionKeyIsMemberKey,
+		&i.SessionIDTaken,
 		&i.MemberID,
 		&i.PeerPubkey,
 		&i.DisplayName,

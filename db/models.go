@@ -39,6 +39,12 @@ type AuditPending struct {
 	AuditXid         pgtype.Uint64
 }
 
+type BrokerSecret struct {
+	Name      string
+	Secret    []byte
+	CreatedAt time.Time
+}
+
 type CliSession struct {
 	ID           string
 	UserID       string
@@ -90,6 +96,14 @@ type HelloReplay struct {
 	MeshID    string
 	SeenAt    time.Time
 	ExpiresAt time.Time
+}
+
+type HookToken struct {
+	MemberID   string
+	TokenHash  string
+	Generation int32
+	CreatedAt  time.Time
+	RotatedAt  *time.Time
 }
 
 type Instance struct {
@@ -202,6 +216,7 @@ type PendingStatus struct {
 	Status    string
 	CreatedAt time.Time
 	AppliedAt *time.Time
+	MemberID  *string
 }
 
 type Permission struct {
@@ -253,6 +268,7 @@ type Presence struct {
 	DisconnectedAt  *time.Time
 	EndedAt         *time.Time
 	EndReason       *string
+	SessionProven   bool
 }
 
 type RateBucket struct {

@@ -9,27 +9,43 @@ import (
 	"context"
 )
 
-const insertPendingStatus = `-- name: InsertPendingStatus :exec
+const insertPendingStatus = `-- name: InsertPendingStatus :execrows
 
-INSERT INTO pending_statuses (pid, cwd, session_id, status) VALUES ($1, $2, $3, $4)
+INSERT INTO pending_statuses (pid, cwd, session_id, status, member_id)
+SELECT $1, $2, $3, $4, $5
+WHERE (SELECT count(*) FROM (
+    SELECT 1 FROM pending_statuses ps
+    WHERE ps.created_at >= now() - interval '10 seconds' AND ps.applied_at IS NULL
+    LIMIT $6::int
+) waiting) < $6::int
 `
 
 type InsertPendingStatusParams struct {
-	Pid       int32
-	Cwd       string
-	SessionID *string
-	Status    string
+	Pid        int32
+	Cwd        string
+	SessionID  *string
+	Status     string
+	MemberID   *string
+	MaxPending int32
 }
 
 // Hook signals that arrived before their session's presence existed.
-func (q *Queries) InsertPendingStatus(ctx context.Context, arg InsertPendingStatusParams) error {
-	_, err := q.db.Exec(ctx, insertPendingStatus,
+// Keeps a hook signal for 10 s, unless @max_pending signals are already waiting (a bound on
+// what unmatched hook requests can make the broker store, whoever sends them): 0 rows then.
+// @member_id is the hook token's member (the signal applies only to its presences), or NULL.
+func (q *Queries) InsertPendingStatus(ctx context.Context, arg InsertPendingStatusParams) (int64, error) {
+	result, err := q.db.Exec(ctx, insertPendingStatus,
 		arg.Pid,
 		arg.Cwd,
 		arg.SessionID,
 		arg.Status,
+		arg.MemberID,
+		arg.MaxPending,
 	)
-	return err
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
 }
 
 const purgePendingStatuses = `-- name: PurgePendingStatuses :execrows

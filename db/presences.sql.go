@@ -182,14 +182,16 @@ const hookTargets = `-- name: HookTargets :many
 WITH by_session AS (
     SELECT p1.id, p1.status, p1.connection_epoch FROM presences p1
     WHERE $1::text <> '' AND p1.session_id = $1::text AND p1.ended_at IS NULL
+      AND ($2::text = '' OR p1.member_id = $2::text)
 ), by_pid AS (
     SELECT p2.id, p2.status, p2.connection_epoch FROM presences p2
-    WHERE NOT EXISTS (SELECT 1 FROM by_session) AND p2.cwd = $2::text AND p2.pid = $3::int
-      AND p2.ended_at IS NULL
+    WHERE NOT EXISTS (SELECT 1 FROM by_session) AND p2.cwd = $3::text AND p2.pid = $4::int
+      AND p2.ended_at IS NULL AND ($2::text = '' OR p2.member_id = $2::text)
 ), by_cwd AS (
     SELECT DISTINCT ON (p3.mesh_id) p3.id, p3.status, p3.connection_epoch FROM presences p3
     WHERE NOT EXISTS (SELECT 1 FROM by_session) AND NOT EXISTS (SELECT 1 FROM by_pid)
-      AND p3.cwd = $2::text AND p3.ended_at IS NULL
+      AND p3.cwd = $3::text AND p3.ended_at IS NULL
+      AND ($2::text = '' OR p3.member_id = $2::text)
     ORDER BY p3.mesh_id, p3.connected_at DESC
 )
 SELECT by_session.id, by_session.status, by_session.connection_epoch FROM by_session
@@ -199,6 +201,7 @@ UNION ALL SELECT by_cwd.id, by_cwd.status, by_cwd.connection_epoch FROM by_cwd
 
 type HookTargetsParams struct {
 	HookSessionID string
+	MemberID      string
 	HookCwd       string
 	HookPid       int32
 }
@@ -211,9 +214,14 @@ type HookTargetsRow struct {
 
 // Live presences a hook signal is for: those whose hello named this Claude Code session
 // id; else those with this (pid, cwd); else the most recently connected one with this cwd
-// in each mesh.
+// in each mesh. With @member_id (a hook token's member) only that member's presences.
 func (q *Queries) HookTargets(ctx context.Context, arg HookTargetsParams) ([]HookTargetsRow, error) {
-	rows, err := q.db.Query(ctx, hookTargets, arg.HookSessionID, arg.HookCwd, arg.HookPid)
+	rows, err := q.db.Query(ctx, hookTargets,
+		arg.HookSessionID,
+		arg.MemberID,
+		arg.HookCwd,
+		arg.HookPid,
+	)
 	if err != nil {
 		return nil, err
 	}
@@ -234,90 +242,114 @@ func (q *Queries) HookTargets(ctx context.Context, arg HookTargetsParams) ([]Hoo
 
 const insertPresence = `-- name: InsertPresence :one
 WITH room AS (
-    SELECT $1::bigint <= 0 OR count(*) < $1::bigint AS ok
-    FROM presences p WHERE p.mesh_id = $2::text AND p.ended_at IS NULL AND p.identity_key <> $3::text
+    SELECT $1::bigint <= 0 OR count(*) < $1::bigint AS mesh_ok,
+           $2::bigint <= 0
+               OR count(*) FILTER (WHERE p.member_id = $3::text) < $2::bigint AS member_ok
+    FROM presences p WHERE p.mesh_id = $4::text AND p.ended_at IS NULL AND p.identity_key <> $5::text
+), recent AS (
+    SELECT $6::bigint <= 0 OR count(*) < $6::bigint AS rate_ok
+    FROM presences p WHERE p.member_id = $3::text AND p.connected_at > now() - interval '1 minute'
+), allowed AS (
+    SELECT room.mesh_ok AND room.member_ok AND recent.rate_ok AS ok FROM room, recent
 ), pending AS (
     UPDATE pending_statuses SET applied_at = now()
     WHERE id = (
         SELECT ps.id FROM pending_statuses ps
         WHERE ps.applied_at IS NULL AND ps.created_at >= now() - interval '10 seconds'
-          AND ((ps.session_id IS NOT NULL AND ps.session_id = $4::text) OR (ps.pid = $5::int AND ps.cwd = $6::text))
+          AND ((ps.session_id IS NOT NULL AND ps.session_id = $7::text) OR (ps.pid = $8::int AND ps.cwd = $9::text))
+          AND (ps.member_id IS NULL OR ps.member_id = $3::text)
         ORDER BY ps.created_at DESC, ps.id DESC
         LIMIT 1
-    ) AND applied_at IS NULL AND (SELECT ok FROM room)
+    ) AND applied_at IS NULL AND (SELECT ok FROM allowed)
     RETURNING status
 ), ins AS (
     INSERT INTO presences (
-        id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
+        id, mesh_id, member_id, identity_key, session_id, session_pubkey, session_proven, display_name, pid, cwd,
         hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
         visible, profile, status, status_source)
     SELECT
-        $7::text, $2::text, $8::text, $3::text, $4::text, $9::text, $10::text,
-        $5::int, $6::text, $11::text, $12::text, $13::text, $14::text,
-        $15::text[], $16::int, $17::text, $18::jsonb, $19::bool, $20::jsonb,
+        $10::text, $4::text, $3::text, $5::text, $7::text, $11::text,
+        $12::bool, $13::text,
+        $8::int, $9::text, $14::text, $15::text, $16::text, $17::text,
+        $18::text[], $19::int, $20::text, $21::jsonb, $22::bool, $23::jsonb,
         coalesce((SELECT status FROM pending), 'idle'),
         CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END
-    WHERE (SELECT ok FROM room)
+    WHERE (SELECT ok FROM allowed)
     RETURNING id, connection_epoch, connected_at, status
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
-    SELECT $2::text, 'peer_joined', $8::text, NULLIF($21::text, ''), $22::jsonb, $23::timestamptz
+    SELECT $4::text, 'peer_joined', $3::text, NULLIF($24::text, ''), $25::jsonb, $26::timestamptz
     FROM ins
 )
-SELECT id, connection_epoch, connected_at, status FROM ins
+SELECT room.mesh_ok::bool AS mesh_ok, room.member_ok::bool AS member_ok, recent.rate_ok::bool AS rate_ok,
+       coalesce(ins.id, '')::text AS id, coalesce(ins.connection_epoch, 0)::bigint AS connection_epoch,
+       coalesce(ins.connected_at, now())::timestamptz AS connected_at, coalesce(ins.status, '')::text AS status
+FROM room CROSS JOIN recent LEFT JOIN ins ON true
 `
 
 type InsertPresenceParams struct {
-	MaxPresences    int64
-	MeshID          string
-	IdentityKey     string
-	SessionID       string
-	Pid             int32
-	Cwd             string
-	ID              string
-	MemberID        string
-	SessionPubkey   *string
-	DisplayName     *string
-	Hostname        *string
-	PeerType        *string
-	Channel         *string
-	Model           *string
-	Capabilities    []string
-	ProtocolVersion *int32
-	InstanceID      *string
-	Groups          []byte
-	Visible         bool
-	Profile         []byte
-	ActorName       string
-	AuditPayload    []byte
-	AuditAt         time.Time
+	MaxPresences      int64
+	MaxMemberSessions int64
+	MemberID          string
+	MeshID            string
+	IdentityKey       string
+	MaxNewPerMinute   int64
+	SessionID         string
+	Pid               int32
+	Cwd               string
+	ID                string
+	SessionPubkey     *string
+	Proven            bool
+	DisplayName       *string
+	Hostname          *string
+	PeerType          *string
+	Channel           *string
+	Model             *string
+	Capabilities      []string
+	ProtocolVersion   *int32
+	InstanceID        *string
+	Groups            []byte
+	Visible           bool
+	Profile           []byte
+	ActorName         string
+	AuditPayload      []byte
+	AuditAt           time.Time
 }
 
 type InsertPresenceRow struct {
+	MeshOk          bool
+	MemberOk        bool
+	RateOk          bool
 	ID              string
 	ConnectionEpoch int64
 	ConnectedAt     time.Time
 	Status          string
 }
 
-// A hello's new presence, in one statement, when the mesh has room: the capacity count (run
-// after LockMeshPresences, in a later statement of the same transaction, so its snapshot
-// sees every presence committed before the lock), a hook status that arrived before the
-// presence existed (the first-turn race: the newest unapplied one no older than 10 s,
-// matched by Claude Code session id, else by (pid, cwd), taken as a hook status), the row,
-// and its peer_joined audit event. No row: the mesh is at capacity (max_presences <= 0: no
-// limit), and nothing was written.
+// A hello's new presence, in one statement, when there is room: the capacity counts (run
+// after LockMeshPresences, in a later statement of the same transaction, so their snapshot
+// sees every presence committed before the lock) — the mesh's live presences
+// (@max_presences), the member's live presences (@max_member_sessions) and the sessions the
+// member opened in the last minute (@max_new_per_minute); a limit <= 0 is no limit — then a
+// hook status that arrived before the presence existed (the first-turn race: the newest
+// unapplied one no older than 10 s, matched by Claude Code session id, else by (pid, cwd),
+// taken as a hook status; one sent with a hook token only for that token's member), the row,
+// and its peer_joined audit event. Always one row: mesh_ok, member_ok and rate_ok say which
+// limit refused it; id is ” when nothing was written.
 func (q *Queries) InsertPresence(ctx context.Context, arg InsertPresenceParams) (InsertPresenceRow, error) {
 	row := q.db.QueryRow(ctx, insertPresence,
 		arg.MaxPresences,
+		arg.MaxMemberSessions,
+		arg.MemberID,
 		arg.MeshID,
 		arg.IdentityKey,
+		arg.MaxNewPerMinute,
 		arg.SessionID,
 		arg.Pid,
 		arg.Cwd,
 		arg.ID,
-		arg.MemberID,
 		arg.SessionPubkey,
+		arg.Proven,
 		arg.DisplayName,
 		arg.Hostname,
 		arg.PeerType,
@@ -335,6 +367,9 @@ func (q *Queries) InsertPresence(ctx context.Context, arg InsertPresenceParams) 
 	)
 	var i InsertPresenceRow
 	err := row.Scan(
+		&i.MeshOk,
+		&i.MemberOk,
+		&i.RateOk,
 		&i.ID,
 		&i.ConnectionEpoch,
 		&i.ConnectedAt,
@@ -594,17 +629,19 @@ const takeOverPresence = `-- name: TakeOverPresence :one
 
 WITH t AS (
     UPDATE presences p SET
-        instance_id = $1, connection_epoch = p.connection_epoch + 1, member_id = $2::text,
-        session_id = $3, session_pubkey = $4, display_name = $5,
-        pid = $6, cwd = $7, hostname = $8, peer_type = $9,
-        channel = $10, model = $11, capabilities = $12,
-        protocol_version = $13, last_seen_at = now(), disconnected_at = NULL
+        instance_id = $1, connection_epoch = p.connection_epoch + 1,
+        session_id = $2, session_pubkey = $3, display_name = $4,
+        pid = $5, cwd = $6, hostname = $7, peer_type = $8,
+        channel = $9, model = $10, capabilities = $11,
+        protocol_version = $12, last_seen_at = now(), disconnected_at = NULL,
+        session_proven = p.session_proven OR $13::bool
     WHERE p.mesh_id = $14::text AND p.identity_key = $15::text AND p.ended_at IS NULL
+      AND p.member_id = $16::text AND (NOT p.session_proven OR $13::bool)
     RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
-    SELECT $14::text, 'session_replaced', $2::text, NULLIF($16::text, ''),
-           jsonb_build_object('pubkey', $17::text, 'presenceId', t.id), $18::timestamptz
+    SELECT $14::text, 'session_replaced', $16::text, NULLIF($17::text, ''),
+           jsonb_build_object('pubkey', $18::text, 'presenceId', t.id), $19::timestamptz
     FROM t
 )
 SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at FROM t
@@ -612,7 +649,6 @@ SELECT id, connection_epoch, groups, visible, profile, summary, status, connecte
 
 type TakeOverPresenceParams struct {
 	InstanceID      *string
-	MemberID        string
 	SessionID       string
 	SessionPubkey   *string
 	DisplayName     *string
@@ -624,8 +660,10 @@ type TakeOverPresenceParams struct {
 	Model           *string
 	Capabilities    []string
 	ProtocolVersion *int32
+	Proven          bool
 	MeshID          string
 	IdentityKey     string
+	MemberID        string
 	ActorName       string
 	MemberPubkey    string
 	AuditAt         time.Time
@@ -646,11 +684,12 @@ type TakeOverPresenceRow struct {
 // A hello for an identity that already has a live presence takes the row over: new socket,
 // new instance, epoch bumped (which fences the old socket and voids its leases: see
 // ClaimDeliveries), grace window cleared; in the same statement the takeover is enqueued
-// for the audit chain (session_replaced).
+// for the audit chain (session_replaced). Only the member that owns the presence may take
+// it over, and a presence whose session key was proven only by a hello that proves it again
+// (@proven): otherwise no row, and nothing changes.
 func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresenceParams) (TakeOverPresenceRow, error) {
 	row := q.db.QueryRow(ctx, takeOverPresence,
 		arg.InstanceID,
-		arg.MemberID,
 		arg.SessionID,
 		arg.SessionPubkey,
 		arg.DisplayName,
@@ -662,8 +701,10 @@ func (q *Queries) TakeOverPresence(ctx context.Context, arg TakeOverPresencePara
 		arg.Model,
 		arg.Capabilities,
 		arg.ProtocolVersion,
+		arg.Proven,
 		arg.MeshID,
 		arg.IdentityKey,
+		arg.MemberID,
 		arg.ActorName,
 		arg.MemberPubkey,
 		arg.AuditAt,

@@ -103,14 +103,16 @@ WHERE m.id = @id
 GROUP BY m.id;
 
 -- name: MessageRecipients :many
--- message_status: each recipient of a message and whether its copy was delivered.
+-- message_status: each recipient of a message and whether its copy was delivered (the
+-- first 1001: the reply lists at most 1000 and says when there are more).
 SELECT d.delivered_at, coalesce(p.display_name, m.display_name)::text AS name,
        coalesce(p.session_pubkey, m.peer_pubkey)::text AS pubkey
 FROM deliveries d
 JOIN members m ON m.id = d.recipient_member_id
 LEFT JOIN presences p ON p.id = d.recipient_presence_id
 WHERE d.message_id = @message_id
-ORDER BY d.id;
+ORDER BY d.id
+LIMIT 1001;
 
 -- name: RerouteEndedPresenceDeliveries :execrows
 -- The periodic counterpart of ReroutePresenceDeliveries, for copies stored for a presence

@@ -29,17 +29,32 @@ SELECT id FROM members WHERE revoked_at > now() - interval '1 minute';
 SELECT * FROM members WHERE id = @id;
 
 -- name: HelloLookup :one
--- Everything a hello reads, in one round trip: the mesh's live presences other than the
--- connecting identity (the capacity check; skipped when count_presences is false), and the
--- non-revoked member with this pubkey in the non-archived mesh, with what hello_ack reports
--- (its profile, the mesh's policy) and what its last session left (peer_states). Always one
--- row: member_id is '' when there is no such member, saved_visible NULL when nothing was
--- saved.
+-- Everything a hello reads, in one round trip, once its signature has verified: the mesh's
+-- live presences other than the connecting identity (the capacity check; skipped when
+-- count_presences is false); the non-revoked member with this pubkey in the non-archived
+-- mesh, with what hello_ack reports (its profile, the mesh's policy) and what its last
+-- session left (peer_states); and what the session-ownership rules need: how many live or
+-- reconnecting sessions the member holds besides this identity and how many it opened in
+-- the last minute, who owns the identity's live presence (and whether its key was proven),
+-- and whether the session key or the Claude Code session id belong to another member.
+-- Always one row: member_id is '' when there is no such member, saved_visible NULL when
+-- nothing was saved.
 SELECT
     CASE WHEN @count_presences::bool THEN (
         SELECT count(*) FROM presences p
-        WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.identity_key <> @exclude_identity::text
+        WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.identity_key <> k.identity
     ) ELSE 0 END::bigint AS live_presences,
+    (SELECT count(*) FROM presences p
+     WHERE p.member_id = m.id AND p.ended_at IS NULL AND p.identity_key <> k.identity)::bigint AS member_presences,
+    (SELECT count(*) FROM presences p
+     WHERE p.member_id = m.id AND p.connected_at > now() - interval '1 minute')::bigint AS member_recent_sessions,
+    coalesce(idp.member_id, '')::text AS identity_owner, coalesce(idp.session_proven, false)::bool AS identity_proven,
+    EXISTS (SELECT 1 FROM presences p
+            WHERE p.mesh_id = @mesh_id AND p.session_pubkey = NULLIF(@session_pubkey::text, '') AND p.member_id <> m.id)::bool AS session_key_taken,
+    EXISTS (SELECT 1 FROM members o
+            WHERE o.mesh_id = @mesh_id AND o.peer_pubkey = NULLIF(@session_pubkey::text, '') AND o.id <> m.id)::bool AS session_key_is_member_key,
+    EXISTS (SELECT 1 FROM presences p
+            WHERE p.session_id = @session_id::text AND p.ended_at IS NULL AND p.mesh_id = @mesh_id AND p.member_id <> m.id)::bool AS session_id_taken,
     coalesce(m.id, '')::text AS member_id, coalesce(m.peer_pubkey, '')::text AS peer_pubkey,
     coalesce(m.display_name, '')::text AS display_name, coalesce(m.role, '')::text AS role, m.role_tag,
     m.default_groups, coalesce(m.message_mode, '')::text AS message_mode, s.self_editable,
@@ -48,4 +63,9 @@ SELECT
 FROM (SELECT 1) AS one
 LEFT JOIN (members m JOIN meshes s ON s.id = m.mesh_id AND s.archived_at IS NULL)
     ON m.mesh_id = @mesh_id AND m.peer_pubkey = @pubkey AND m.revoked_at IS NULL
-LEFT JOIN peer_states ps ON ps.mesh_id = m.mesh_id AND ps.member_id = m.id;
+LEFT JOIN peer_states ps ON ps.mesh_id = m.mesh_id AND ps.member_id = m.id
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN @session_pubkey::text <> '' THEN 's:' || @session_pubkey::text
+                ELSE 'm:' || coalesce(m.id, '') || ':' || @session_id::text END AS identity
+) k
+LEFT JOIN presences idp ON idp.mesh_id = @mesh_id AND idp.identity_key = k.identity AND idp.ended_at IS NULL;

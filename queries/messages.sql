@@ -15,20 +15,23 @@ DELETE FROM messages WHERE id IN (
 
 -- name: ResolveDirectTargets :many
 -- ResolveDirectTarget for many (mesh, target) pairs at once: ord is the pair's 1-based
--- position; pairs that name nobody are absent.
+-- position; pairs that name nobody are absent. A member key wins over a session key (a
+-- direct message to a member key reaches only that member's sessions, whatever session
+-- keys other members announced before the hello refused such keys); then a live session
+-- key; then the session key of an ended presence, which routes to its member.
 SELECT t.ord::int AS ord, r.kind::text AS kind, r.presence_id::text AS presence_id,
        r.member_id::text AS member_id, r.peer_grants
 FROM (SELECT unnest(@mesh_ids::text[]) AS mesh_id, unnest(@targets::text[]) AS target,
              generate_subscripts(@targets::text[], 1) AS ord) t
 CROSS JOIN LATERAL (
     SELECT x.kind, x.presence_id, x.member_id, x.peer_grants FROM (
-        (SELECT 'session' AS kind, p.id AS presence_id, p.member_id, m.peer_grants, 1 AS rank
-         FROM presences p JOIN members m ON m.id = p.member_id
-         WHERE p.mesh_id = t.mesh_id AND p.session_pubkey = t.target AND p.ended_at IS NULL AND m.revoked_at IS NULL
+        (SELECT 'member' AS kind, '' AS presence_id, m.id AS member_id, m.peer_grants, 1 AS rank
+         FROM members m WHERE m.mesh_id = t.mesh_id AND m.peer_pubkey = t.target AND m.revoked_at IS NULL
          LIMIT 1)
         UNION ALL
-        (SELECT 'member', '', m.id, m.peer_grants, 2
-         FROM members m WHERE m.mesh_id = t.mesh_id AND m.peer_pubkey = t.target AND m.revoked_at IS NULL
+        (SELECT 'session', p.id, p.member_id, m.peer_grants, 2
+         FROM presences p JOIN members m ON m.id = p.member_id
+         WHERE p.mesh_id = t.mesh_id AND p.session_pubkey = t.target AND p.ended_at IS NULL AND m.revoked_at IS NULL
          LIMIT 1)
         UNION ALL
         (SELECT 'stale', '', p.member_id, m.peer_grants, 3

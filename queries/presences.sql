@@ -4,15 +4,19 @@
 -- A hello for an identity that already has a live presence takes the row over: new socket,
 -- new instance, epoch bumped (which fences the old socket and voids its leases: see
 -- ClaimDeliveries), grace window cleared; in the same statement the takeover is enqueued
--- for the audit chain (session_replaced).
+-- for the audit chain (session_replaced). Only the member that owns the presence may take
+-- it over, and a presence whose session key was proven only by a hello that proves it again
+-- (@proven): otherwise no row, and nothing changes.
 WITH t AS (
     UPDATE presences p SET
-        instance_id = @instance_id, connection_epoch = p.connection_epoch + 1, member_id = @member_id::text,
+        instance_id = @instance_id, connection_epoch = p.connection_epoch + 1,
         session_id = @session_id, session_pubkey = sqlc.narg(session_pubkey), display_name = sqlc.narg(display_name),
         pid = @pid, cwd = @cwd, hostname = sqlc.narg(hostname), peer_type = sqlc.narg(peer_type),
         channel = sqlc.narg(channel), model = sqlc.narg(model), capabilities = @capabilities,
-        protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL
+        protocol_version = sqlc.narg(protocol_version), last_seen_at = now(), disconnected_at = NULL,
+        session_proven = p.session_proven OR @proven::bool
     WHERE p.mesh_id = @mesh_id::text AND p.identity_key = @identity_key::text AND p.ended_at IS NULL
+      AND p.member_id = @member_id::text AND (NOT p.session_proven OR @proven::bool)
     RETURNING p.id, p.connection_epoch, p.groups, p.visible, p.profile, p.summary, p.status, p.connected_at
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
@@ -23,45 +27,60 @@ WITH t AS (
 SELECT id, connection_epoch, groups, visible, profile, summary, status, connected_at FROM t;
 
 -- name: InsertPresence :one
--- A hello's new presence, in one statement, when the mesh has room: the capacity count (run
--- after LockMeshPresences, in a later statement of the same transaction, so its snapshot
--- sees every presence committed before the lock), a hook status that arrived before the
--- presence existed (the first-turn race: the newest unapplied one no older than 10 s,
--- matched by Claude Code session id, else by (pid, cwd), taken as a hook status), the row,
--- and its peer_joined audit event. No row: the mesh is at capacity (max_presences <= 0: no
--- limit), and nothing was written.
+-- A hello's new presence, in one statement, when there is room: the capacity counts (run
+-- after LockMeshPresences, in a later statement of the same transaction, so their snapshot
+-- sees every presence committed before the lock) — the mesh's live presences
+-- (@max_presences), the member's live presences (@max_member_sessions) and the sessions the
+-- member opened in the last minute (@max_new_per_minute); a limit <= 0 is no limit — then a
+-- hook status that arrived before the presence existed (the first-turn race: the newest
+-- unapplied one no older than 10 s, matched by Claude Code session id, else by (pid, cwd),
+-- taken as a hook status; one sent with a hook token only for that token's member), the row,
+-- and its peer_joined audit event. Always one row: mesh_ok, member_ok and rate_ok say which
+-- limit refused it; id is '' when nothing was written.
 WITH room AS (
-    SELECT @max_presences::bigint <= 0 OR count(*) < @max_presences::bigint AS ok
+    SELECT @max_presences::bigint <= 0 OR count(*) < @max_presences::bigint AS mesh_ok,
+           @max_member_sessions::bigint <= 0
+               OR count(*) FILTER (WHERE p.member_id = @member_id::text) < @max_member_sessions::bigint AS member_ok
     FROM presences p WHERE p.mesh_id = @mesh_id::text AND p.ended_at IS NULL AND p.identity_key <> @identity_key::text
+), recent AS (
+    SELECT @max_new_per_minute::bigint <= 0 OR count(*) < @max_new_per_minute::bigint AS rate_ok
+    FROM presences p WHERE p.member_id = @member_id::text AND p.connected_at > now() - interval '1 minute'
+), allowed AS (
+    SELECT room.mesh_ok AND room.member_ok AND recent.rate_ok AS ok FROM room, recent
 ), pending AS (
     UPDATE pending_statuses SET applied_at = now()
     WHERE id = (
         SELECT ps.id FROM pending_statuses ps
         WHERE ps.applied_at IS NULL AND ps.created_at >= now() - interval '10 seconds'
           AND ((ps.session_id IS NOT NULL AND ps.session_id = @session_id::text) OR (ps.pid = @pid::int AND ps.cwd = @cwd::text))
+          AND (ps.member_id IS NULL OR ps.member_id = @member_id::text)
         ORDER BY ps.created_at DESC, ps.id DESC
         LIMIT 1
-    ) AND applied_at IS NULL AND (SELECT ok FROM room)
+    ) AND applied_at IS NULL AND (SELECT ok FROM allowed)
     RETURNING status
 ), ins AS (
     INSERT INTO presences (
-        id, mesh_id, member_id, identity_key, session_id, session_pubkey, display_name, pid, cwd,
+        id, mesh_id, member_id, identity_key, session_id, session_pubkey, session_proven, display_name, pid, cwd,
         hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
         visible, profile, status, status_source)
     SELECT
-        @id::text, @mesh_id::text, @member_id::text, @identity_key::text, @session_id::text, sqlc.narg(session_pubkey)::text, sqlc.narg(display_name)::text,
+        @id::text, @mesh_id::text, @member_id::text, @identity_key::text, @session_id::text, sqlc.narg(session_pubkey)::text,
+        @proven::bool, sqlc.narg(display_name)::text,
         @pid::int, @cwd::text, sqlc.narg(hostname)::text, sqlc.narg(peer_type)::text, sqlc.narg(channel)::text, sqlc.narg(model)::text,
         @capabilities::text[], sqlc.narg(protocol_version)::int, sqlc.narg(instance_id)::text, @groups::jsonb, @visible::bool, @profile::jsonb,
         coalesce((SELECT status FROM pending), 'idle'),
         CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END
-    WHERE (SELECT ok FROM room)
+    WHERE (SELECT ok FROM allowed)
     RETURNING id, connection_epoch, connected_at, status
 ), audited AS (
     INSERT INTO audit_pending (mesh_id, event_type, actor_member_id, actor_display_name, payload, created_at)
     SELECT @mesh_id::text, 'peer_joined', @member_id::text, NULLIF(@actor_name::text, ''), @audit_payload::jsonb, @audit_at::timestamptz
     FROM ins
 )
-SELECT id, connection_epoch, connected_at, status FROM ins;
+SELECT room.mesh_ok::bool AS mesh_ok, room.member_ok::bool AS member_ok, recent.rate_ok::bool AS rate_ok,
+       coalesce(ins.id, '')::text AS id, coalesce(ins.connection_epoch, 0)::bigint AS connection_epoch,
+       coalesce(ins.connected_at, now())::timestamptz AS connected_at, coalesce(ins.status, '')::text AS status
+FROM room CROSS JOIN recent LEFT JOIN ins ON true;
 
 -- name: EndPresence :one
 -- Ends a presence if this socket (epoch) still owns it.
@@ -169,18 +188,20 @@ RETURNING p.status, p.status_source, old.old_status::text AS old_status;
 -- name: HookTargets :many
 -- Live presences a hook signal is for: those whose hello named this Claude Code session
 -- id; else those with this (pid, cwd); else the most recently connected one with this cwd
--- in each mesh.
+-- in each mesh. With @member_id (a hook token's member) only that member's presences.
 WITH by_session AS (
     SELECT p1.id, p1.status, p1.connection_epoch FROM presences p1
     WHERE @hook_session_id::text <> '' AND p1.session_id = @hook_session_id::text AND p1.ended_at IS NULL
+      AND (@member_id::text = '' OR p1.member_id = @member_id::text)
 ), by_pid AS (
     SELECT p2.id, p2.status, p2.connection_epoch FROM presences p2
     WHERE NOT EXISTS (SELECT 1 FROM by_session) AND p2.cwd = @hook_cwd::text AND p2.pid = @hook_pid::int
-      AND p2.ended_at IS NULL
+      AND p2.ended_at IS NULL AND (@member_id::text = '' OR p2.member_id = @member_id::text)
 ), by_cwd AS (
     SELECT DISTINCT ON (p3.mesh_id) p3.id, p3.status, p3.connection_epoch FROM presences p3
     WHERE NOT EXISTS (SELECT 1 FROM by_session) AND NOT EXISTS (SELECT 1 FROM by_pid)
       AND p3.cwd = @hook_cwd::text AND p3.ended_at IS NULL
+      AND (@member_id::text = '' OR p3.member_id = @member_id::text)
     ORDER BY p3.mesh_id, p3.connected_at DESC
 )
 SELECT by_session.id, by_session.status, by_session.connection_epoch FROM by_session

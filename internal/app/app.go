@@ -22,6 +22,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/buildinfo"
 	"github.com/meshbroker/meshbroker/internal/config"
+	"github.com/meshbroker/meshbroker/internal/connlimit"
 	"github.com/meshbroker/meshbroker/internal/delivery"
 	"github.com/meshbroker/meshbroker/internal/devdb"
 	"github.com/meshbroker/meshbroker/internal/health"
@@ -130,11 +131,29 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		m.SendBatchSize.Observe(float64(n))
 		m.SendBatchDuration.Observe(took.Seconds())
 	}
+	// Sockets are capped below the open-file limit, so a flood of them can never take the
+	// descriptors the database pool and the LISTEN connection need.
+	softFiles, hardFiles, err := connlimit.RaiseOpenFileLimit()
+	if err != nil {
+		return fmt.Errorf("read the open-file limit: %w", err)
+	}
+	connBudget := connlimit.Budget(softFiles)
+	maxSockets := min(cfg.MaxConnectionsPerInstance, max(1, connBudget-connlimit.Reserve/2))
+	log.Info("open-file limit", "soft", softFiles, "hard", hardFiles, "connection_budget", connBudget,
+		"max_sockets", maxSockets, "MAX_CONNECTIONS_PER_INSTANCE", cfg.MaxConnectionsPerInstance)
+	if maxSockets < cfg.MaxConnectionsPerInstance {
+		log.Warn("MAX_CONNECTIONS_PER_INSTANCE lowered to fit the open-file limit (raise the hard limit: ulimit -Hn)",
+			"configured", cfg.MaxConnectionsPerInstance, "effective", maxSockets)
+	}
 	hub := session.NewHub(session.Config{
 		InstanceID: ids.New(), MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,
+		MaxSessionsPerMember: cfg.MaxSessionsPerMember, MaxNewSessionsPerMinute: cfg.MaxNewSessionsPerMemberPerMin,
+		MaxSockets: maxSockets, MaxPreauthPerIP: cfg.MaxPreauthPerIP, TrustProxyHeaders: cfg.TrustProxyHeaders,
+		HandshakeTimeout: cfg.HandshakeTimeout, HookLegacyUnauthenticated: cfg.HookLegacyUnauthenticated,
 		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
 		SendRateBurst: cfg.SendRateBurst, SendRatePerMinute: cfg.SendRatePerMinute,
-		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin, StatusTTL: cfg.StatusTTL,
+		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin,
+		HookIPRatePerMinute: cfg.HookIPRateLimitPerMin, StatusTTL: cfg.StatusTTL,
 		PresenceRetention: cfg.PresenceRetention,
 	}, pool, router, m, log.With("subsystem", "session"))
 	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))
@@ -157,10 +176,11 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(), WS: hub, Hook: hub.HookHandler(),
 	})
 
-	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	tcpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on BROKER_PORT=%d: %w", cfg.Port, err)
 	}
+	ln := connlimit.Wrap(tcpLn, connBudget, func() { m.ConnectionsRejected.WithLabelValues("fd_budget").Inc() })
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,

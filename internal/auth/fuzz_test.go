@@ -11,7 +11,7 @@ import (
 // nothingStore answers as an empty database would; the fuzzer exercises the pure checks.
 type nothingStore struct{}
 
-func (nothingStore) Lookup(context.Context, string, string, string, bool) (Facts, error) {
+func (nothingStore) Lookup(context.Context, *protocol.Hello, bool) (Facts, error) {
 	return Facts{}, nil
 }
 func (nothingStore) RememberSignature(context.Context, string, string, time.Time) (bool, error) {

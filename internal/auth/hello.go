@@ -58,12 +58,27 @@ type Facts struct {
 	// when Found.
 	Member Member
 	Found  bool
+
+	// MemberPresences counts the member's live and reconnecting presences other than the
+	// connecting identity's; MemberRecentSessions the presences it opened in the last minute.
+	MemberPresences      int64
+	MemberRecentSessions int64
+	// IdentityOwner is the member whose live presence has the hello's identity ("" when the
+	// identity has none), and IdentityProven whether that presence's key was proven.
+	IdentityOwner  string
+	IdentityProven bool
+	// SessionKeyTaken: a presence of another member (live or ended) announced the hello's
+	// session key. SessionKeyIsMemberKey: the session key is another member's key.
+	// SessionIDTaken: a live presence of another member has the hello's sessionId.
+	SessionKeyTaken       bool
+	SessionKeyIsMemberKey bool
+	SessionIDTaken        bool
 }
 
 // Store is what verification needs from the database.
 type Store interface {
-	// Lookup reads the Facts for a hello in one go; countPresences=false skips the count.
-	Lookup(ctx context.Context, meshID, pubkey, excludeIdentity string, countPresences bool) (Facts, error)
+	// Lookup reads the Facts for a hello in one go; countPresences=false skips the mesh count.
+	Lookup(ctx context.Context, h *protocol.Hello, countPresences bool) (Facts, error)
 	// RememberSignature records an accepted hello signature until expires; fresh=false when
 	// it was already recorded (a replay).
 	RememberSignature(ctx context.Context, signature, meshID string, expires time.Time) (fresh bool, err error)
@@ -79,45 +94,105 @@ func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 
 func reject(code, msg string) *Rejection { return &Rejection{Code: code, Message: msg} }
 
-// Options tune verification.
+// Options tune verification. A limit <= 0 is no limit.
 type Options struct {
-	MaxPresencesPerMesh int64
-	RequireSessionProof bool
+	MaxPresencesPerMesh     int64
+	MaxSessionsPerMember    int64 // live and reconnecting presences of one member
+	MaxNewSessionsPerMinute int64 // presences one member may open per minute
+	RequireSessionProof     bool
+	// KnownFull reports whether this instance found the mesh at capacity moments ago. A
+	// hello that fails a check needing no database (3–5) is refused without a query; when
+	// its mesh is known to be full it is refused capacity instead, as check 2 comes first.
+	KnownFull func(meshID string) bool
 }
 
-// VerifyHello runs every hello check in PROTOCOL.md §3's order. It returns the member, or a
-// *Rejection, or another error when the database failed (the caller answers that with a
-// retryable close, not a rejection code).
+// Messages of the capacity and ownership refusals.
+const (
+	MsgMeshFull        = "mesh at connection capacity"
+	MsgMemberFull      = "member at session capacity: close a session or wait for a dropped one's grace window to end"
+	MsgMemberTooFast   = "member opened too many sessions in the last minute; retry later"
+	MsgNotFound        = "pubkey not found in mesh"
+	MsgSessionKeyTaken = "sessionPubkey belongs to another member's session"
+	MsgSessionKeyIsKey = "sessionPubkey is another member's key"
+	MsgSessionIDTaken  = "sessionId belongs to another member's session"
+	MsgProofRequired   = "sessionSig required: this session key was proven, only a hello proving it again may take it over"
+)
+
+// VerifyHello runs every hello check in PROTOCOL.md §3's order: Precheck, then Authorize.
+// It returns the member, or a *Rejection, or another error when the database failed (the
+// caller answers that with a retryable close, not a rejection code).
 func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time, opt Options) (Member, error) {
+	if rej := Precheck(h, now, opt); rej != nil {
+		return Member{}, rej
+	}
+	return Authorize(ctx, st, h, now, opt)
+}
+
+// Precheck runs the checks that need no database: the session key's format (1), the
+// timestamp (3), the format and bounds of the fields (4) and the signature (5). A hello
+// that fails one costs no query — a stranger's forged hellos cannot load the database —
+// and is refused with that check's code, or with capacity (check 2) when Options.KnownFull
+// says the mesh was just found full.
+func Precheck(h *protocol.Hello, now time.Time, opt Options) *Rejection {
 	// 1. session key format
 	if h.SessionPubkey != "" && !protocol.IsLowerHex(h.SessionPubkey, 64) {
-		return Member{}, reject(protocol.CodeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex chars")
+		return reject(protocol.CodeBadSessionPubkey, "sessionPubkey must be 64 lowercase hex chars")
 	}
-	// One read serves checks 2 and 6 (it is only data: the checks still run in order).
-	facts, err := st.Lookup(ctx, h.MeshID, h.Pubkey, IdentityKey(h.MemberID, h), opt.MaxPresencesPerMesh > 0)
+	var rej *Rejection
+	switch {
+	// 3. timestamp
+	case !h.HasTimestamp || absDuration(now.Sub(time.UnixMilli(h.Timestamp))) > Skew:
+		rej = reject(protocol.CodeTimestampSkew, "hello rejected: timestamp_skew")
+	// 4. format, and the bounds of what the presence stores
+	case !protocol.IsHex(h.Pubkey, 64) || !protocol.IsHex(h.Signature, 128) || h.SessionID == "" || h.MeshID == "":
+		rej = reject(protocol.CodeMalformed, "hello rejected: malformed")
+	case h.Bounds() != "":
+		rej = reject(protocol.CodeMalformed, "hello rejected: malformed ("+string(h.Bounds())+")")
+	// 5. signature
+	case !verify(h.Pubkey, h.Signature, CanonicalHello(h.MeshID, h.MemberID, h.Pubkey, h.Timestamp)):
+		rej = reject(protocol.CodeBadSignature, "hello rejected: bad_signature")
+	}
+	if rej != nil && opt.KnownFull != nil && opt.KnownFull(h.MeshID) {
+		return reject(protocol.CodeCapacity, MsgMeshFull)
+	}
+	return rej
+}
+
+// Authorize runs the checks that read the database, for a hello that passed Precheck:
+// capacity (2: the mesh's, the member's live sessions, the member's new sessions per
+// minute), membership and session ownership (6), the session-key proof (7) and replay (8).
+func Authorize(ctx context.Context, st Store, h *protocol.Hello, now time.Time, opt Options) (Member, error) {
+	facts, err := st.Lookup(ctx, h, opt.MaxPresencesPerMesh > 0)
 	if err != nil {
 		return Member{}, err
 	}
-	// 2. capacity, across all instances
-	if opt.MaxPresencesPerMesh > 0 && facts.LivePresences >= opt.MaxPresencesPerMesh {
-		return Member{}, reject(protocol.CodeCapacity, "mesh at connection capacity")
-	}
-	// 3. timestamp
-	if !h.HasTimestamp || absDuration(now.Sub(time.UnixMilli(h.Timestamp))) > Skew {
-		return Member{}, reject(protocol.CodeTimestampSkew, "hello rejected: timestamp_skew")
-	}
-	// 4. format
-	if !protocol.IsHex(h.Pubkey, 64) || !protocol.IsHex(h.Signature, 128) || h.SessionID == "" || h.MeshID == "" {
-		return Member{}, reject(protocol.CodeMalformed, "hello rejected: malformed")
-	}
-	// 5. signature
-	if !verify(h.Pubkey, h.Signature, CanonicalHello(h.MeshID, h.MemberID, h.Pubkey, h.Timestamp)) {
-		return Member{}, reject(protocol.CodeBadSignature, "hello rejected: bad_signature")
-	}
-	// 6. membership
 	m := facts.Member
+	takeover := facts.Found && facts.IdentityOwner == m.ID
+	// 2. capacity, across all instances. A takeover of the member's own live presence adds
+	// nothing, so only the mesh's count applies to it.
+	if opt.MaxPresencesPerMesh > 0 && facts.LivePresences >= opt.MaxPresencesPerMesh {
+		return Member{}, reject(protocol.CodeCapacity, MsgMeshFull)
+	}
+	if facts.Found && !takeover {
+		if opt.MaxSessionsPerMember > 0 && facts.MemberPresences >= opt.MaxSessionsPerMember {
+			return Member{}, reject(protocol.CodeCapacity, MsgMemberFull)
+		}
+		if opt.MaxNewSessionsPerMinute > 0 && facts.MemberRecentSessions >= opt.MaxNewSessionsPerMinute {
+			return Member{}, reject(protocol.CodeCapacity, MsgMemberTooFast)
+		}
+	}
+	// 6. membership, then the session identity: a session key, a sessionId and a live
+	// presence belong to the member that created them.
 	if !facts.Found || (h.MemberID != "" && h.MemberID != m.ID) {
-		return Member{}, reject(protocol.CodeUnauthorized, "pubkey not found in mesh")
+		return Member{}, reject(protocol.CodeUnauthorized, MsgNotFound)
+	}
+	switch {
+	case facts.SessionKeyIsMemberKey:
+		return Member{}, reject(protocol.CodeUnauthorized, MsgSessionKeyIsKey)
+	case facts.SessionKeyTaken || (facts.IdentityOwner != "" && !takeover):
+		return Member{}, reject(protocol.CodeUnauthorized, MsgSessionKeyTaken)
+	case facts.SessionIDTaken:
+		return Member{}, reject(protocol.CodeUnauthorized, MsgSessionIDTaken)
 	}
 	// 7. session key proof
 	if h.SessionSig != "" || opt.RequireSessionProof {
@@ -125,6 +200,9 @@ func VerifyHello(ctx context.Context, st Store, h *protocol.Hello, now time.Time
 			!verify(h.SessionPubkey, h.SessionSig, CanonicalSessionProof(h.MeshID, h.Pubkey, h.SessionPubkey, h.Timestamp)) {
 			return Member{}, reject(protocol.CodeBadSessionProof, "sessionSig does not prove sessionPubkey")
 		}
+	}
+	if takeover && facts.IdentityProven && h.SessionSig == "" {
+		return Member{}, reject(protocol.CodeBadSessionProof, MsgProofRequired)
 	}
 	// 8. replay, remembered across instances
 	fresh, err := st.RememberSignature(ctx, normalizeHex(h.Signature), h.MeshID, now.Add(ReplayWindow))

@@ -6,20 +6,28 @@ import (
 	"time"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
 // PGStore is the Store on the broker's Postgres.
 type PGStore struct{ Q *db.Queries }
 
 // Lookup implements Store.
-func (s PGStore) Lookup(ctx context.Context, meshID, pubkey, excludeIdentity string, countPresences bool) (Facts, error) {
+func (s PGStore) Lookup(ctx context.Context, h *protocol.Hello, countPresences bool) (Facts, error) {
+	meshID := h.MeshID
 	r, err := s.Q.HelloLookup(ctx, db.HelloLookupParams{
-		CountPresences: countPresences, MeshID: meshID, ExcludeIdentity: excludeIdentity, Pubkey: pubkey,
+		CountPresences: countPresences, MeshID: meshID, Pubkey: h.Pubkey,
+		SessionPubkey: h.SessionPubkey, SessionID: h.SessionID,
 	})
 	if err != nil {
 		return Facts{}, fmt.Errorf("hello lookup: %w", err)
 	}
-	f := Facts{LivePresences: r.LivePresences, Found: r.MemberID != ""}
+	f := Facts{
+		LivePresences: r.LivePresences, Found: r.MemberID != "",
+		MemberPresences: r.MemberPresences, MemberRecentSessions: r.MemberRecentSessions,
+		IdentityOwner: r.IdentityOwner, IdentityProven: r.IdentityProven,
+		SessionKeyTaken: r.SessionKeyTaken, SessionKeyIsMemberKey: r.SessionKeyIsMemberKey, SessionIDTaken: r.SessionIDTaken,
+	}
 	if !f.Found {
 		return f, nil
 	}

@@ -44,12 +44,32 @@ type Config struct {
 	HookFreshWindow time.Duration
 	// MAX_CONNECTIONS_PER_MESH: live presences a mesh may hold, counted across instances.
 	MaxConnectionsPerMesh int
-	// MAX_CONNECTIONS_PER_INSTANCE: sockets one instance accepts (fly.toml's hard limit).
+	// MAX_CONNECTIONS_PER_INSTANCE: WebSocket sockets one instance holds, before and after
+	// hello (fly.toml's hard limit); more are refused before the upgrade (503).
 	MaxConnectionsPerInstance int
+	// MAX_PREAUTH_PER_IP: sockets of one client IP that have not completed hello; more are
+	// refused before the upgrade (429). 0 = no limit.
+	MaxPreauthPerIP int
+	// MAX_SESSIONS_PER_MEMBER: live and reconnecting presences of one member; its next new
+	// session is refused capacity. 0 = no limit.
+	MaxSessionsPerMember int
+	// MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN: presences one member may open per minute (each
+	// is a row kept for PRESENCE_RETENTION). 0 = no limit.
+	MaxNewSessionsPerMemberPerMin int
+	// HANDSHAKE_TIMEOUT: from the upgrade to hello_ack; a socket without a valid hello by
+	// then is closed 1008 handshake_timeout.
+	HandshakeTimeout time.Duration
+	// TRUST_PROXY_HEADERS: take the client IP of per-IP limits from Fly-Client-IP (set it
+	// only behind a proxy that sets that header: anyone can send it otherwise).
+	TrustProxyHeaders bool
 	// MAX_MESSAGE_BYTES: WebSocket frame cap, send payload cap and HTTP JSON body cap.
 	MaxMessageBytes int
 	// HOOK_RATE_LIMIT_PER_MIN: per (pid, cwd) bucket capacity and refill per minute.
 	HookRateLimitPerMin int
+	// HOOK_IP_RATE_LIMIT_PER_MIN: per client IP bucket capacity and refill per minute.
+	HookIPRateLimitPerMin int
+	// HOOK_LEGACY_UNAUTHENTICATED: accept hooks without a hook token (working/idle only).
+	HookLegacyUnauthenticated bool
 	// SEND_RATE_BURST, SEND_RATE_LIMIT_PER_MIN: per-member send bucket across all instances;
 	// a rate of 0 turns the limit off (benchmarks).
 	SendRateBurst     int
@@ -108,9 +128,16 @@ var Vars = []Var{
 	{"STATUS_TTL_SECONDS", "60", "a `working` status older than this is swept to idle"},
 	{"HOOK_FRESH_WINDOW_SECONDS", "30", "how long a hook-reported status outranks manual and inferred ones"},
 	{"MAX_CONNECTIONS_PER_MESH", "100", "live presences per mesh, counted across all instances"},
-	{"MAX_CONNECTIONS_PER_INSTANCE", "10000", "sockets one instance accepts; fly.toml's hard_limit"},
+	{"MAX_CONNECTIONS_PER_INSTANCE", "10000", "WebSocket sockets one instance holds, before and after hello (fly.toml's hard_limit); more are refused 503 with Retry-After; lowered at start to fit the open-file limit"},
+	{"MAX_PREAUTH_PER_IP", "64", "sockets of one client IP that have not completed hello; more are refused 429 with Retry-After (0 = no limit)"},
+	{"MAX_SESSIONS_PER_MEMBER", "10", "live and reconnecting sessions of one member, across instances; its next new session is refused `capacity` (0 = no limit)"},
+	{"MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN", "60", "new sessions one member may open per minute (takeovers and reconnects not counted); more are refused `capacity` (0 = no limit)"},
+	{"HANDSHAKE_TIMEOUT", "10s", "from the upgrade to hello_ack; a socket without a valid hello by then is closed 1008 handshake_timeout"},
+	{"TRUST_PROXY_HEADERS", "0", "1 = per-IP limits read the client IP from Fly-Client-IP (only behind Fly's proxy: anyone can send the header)"},
 	{"MAX_MESSAGE_BYTES", "65536", "WebSocket frame cap, send payload cap and HTTP JSON body cap"},
 	{"HOOK_RATE_LIMIT_PER_MIN", "30", "POST /hook/set-status bucket per (pid, cwd): capacity and refill per minute"},
+	{"HOOK_IP_RATE_LIMIT_PER_MIN", "600", "POST /hook/set-status bucket per client IP: capacity and refill per minute"},
+	{"HOOK_LEGACY_UNAUTHENTICATED", "1", "1 = accept hooks without a hook token, for working/idle only (the claudemesh CLI's hook); 0 = every hook needs `Authorization: Bearer <hook token>`"},
 	{"SEND_RATE_BURST", "10", "sends a member may make at once (bucket capacity, shared by all its sessions on all instances)"},
 	{"SEND_RATE_LIMIT_PER_MIN", "60", "sends per minute a member's bucket refills; 0 = no send limit (benchmarks)"},
 	{"ALLOWED_ORIGINS", "", "browser origins allowed to open /ws, comma-separated (\"*\" = any); requests without Origin (CLI peers) are always allowed"},
@@ -137,38 +164,45 @@ var Vars = []Var{
 func Load(getenv func(string) string) (Config, error) {
 	r := reader{getenv: getenv}
 	c := Config{
-		Port:                      r.intRange("BROKER_PORT", 1, 65535),
-		MetricsPort:               r.intRange("METRICS_PORT", 0, 65535),
-		DatabaseURL:               r.databaseURL("DATABASE_URL"),
-		DataDir:                   r.str("BROKER_DATA_DIR"),
-		AutoMigrate:               r.flag("AUTO_MIGRATE"),
-		ExpectedMigration:         int64(r.optionalIntRange("EXPECTED_MIGRATION", 0, 1<<62)),
-		DrainTimeout:              r.duration("DRAIN_TIMEOUT"),
-		LogLevel:                  r.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
-		PprofAddr:                 r.str("PPROF_ADDR"),
-		StatusTTL:                 time.Duration(r.intRange("STATUS_TTL_SECONDS", 1, 86400)) * time.Second,
-		HookFreshWindow:           time.Duration(r.intRange("HOOK_FRESH_WINDOW_SECONDS", 0, 86400)) * time.Second,
-		MaxConnectionsPerMesh:     r.intRange("MAX_CONNECTIONS_PER_MESH", 1, 1_000_000),
-		MaxConnectionsPerInstance: r.intRange("MAX_CONNECTIONS_PER_INSTANCE", 1, 10_000_000),
-		MaxMessageBytes:           r.intRange("MAX_MESSAGE_BYTES", 1024, 64<<20),
-		HookRateLimitPerMin:       r.intRange("HOOK_RATE_LIMIT_PER_MIN", 1, 1_000_000),
-		SendRateBurst:             r.intRange("SEND_RATE_BURST", 1, 1_000_000),
-		SendRatePerMinute:         r.intRange("SEND_RATE_LIMIT_PER_MIN", 0, 100_000_000),
-		AllowedOrigins:            r.list("ALLOWED_ORIGINS"),
-		RequireSessionProof:       r.flag("REQUIRE_SESSION_PROOF"),
-		QueueTTL:                  r.duration("QUEUE_TTL"),
-		PresenceGrace:             time.Duration(r.intRange("PRESENCE_GRACE_SECONDS", 0, 86400)) * time.Second,
-		PresenceRetention:         r.durationAtLeast("PRESENCE_RETENTION", time.Hour),
-		Env:                       r.oneOf("NODE_ENV", "development", "production", "test"),
-		CLISyncSecret:             r.str("CLI_SYNC_SECRET"),
-		LegacyAuth:                r.flag("BROKER_LEGACY_AUTH"),
-		InviteV2Enabled:           r.flag("BROKER_INVITE_V2_ENABLED"),
-		BrokerURL:                 r.url("BROKER_URL", "ws", "wss"),
-		PublicURL:                 r.url("BROKER_PUBLIC_URL", "http", "https"),
-		AppURL:                    r.url("APP_URL", "http", "https"),
-		EmailFrom:                 r.str("EMAIL_FROM"),
-		PostmarkAPIKey:            r.str("POSTMARK_API_KEY"),
-		ResendAPIKey:              r.str("RESEND_API_KEY"),
+		Port:                          r.intRange("BROKER_PORT", 1, 65535),
+		MetricsPort:                   r.intRange("METRICS_PORT", 0, 65535),
+		DatabaseURL:                   r.databaseURL("DATABASE_URL"),
+		DataDir:                       r.str("BROKER_DATA_DIR"),
+		AutoMigrate:                   r.flag("AUTO_MIGRATE"),
+		ExpectedMigration:             int64(r.optionalIntRange("EXPECTED_MIGRATION", 0, 1<<62)),
+		DrainTimeout:                  r.duration("DRAIN_TIMEOUT"),
+		LogLevel:                      r.oneOf("LOG_LEVEL", "debug", "info", "warn", "error"),
+		PprofAddr:                     r.str("PPROF_ADDR"),
+		StatusTTL:                     time.Duration(r.intRange("STATUS_TTL_SECONDS", 1, 86400)) * time.Second,
+		HookFreshWindow:               time.Duration(r.intRange("HOOK_FRESH_WINDOW_SECONDS", 0, 86400)) * time.Second,
+		MaxConnectionsPerMesh:         r.intRange("MAX_CONNECTIONS_PER_MESH", 1, 1_000_000),
+		MaxConnectionsPerInstance:     r.intRange("MAX_CONNECTIONS_PER_INSTANCE", 1, 10_000_000),
+		MaxPreauthPerIP:               r.intRange("MAX_PREAUTH_PER_IP", 0, 10_000_000),
+		MaxSessionsPerMember:          r.intRange("MAX_SESSIONS_PER_MEMBER", 0, 1_000_000),
+		MaxNewSessionsPerMemberPerMin: r.intRange("MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN", 0, 1_000_000),
+		HandshakeTimeout:              r.duration("HANDSHAKE_TIMEOUT"),
+		TrustProxyHeaders:             r.flag("TRUST_PROXY_HEADERS"),
+		MaxMessageBytes:               r.intRange("MAX_MESSAGE_BYTES", 1024, 64<<20),
+		HookRateLimitPerMin:           r.intRange("HOOK_RATE_LIMIT_PER_MIN", 1, 1_000_000),
+		HookIPRateLimitPerMin:         r.intRange("HOOK_IP_RATE_LIMIT_PER_MIN", 1, 1_000_000),
+		HookLegacyUnauthenticated:     r.flag("HOOK_LEGACY_UNAUTHENTICATED"),
+		SendRateBurst:                 r.intRange("SEND_RATE_BURST", 1, 1_000_000),
+		SendRatePerMinute:             r.intRange("SEND_RATE_LIMIT_PER_MIN", 0, 100_000_000),
+		AllowedOrigins:                r.list("ALLOWED_ORIGINS"),
+		RequireSessionProof:           r.flag("REQUIRE_SESSION_PROOF"),
+		QueueTTL:                      r.duration("QUEUE_TTL"),
+		PresenceGrace:                 time.Duration(r.intRange("PRESENCE_GRACE_SECONDS", 0, 86400)) * time.Second,
+		PresenceRetention:             r.durationAtLeast("PRESENCE_RETENTION", time.Hour),
+		Env:                           r.oneOf("NODE_ENV", "development", "production", "test"),
+		CLISyncSecret:                 r.str("CLI_SYNC_SECRET"),
+		LegacyAuth:                    r.flag("BROKER_LEGACY_AUTH"),
+		InviteV2Enabled:               r.flag("BROKER_INVITE_V2_ENABLED"),
+		BrokerURL:                     r.url("BROKER_URL", "ws", "wss"),
+		PublicURL:                     r.url("BROKER_PUBLIC_URL", "http", "https"),
+		AppURL:                        r.url("APP_URL", "http", "https"),
+		EmailFrom:                     r.str("EMAIL_FROM"),
+		PostmarkAPIKey:                r.str("POSTMARK_API_KEY"),
+		ResendAPIKey:                  r.str("RESEND_API_KEY"),
 	}
 	if len(r.errs) > 0 {
 		return Config{}, errors.Join(r.errs...)

@@ -58,7 +58,9 @@ func TargetKind(spec string) string {
 	switch {
 	case spec == "*" || spec == "@all":
 		return "broadcast"
-	case len(spec) > 1 && spec[0] == '@':
+	case len(spec) > 1 && spec[0] == '@' && len(spec) <= 1+protocol.MaxGroupNameBytes:
+		// A longer name can match no group (names are bounded); refusing it keeps such a
+		// target out of the message row and its audit event.
 		return "group"
 	case protocol.IsHex(spec, 64):
 		return "direct"

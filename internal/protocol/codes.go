@@ -20,6 +20,12 @@ const (
 	CodeAuditQueryError      = "audit_query_error"
 	CodeAuditVerifyError     = "audit_verify_error"
 	CodeInternal             = "internal"
+	// CodeTooLarge: a field or list over its bound (protocol limits.go); nothing was changed.
+	CodeTooLarge = "too_large"
+	// CodeRateLimit: more requests than the session's control budget; the frame was dropped.
+	CodeRateLimit = "rate_limit"
+	// CodeInvalid: a request whose values are not acceptable (an unknown status, …).
+	CodeInvalid = "invalid"
 )
 
 // WebSocket close codes the broker uses.
@@ -30,6 +36,10 @@ const (
 	ClosePolicyViolation = 1008 // hello refused (the reason is the error code), or member revoked (unauthorized)
 	CloseMessageTooBig   = 1009 // frame above MAX_MESSAGE_BYTES (or the pre-hello cap)
 	CloseTryAgainLater   = 1013 // the broker could not serve the socket (database down, slow client)
+	// CloseRevoked: the member was revoked (newer claudemesh CLIs stop reconnecting on it).
+	CloseRevoked = 4002
+	// CloseKicked: this one session was ended by its member or an admin (no reconnect).
+	CloseKicked = 4001
 )
 
 // Close reasons.
@@ -38,6 +48,8 @@ const (
 	ReasonShuttingDown    = "shutting down"
 	ReasonHandshakeTimout = "handshake_timeout"
 	ReasonSlowConsumer    = "slow_consumer"
+	ReasonRevoked         = "revoked"
+	ReasonKicked          = "kicked"
 )
 
 // IsHex reports whether s is n hex digits in either case (keys and signatures as sent).

@@ -77,6 +77,8 @@ func newBody(t string) any {
 		return &AuditQuery{}
 	case "audit_verify":
 		return &AuditVerify{}
+	case "hook_token":
+		return &HookToken{}
 	}
 	return nil
 }
@@ -120,6 +122,9 @@ func Decode(data []byte) (Frame, error) {
 		}
 		f.Body = h
 		return f, nil
+	}
+	if ht, ok := body.(*HookToken); ok {
+		ht.ReqID = echoable(ht.ReqID)
 	}
 	f.Body = body
 	return f, nil

@@ -108,6 +108,14 @@ type AuditQuery struct {
 // AuditVerify asks the broker to verify the mesh's chain.
 type AuditVerify struct{}
 
+// HookToken asks for the member's hook token (created on first request, the same after;
+// Rotate replaces it): the Bearer credential of POST /hook/set-status.
+type HookToken struct {
+	Rotate bool `json:"rotate,omitempty"`
+	// ReqID is echoed as reqId (the frame's _reqId is echoed as usual too).
+	ReqID json.RawMessage `json:"reqId,omitempty"`
+}
+
 // ---- broker → client -------------------------------------------------------------------
 
 // Error is {type:"error", code, message, _reqId?}.

@@ -22,8 +22,33 @@ const auditCatchUp = 2 * time.Second
 
 // handle dispatches one decoded frame of an authenticated session. Unknown types are
 // ignored, as the original did (clients of newer brokers send types older ones lack).
+// Every other frame but send draws on the session's control budget, and a frame with a
+// field over its bound changes nothing: both are answered with an error frame.
 func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	h := s.hub
+	if f.Body == nil {
+		return
+	}
+	if _, isSend := f.Body.(*protocol.Send); !isSend {
+		cost := 1.0
+		if _, ok := f.Body.(*protocol.ListPeers); ok {
+			cost = listPeersCost
+		}
+		if !s.control.take(cost) {
+			h.metrics.MessagesRejected.WithLabelValues("rate_limit").Inc()
+			s.send(protocol.NewError(protocol.CodeRateLimit, "too many requests on this session; slow down", f.ReqID))
+			return
+		}
+	}
+	if b, ok := f.Body.(interface{ Bounds() protocol.BoundsError }); ok {
+		if _, isHello := f.Body.(*protocol.Hello); !isHello {
+			if e := b.Bounds(); e != "" {
+				h.metrics.MessagesRejected.WithLabelValues("too_large").Inc()
+				s.send(protocol.NewError(protocol.CodeTooLarge, string(e), f.ReqID))
+				return
+			}
+		}
+	}
 	switch b := f.Body.(type) {
 	case *protocol.Hello:
 		s.send(protocol.NewError(protocol.CodeAlreadyAuthenticated, "this socket already sent hello", f.ReqID))
@@ -41,7 +66,9 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 			}
 		}
 	case *protocol.SetStatus:
-		s.setStatus(ctx, b.Status, "manual")
+		if !s.setStatus(ctx, b.Status, "manual") {
+			s.send(protocol.NewError(protocol.CodeInvalid, "status must be idle, working or dnd", f.ReqID))
+		}
 	case *protocol.SetSummary:
 		_ = h.q.SetPresenceSummary(ctx, db.SetPresenceSummaryParams{ID: s.presenceID, Summary: &b.Summary})
 	case *protocol.SetVisible:
@@ -78,24 +105,33 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 			h.log.Warn("set stats", "err", err)
 		}
 	case *protocol.JoinGroup:
-		s.updateGroups(ctx, func(gs []protocol.Group) []protocol.Group {
+		full := false
+		s.updateGroups(ctx, func(gs []protocol.Group) ([]protocol.Group, bool) {
 			for i := range gs {
 				if gs[i].Name == b.Name {
 					gs[i] = protocol.Group{Name: b.Name, Role: b.Role}
-					return gs
+					return gs, true
 				}
 			}
-			return append(gs, protocol.Group{Name: b.Name, Role: b.Role})
+			if len(gs) >= protocol.MaxGroups {
+				full = true
+				return gs, false
+			}
+			return append(gs, protocol.Group{Name: b.Name, Role: b.Role}), true
 		})
+		if full {
+			h.metrics.MessagesRejected.WithLabelValues("too_large").Inc()
+			s.send(protocol.NewError(protocol.CodeTooLarge, fmt.Sprintf("already in %d groups; the limit is %d", protocol.MaxGroups, protocol.MaxGroups), f.ReqID))
+		}
 	case *protocol.LeaveGroup:
-		s.updateGroups(ctx, func(gs []protocol.Group) []protocol.Group {
+		s.updateGroups(ctx, func(gs []protocol.Group) ([]protocol.Group, bool) {
 			out := gs[:0]
 			for _, g := range gs {
 				if g.Name != b.Name {
 					out = append(out, g)
 				}
 			}
-			return out
+			return out, true
 		})
 	case *protocol.ListPeers:
 		s.listPeers(ctx, f.ReqID)
@@ -121,6 +157,8 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 			res["_reqId"] = f.ReqID
 		}
 		s.send(res)
+	case *protocol.HookToken:
+		s.hookToken(ctx, b, f.ReqID)
 	}
 }
 
@@ -154,6 +192,10 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 		reject("too_large", fmt.Sprintf("payload too large: %d bytes > MAX_MESSAGE_BYTES=%d", n, h.cfg.MaxMessageBytes))
 		return
 	}
+	if n := len(b.ClientMessageID); n > protocol.MaxClientMessageIDBytes {
+		reject("too_large", fmt.Sprintf("clientMessageId is %d bytes; the limit is %d", n, protocol.MaxClientMessageIDBytes))
+		return
+	}
 	switch b.Priority {
 	case "now", "next", "low":
 	default:
@@ -183,16 +225,17 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 		})
 }
 
-// setStatus records a status under the status rules.
-func (s *Session) setStatus(ctx context.Context, status, source string) {
+// setStatus records a status under the status rules; false for an unknown status.
+func (s *Session) setStatus(ctx context.Context, status, source string) bool {
 	switch status {
 	case "idle", "working", "dnd":
 	default:
-		return
+		return false
 	}
 	if err := s.hub.writeStatus(ctx, s.presenceID, status, source); err != nil {
 		s.hub.log.Warn("set status", "err", err)
 	}
+	return true
 }
 
 // writeStatus applies the status rules to a presence; a change to idle wakes the presence
@@ -211,7 +254,8 @@ func (h *Hub) writeStatus(ctx context.Context, presenceID, status, source string
 	return nil
 }
 
-func (s *Session) updateGroups(ctx context.Context, fn func([]protocol.Group) []protocol.Group) {
+// updateGroups applies fn to the presence's groups; fn reports false to leave them as they are.
+func (s *Session) updateGroups(ctx context.Context, fn func([]protocol.Group) ([]protocol.Group, bool)) {
 	h := s.hub
 	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
@@ -221,7 +265,10 @@ func (s *Session) updateGroups(ctx context.Context, fn func([]protocol.Group) []
 		}
 		var gs []protocol.Group
 		_ = json.Unmarshal(raw, &gs)
-		gs = fn(gs)
+		gs, changed := fn(gs)
+		if !changed {
+			return nil
+		}
 		if gs == nil {
 			gs = []protocol.Group{}
 		}
@@ -258,7 +305,8 @@ func (s *Session) listPeers(ctx context.Context, reqID json.RawMessage) {
 		s.hub.log.Warn("list peers", "err", err)
 		rows = nil
 	}
-	peers := make([]peerEntry, 0, len(rows))
+	peers := make([]json.RawMessage, 0, len(rows))
+	budget := newReplyBudget(MaxPeersListBytes)
 	for _, r := range rows {
 		if !r.Visible && r.MemberID != s.member.ID {
 			continue
@@ -281,9 +329,14 @@ func (s *Session) listPeers(ctx context.Context, reqID json.RawMessage) {
 		if len(r.Stats) > 2 {
 			e.Stats = r.Stats
 		}
-		peers = append(peers, e)
+		if !budget.add(&peers, e) {
+			break
+		}
 	}
 	res := map[string]any{"type": "peers_list", "peers": peers}
+	if budget.truncated {
+		res["truncated"] = true
+	}
 	if reqID != nil {
 		res["_reqId"] = reqID
 	}
@@ -306,16 +359,23 @@ func (s *Session) messageStatus(ctx context.Context, messageID string, reqID jso
 		s.send(protocol.NewError(protocol.CodeInternal, "message status unavailable", reqID))
 		return
 	}
-	recipients := make([]map[string]any, 0, len(rows))
-	for _, r := range rows {
+	recipients := make([]json.RawMessage, 0, len(rows))
+	budget := newReplyBudget(MaxMessageStatusBytes)
+	for i, r := range rows {
 		status := "held"
 		if r.DeliveredAt != nil {
 			status = "delivered"
 		}
-		recipients = append(recipients, map[string]any{"name": r.Name, "pubkey": r.Pubkey, "status": status})
+		if i == maxRecipientsPerStatus || !budget.add(&recipients, map[string]any{"name": r.Name, "pubkey": r.Pubkey, "status": status}) {
+			budget.truncated = true
+			break
+		}
 	}
 	res := map[string]any{"type": "message_status_result", "messageId": st.ID, "targetSpec": st.TargetSpec,
 		"delivered": delivered, "deliveredAt": nil, "recipients": recipients}
+	if budget.truncated {
+		res["truncated"] = true
+	}
 	if t, ok := st.LastDeliveredAt.(time.Time); ok && delivered {
 		res["deliveredAt"] = audit.FormatTime(t)
 	}
@@ -352,7 +412,8 @@ func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID 
 		s.send(protocol.NewError(protocol.CodeAuditQueryError, err.Error(), reqID))
 		return
 	}
-	entries := make([]map[string]any, 0, len(rows))
+	entries := make([]json.RawMessage, 0, len(rows))
+	budget := newReplyBudget(MaxAuditResultBytes)
 	for _, r := range rows {
 		actor := "system"
 		if r.ActorDisplayName != nil {
@@ -360,10 +421,15 @@ func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID 
 		} else if r.ActorMemberID != nil {
 			actor = *r.ActorMemberID
 		}
-		entries = append(entries, map[string]any{"id": r.ID, "eventType": r.EventType, "actor": actor,
-			"payload": json.RawMessage(r.Payload), "hash": r.Hash, "createdAt": audit.FormatTime(r.CreatedAt)})
+		if !budget.add(&entries, map[string]any{"id": r.ID, "eventType": r.EventType, "actor": actor,
+			"payload": json.RawMessage(r.Payload), "hash": r.Hash, "createdAt": audit.FormatTime(r.CreatedAt)}) {
+			break
+		}
 	}
 	res := map[string]any{"type": "audit_result", "entries": entries, "total": total}
+	if budget.truncated {
+		res["truncated"] = true
+	}
 	if reqID != nil {
 		res["_reqId"] = reqID
 	}

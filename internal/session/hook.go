@@ -1,15 +1,32 @@
 package session
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/protocol"
 )
+
+// POST /hook/set-status has two callers. Without credentials — the claudemesh CLI's hook
+// and Claude Code's native http hook, as they always were — a request may only move a
+// session between working and idle, and its reply is {ok:true} whether or not a session
+// matched, so a stranger can neither end nor freeze a session nor learn that one exists.
+// With Authorization: Bearer <hook token> (the member's, from {type:"hook_token"}) a
+// request may also set dnd and end a session (SessionEnd), but only the token member's.
+// HOOK_LEGACY_UNAUTHENTICATED=0 refuses the first kind. Both are rate limited per client IP
+// and per (pid, cwd), and unmatched signals are kept only while few are waiting.
+
+// maxPendingStatuses bounds the hook signals waiting for their session (each kept 10 s).
+const maxPendingStatuses = 10000
 
 // hookBody is POST /hook/set-status: the claudemesh CLI's {cwd, pid?, status, session_id?},
 // or Claude Code's own HTTP hook body {session_id, cwd, hook_event_name, …}.
@@ -30,10 +47,61 @@ var hookEventStatus = map[string]string{
 	"SessionEnd":       "end",
 }
 
+// hookRequest is a validated hook request.
+type hookRequest struct {
+	cwd, sessionID, status string
+	pid                    int64
+}
+
+// hookError is a refused hook request: its HTTP status and error text.
+type hookError struct {
+	status int
+	text   string
+}
+
+// parseHookBody validates a hook body. ignored is true for a Claude Code event that carries
+// no status. It never panics, whatever the bytes (FuzzParseHookBody).
+func parseHookBody(raw []byte) (req hookRequest, ignored bool, herr *hookError) {
+	var b hookBody
+	if json.Unmarshal(raw, &b) != nil {
+		return req, false, &hookError{http.StatusBadRequest, "invalid JSON"}
+	}
+	status := b.Status
+	if status == "" && b.HookEventName != "" {
+		var known bool
+		if status, known = hookEventStatus[b.HookEventName]; !known {
+			return req, true, nil
+		}
+	}
+	if b.Cwd == "" || status == "" {
+		return req, false, &hookError{http.StatusBadRequest, "cwd and status required"}
+	}
+	if status != "idle" && status != "working" && status != "dnd" && status != "end" {
+		return req, false, &hookError{http.StatusBadRequest, "status must be idle, working or dnd"}
+	}
+	if len(b.Cwd) > protocol.MaxCwdBytes || len(b.SessionID) > protocol.MaxSessionIDBytes {
+		return req, false, &hookError{http.StatusBadRequest, "cwd or session_id too long"}
+	}
+	req = hookRequest{cwd: b.Cwd, sessionID: b.SessionID, status: status}
+	if len(b.Pid) > 0 && string(b.Pid) != "null" {
+		pid, err := strconv.ParseInt(string(b.Pid), 10, 32)
+		if err != nil {
+			return req, false, &hookError{http.StatusBadRequest, "pid must be an integer"}
+		}
+		req.pid = pid
+	}
+	return req, false, nil
+}
+
 func hookJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+func hookFail(w http.ResponseWriter, status int, text string) {
+	hookJSON(w, status, map[string]any{"ok": false, "error": text})
 }
 
 // HookHandler serves POST /hook/set-status.
@@ -42,93 +110,156 @@ func (h *Hub) HookHandler() http.Handler {
 		h.metrics.HookRequests.Inc()
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
-			hookJSON(w, http.StatusMethodNotAllowed, map[string]any{"ok": false, "error": "method_not_allowed"})
+			hookFail(w, http.StatusMethodNotAllowed, "method_not_allowed")
 			return
 		}
 		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageBytes)))
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			hookJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"ok": false, "error": "payload too large"})
+			hookFail(w, http.StatusRequestEntityTooLarge, "payload too large")
 			return
 		}
-		var b hookBody
-		if err != nil || json.Unmarshal(raw, &b) != nil {
-			hookJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "invalid JSON"})
+		if err != nil {
+			hookFail(w, http.StatusBadRequest, "invalid JSON")
 			return
-		}
-		status := b.Status
-		if status == "" && b.HookEventName != "" {
-			var known bool
-			if status, known = hookEventStatus[b.HookEventName]; !known {
-				hookJSON(w, http.StatusOK, map[string]any{"ok": true, "ignored": true})
-				return
-			}
-		}
-		if b.Cwd == "" || status == "" {
-			hookJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "cwd and status required"})
-			return
-		}
-		if status != "idle" && status != "working" && status != "dnd" && status != "end" {
-			hookJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "status must be idle, working or dnd"})
-			return
-		}
-		var pid int64
-		if len(b.Pid) > 0 && string(b.Pid) != "null" {
-			if pid, err = strconv.ParseInt(string(b.Pid), 10, 32); err != nil {
-				hookJSON(w, http.StatusBadRequest, map[string]any{"ok": false, "error": "pid must be an integer"})
-				return
-			}
 		}
 		ctx := r.Context()
-		ok, err := h.limiter.Allow(ctx, "hook:"+strconv.FormatInt(pid, 10)+":"+b.Cwd, float64(h.cfg.HookRatePerMinute), float64(h.cfg.HookRatePerMinute))
-		if err != nil {
-			h.log.Warn("hook rate limit", "err", err)
-			hookJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "error": "database unavailable"})
+		// Rate limits first, before any other database work: per client IP (all a stranger
+		// controls), then per (pid, cwd) below.
+		ip := ClientIP(r, h.cfg.TrustProxyHeaders)
+		if !h.hookAllow(w, ctx, "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
 			return
 		}
-		if !ok {
-			h.metrics.HookRateLimited.Inc()
-			hookJSON(w, http.StatusTooManyRequests, map[string]any{"ok": false, "error": "rate limited"})
+		req, ignored, herr := parseHookBody(raw)
+		if herr != nil {
+			hookFail(w, herr.status, herr.text)
 			return
 		}
-		targets, err := h.q.HookTargets(ctx, db.HookTargetsParams{HookSessionID: b.SessionID, HookCwd: b.Cwd, HookPid: int32(pid)})
-		if err != nil {
-			h.log.Warn("hook targets", "err", err)
-			hookJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "error": "database unavailable"})
+		if ignored {
+			hookJSON(w, http.StatusOK, map[string]any{"ok": true, "ignored": true})
 			return
 		}
-		if len(targets) == 0 {
-			if status != "end" {
-				var sid *string
-				if b.SessionID != "" {
-					sid = &b.SessionID
-				}
-				if err := h.q.InsertPendingStatus(ctx, db.InsertPendingStatusParams{Pid: int32(pid), Cwd: b.Cwd, SessionID: sid, Status: status}); err != nil {
-					hookJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "error": "database unavailable"})
-					return
-				}
+		// Credentials: a Bearer hook token scopes the request to its member.
+		var memberID string
+		if token := auth.BearerToken(r.Header.Get("Authorization")); token != "" {
+			m, err := h.q.HookTokenMember(ctx, auth.HashToken(token))
+			if errors.Is(err, pgx.ErrNoRows) {
+				hookFail(w, http.StatusUnauthorized, "invalid hook token")
+				return
 			}
-			hookJSON(w, http.StatusOK, map[string]any{"ok": true, "pending": status != "end"})
-			return
-		}
-		for _, t := range targets {
-			switch {
-			case status == "end":
-				// Claude Code's SessionEnd: the presence is over now (peer_left at once), and
-				// its socket, if still open, is closed.
-				if err := h.endPresence(ctx, t.ID, t.ConnectionEpoch, "session_end"); err != nil {
-					h.log.Warn("hook session end", "err", err)
-				}
-				h.publish(ctx, notifier.KickPayload(t.ID, t.ConnectionEpoch+1))
-			case t.Status == "dnd":
-				// DND is never cleared by a hook; wake anyway, as the original drained here.
-				h.publish(ctx, notifier.WakePayloads([]string{t.ID}, nil)[0])
-			default:
-				if err := h.writeStatus(ctx, t.ID, status, "hook"); err != nil {
-					h.log.Warn("hook status", "err", err)
-				}
+			if err != nil {
+				h.log.Warn("hook token", "err", err)
+				hookFail(w, http.StatusServiceUnavailable, "database unavailable")
+				return
+			}
+			memberID = m.ID
+		} else {
+			if !h.cfg.HookLegacyUnauthenticated {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hook"`)
+				hookFail(w, http.StatusUnauthorized, "hook token required")
+				return
+			}
+			if req.status != "working" && req.status != "idle" {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="hook"`)
+				hookFail(w, http.StatusUnauthorized, "hook token required to set dnd or end a session")
+				return
 			}
 		}
-		hookJSON(w, http.StatusOK, map[string]any{"ok": true, "presence_id": targets[0].ID})
+		if !h.hookAllow(w, ctx, "hook:"+strconv.FormatInt(req.pid, 10)+":"+req.cwd, h.cfg.HookRatePerMinute) {
+			return
+		}
+		res, err := h.applyHook(ctx, req, memberID)
+		if err != nil {
+			h.log.Warn("hook", "err", err)
+			hookFail(w, http.StatusServiceUnavailable, "database unavailable")
+			return
+		}
+		if memberID == "" {
+			// The same answer whether or not a session matched: a stranger learns nothing.
+			hookJSON(w, http.StatusOK, map[string]any{"ok": true})
+			return
+		}
+		hookJSON(w, http.StatusOK, res)
 	})
+}
+
+// hookAllow takes a token from a hook rate bucket, answering the request when it cannot.
+func (h *Hub) hookAllow(w http.ResponseWriter, ctx context.Context, key string, perMinute int) bool {
+	ok, err := h.limiter.Allow(ctx, key, float64(perMinute), float64(perMinute))
+	if err != nil {
+		h.log.Warn("hook rate limit", "err", err)
+		hookFail(w, http.StatusServiceUnavailable, "database unavailable")
+		return false
+	}
+	if !ok {
+		h.metrics.HookRateLimited.Inc()
+		hookFail(w, http.StatusTooManyRequests, "rate limited")
+		return false
+	}
+	return true
+}
+
+// applyHook applies a validated hook request to the presences it matches (memberID's only,
+// when set), or keeps it pending; the result is the reply for an authenticated caller.
+func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID string) (map[string]any, error) {
+	targets, err := h.q.HookTargets(ctx, db.HookTargetsParams{HookSessionID: req.sessionID, HookCwd: req.cwd, HookPid: int32(req.pid), MemberID: memberID})
+	if err != nil {
+		return nil, err
+	}
+	if len(targets) == 0 {
+		if req.status == "end" {
+			return map[string]any{"ok": true, "pending": false}, nil
+		}
+		var sid, mid *string
+		if req.sessionID != "" {
+			sid = &req.sessionID
+		}
+		if memberID != "" {
+			mid = &memberID
+		}
+		n, err := h.q.InsertPendingStatus(ctx, db.InsertPendingStatusParams{
+			Pid: int32(req.pid), Cwd: req.cwd, SessionID: sid, Status: req.status, MemberID: mid, MaxPending: maxPendingStatuses,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return map[string]any{"ok": true, "pending": n == 1}, nil
+	}
+	for _, t := range targets {
+		switch {
+		case req.status == "end":
+			// Claude Code's SessionEnd: the presence is over now (peer_left at once), and
+			// its socket, if still open, is closed.
+			if err := h.endPresence(ctx, t.ID, t.ConnectionEpoch, "session_end"); err != nil {
+				h.log.Warn("hook session end", "err", err)
+			}
+			h.publish(ctx, notifier.KickPayload(t.ID, t.ConnectionEpoch+1))
+		case t.Status == "dnd":
+			// DND is never cleared by a hook; wake anyway, as the original drained here.
+			h.publish(ctx, notifier.WakePayloads([]string{t.ID}, nil)[0])
+		default:
+			if err := h.writeStatus(ctx, t.ID, req.status, "hook"); err != nil {
+				h.log.Warn("hook status", "err", err)
+			}
+		}
+	}
+	return map[string]any{"ok": true, "presence_id": targets[0].ID}, nil
+}
+
+// hookToken answers {type:"hook_token", rotate?}: the member's hook token.
+func (s *Session) hookToken(ctx context.Context, b *protocol.HookToken, reqID json.RawMessage) {
+	token, err := auth.IssueHookToken(ctx, s.hub.pool, &s.hub.hookSecret, s.member.ID, b.Rotate)
+	if err != nil {
+		s.hub.log.Warn("hook token", "err", err)
+		s.send(protocol.NewError(protocol.CodeInternal, "hook token unavailable; retry", reqID))
+		return
+	}
+	res := map[string]any{"type": "hook_token", "token": token}
+	if reqID != nil {
+		res["_reqId"] = reqID
+	}
+	if b.ReqID != nil {
+		res["reqId"] = b.ReqID
+	}
+	s.send(res)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/delivery"
 	"github.com/meshbroker/meshbroker/internal/metrics"
 	"github.com/meshbroker/meshbroker/internal/notifier"
@@ -26,20 +27,28 @@ import (
 
 // Config is what sessions need from the broker configuration.
 type Config struct {
-	InstanceID          string
-	MaxMessageBytes     int
-	MaxPresencesPerMesh int
-	RequireSessionProof bool
-	AllowedOrigins      []string
-	PollInterval        time.Duration // how often every local presence is re-claimed regardless of wake-ups
-	LeaseDuration       time.Duration
-	SendRateBurst       int
-	SendRatePerMinute   int // 0 = no send limit
-	HookFreshWindow     time.Duration
-	HookRatePerMinute   int
-	StatusTTL           time.Duration
-	SweepPeriod         time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
-	PresenceRetention   time.Duration // ended presences older than this are purged; 0 = never
+	InstanceID                string
+	MaxMessageBytes           int
+	MaxPresencesPerMesh       int
+	MaxSessionsPerMember      int           // live and reconnecting presences of one member; 0 = no limit
+	MaxNewSessionsPerMinute   int           // presences one member may open per minute; 0 = no limit
+	MaxSockets                int           // WebSocket sockets this instance holds (hello or not); 0 = no limit
+	MaxPreauthPerIP           int           // sockets of one client IP that have not completed hello; 0 = no limit
+	TrustProxyHeaders         bool          // take the client IP from Fly-Client-IP
+	HandshakeTimeout          time.Duration // upgrade to hello_ack; 0 = 10 s
+	HookLegacyUnauthenticated bool          // accept POST /hook/set-status without a hook token (working/idle only)
+	RequireSessionProof       bool
+	AllowedOrigins            []string
+	PollInterval              time.Duration // how often every local presence is re-claimed regardless of wake-ups
+	LeaseDuration             time.Duration
+	SendRateBurst             int
+	SendRatePerMinute         int // 0 = no send limit
+	HookFreshWindow           time.Duration
+	HookRatePerMinute         int
+	HookIPRatePerMinute       int // POST /hook/set-status requests per client IP per minute
+	StatusTTL                 time.Duration
+	SweepPeriod               time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
+	PresenceRetention         time.Duration // ended presences older than this are purged; 0 = never
 }
 
 // Hub is one instance's registry of sessions and its delivery loop.
@@ -66,6 +75,13 @@ type Hub struct {
 	delivered  chan int64  // delivery ids written to sockets, to mark delivered
 	registered atomic.Bool // this instance's row exists in instances
 
+	sockets    atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
+	ipMu       sync.Mutex           // guards preauth
+	preauth    map[string]int       // sockets per client IP that have not completed hello (MaxPreauthPerIP)
+	fullMu     sync.Mutex           // guards fullAt
+	fullAt     map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
+	hookSecret auth.HookSecret      // the key hook tokens are derived with
+
 	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
 
@@ -77,11 +93,15 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	if cfg.LeaseDuration == 0 {
 		cfg.LeaseDuration = 30 * time.Second
 	}
+	if cfg.HandshakeTimeout == 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
+		preauth: map[string]int{}, fullAt: map[string]time.Time{},
 	}
 }
 

@@ -462,8 +462,8 @@ func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("bob's socket on instance %d still open after the revocation", i+1)
 		}
-		if err := b.Err(); websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), `"unauthorized"`) {
-			t.Fatalf("bob's socket on instance %d closed with %v, want 1008 unauthorized", i+1, err)
+		if err := b.Err(); websocket.CloseStatus(err) != 4002 || !strings.Contains(err.Error(), `"revoked"`) {
+			t.Fatalf("bob's socket on instance %d closed with %v, want 4002 revoked", i+1, err)
 		}
 	}
 	// All three presences end now (the grace window is 10 minutes): three peer_left.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
@@ -60,6 +61,7 @@ type Session struct {
 	name       string // effective display name
 
 	inflight chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
+	control  *bucket       // the budget of frames other than send (see bounds.go)
 
 	// The outbound queue. An idle socket holds no writer goroutine and no buffer: enqueue
 	// starts a drainer when the queue goes from empty to non-empty, and the drainer exits
@@ -97,6 +99,22 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"error":"draining"}`, http.StatusServiceUnavailable)
 		return
 	}
+	if !h.admitSocket() {
+		h.refuseUpgrade(w, http.StatusServiceUnavailable, reasonInstanceFull, 5*time.Second)
+		return
+	}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			h.releaseSocket()
+		}
+	}()
+	ip := ClientIP(r, h.cfg.TrustProxyHeaders)
+	if !h.admitPreauth(ip) {
+		h.refuseUpgrade(w, http.StatusTooManyRequests, reasonPreauthPerIP, h.cfg.HandshakeTimeout)
+		return
+	}
+	defer h.releasePreauth(ip) // serve returns once the hello is done, whatever its outcome
 	cw := corkconn.Wrap(w)
 	conn, err := websocket.Accept(cw, r, &websocket.AcceptOptions{
 		CompressionMode:    websocket.CompressionDisabled, // ciphertext does not compress
@@ -110,7 +128,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(preHelloLimit)
-	h.serve(r.Context(), conn, cw.Conn())
+	handedOff = h.serve(r.Context(), conn, cw.Conn())
 }
 
 func (h *Hub) originAllowed(origin string) bool {
@@ -149,14 +167,29 @@ func readText(ctx context.Context, conn *websocket.Conn) ([]byte, error) {
 	return data, nil
 }
 
-// handshake reads frames until a valid hello, answering others with no_hello.
-func (h *Hub) handshake(ctx context.Context, conn *websocket.Conn) (*protocol.Hello, bool) {
-	for {
+// maxPreHelloFrames is how many frames other than hello a socket may send before its hello
+// (each answered no_hello); a socket that keeps going is closed.
+const maxPreHelloFrames = 8
+
+// handshake reads frames until a valid hello, answering others with no_hello. It gives up
+// at deadline, closing the socket with 1008 handshake_timeout: the close frame is written by
+// a timer, since a read cut short by its context would drop the connection without one.
+func (h *Hub) handshake(ctx context.Context, conn *websocket.Conn, deadline time.Time) (*protocol.Hello, bool) {
+	timer := time.AfterFunc(time.Until(deadline), func() {
+		h.metrics.ConnectionsRejected.WithLabelValues(reasonHandshakeTimeout).Inc()
+		conn.Close(websocket.StatusPolicyViolation, protocol.ReasonHandshakeTimout)
+	})
+	hello, ok := h.readHello(ctx, conn)
+	if !timer.Stop() {
+		return nil, false // the deadline came first: the socket is closing
+	}
+	return hello, ok
+}
+
+func (h *Hub) readHello(ctx context.Context, conn *websocket.Conn) (*protocol.Hello, bool) {
+	for others := 0; ; others++ {
 		data, err := readText(ctx, conn)
 		if err != nil {
-			if ctx.Err() != nil {
-				conn.Close(websocket.StatusPolicyViolation, protocol.ReasonHandshakeTimout)
-			}
 			return nil, false
 		}
 		f, err := protocol.Decode(data)
@@ -168,22 +201,45 @@ func (h *Hub) handshake(ctx context.Context, conn *websocket.Conn) (*protocol.He
 			return f.Body.(*protocol.Hello), true
 		}
 		if err != nil && f.Type == "hello" {
-			writeNow(ctx, conn, protocol.NewError(protocol.CodeMalformed, "hello rejected: malformed", nil))
-			h.metrics.ConnectionsRejected.WithLabelValues(protocol.CodeMalformed).Inc()
-			conn.Close(websocket.StatusPolicyViolation, protocol.CodeMalformed)
+			h.refuseHello(ctx, conn, &auth.Rejection{Code: protocol.CodeMalformed, Message: "hello rejected: malformed"})
 			return nil, false
 		}
-		writeNow(ctx, conn, protocol.NewError(protocol.CodeNoHello, "must send hello first", f.ReqID))
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		if others >= maxPreHelloFrames {
+			cancel()
+			h.metrics.ConnectionsRejected.WithLabelValues(reasonNoHello).Inc()
+			conn.Close(websocket.StatusPolicyViolation, protocol.CodeNoHello)
+			return nil, false
+		}
+		writeNow(wctx, conn, protocol.NewError(protocol.CodeNoHello, "must send hello first", f.ReqID))
+		cancel()
 	}
 }
 
-func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.Conn) {
+// refuseHello answers a refused hello: the error frame, then close 1008 with the code.
+func (h *Hub) refuseHello(ctx context.Context, conn *websocket.Conn, rej *auth.Rejection) {
+	h.metrics.ConnectionsRejected.WithLabelValues(rej.Code).Inc()
+	writeNow(ctx, conn, protocol.NewError(rej.Code, rej.Message, nil))
+	conn.Close(websocket.StatusPolicyViolation, rej.Code)
+}
+
+// serve runs a socket's handshake and, once its hello is accepted, hands the socket to a
+// session goroutine of its own (handedOff true: the session releases the socket's count
+// when it ends).
+func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.Conn) (handedOff bool) {
 	ctx := context.WithoutCancel(reqCtx)
-	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
-	hello, ok := h.handshake(hctx, conn)
+	deadline := time.Now().Add(h.cfg.HandshakeTimeout)
+	hello, ok := h.handshake(ctx, conn, deadline)
 	if !ok {
+		return false
+	}
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	opt := h.helloOptions()
+	// The checks that need no database come first: a forged hello costs no query.
+	if rej := auth.Precheck(hello, time.Now(), opt); rej != nil {
 		cancel()
-		return
+		h.refuseHello(ctx, conn, rej)
+		return false
 	}
 	// Verification and the presence share one transaction: one commit per hello, and the
 	// remembered signature commits with the presence it admitted.
@@ -192,13 +248,11 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 		cancel()
 		h.log.Warn("hello: begin", "err", err)
 		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
-		return
+		return false
 	}
 	defer tx.Rollback(ctx) //nolint:errcheck // a no-op after Commit
 	q := db.New(tx)
-	member, err := auth.VerifyHello(hctx, auth.PGStore{Q: q}, hello, time.Now(), auth.Options{
-		MaxPresencesPerMesh: int64(h.cfg.MaxPresencesPerMesh), RequireSessionProof: h.cfg.RequireSessionProof,
-	})
+	member, err := auth.Authorize(hctx, auth.PGStore{Q: q}, hello, time.Now(), opt)
 	var rej *auth.Rejection
 	if err != nil {
 		// Before anything is written to the client: the transaction holds a pooled
@@ -207,20 +261,22 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	}
 	if errors.As(err, &rej) {
 		cancel()
-		h.metrics.ConnectionsRejected.WithLabelValues(rej.Code).Inc()
-		writeNow(ctx, conn, protocol.NewError(rej.Code, rej.Message, nil))
-		conn.Close(websocket.StatusPolicyViolation, rej.Code)
-		return
+		if rej.Message == auth.MsgMeshFull {
+			h.noteFull(hello.MeshID, true)
+		}
+		h.refuseHello(ctx, conn, rej)
+		return false
 	}
 	if err != nil {
 		cancel()
 		h.log.Warn("hello: database error", "err", err)
 		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
-		return
+		return false
 	}
 	s := &Session{
 		hub: h, conn: conn, raw: raw, member: member, hello: hello,
 		done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
+		control: newBucket(controlBurst, controlPerSecond),
 	}
 	for _, c := range hello.Capabilities {
 		if c == "client_ack" {
@@ -247,24 +303,22 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 			// Its outcome is unknown: a presence that did commit enters its grace window.
 			_, _ = h.q.DisconnectPresence(cctx, db.DisconnectPresenceParams{ID: s.presenceID, Epoch: s.epoch})
 		}
-	case errors.Is(err, errCapacity):
+	case errors.As(err, &rej):
 		// Nothing was inserted; committing keeps the hello's signature remembered, so the
-		// refused hello cannot be replayed once the mesh has room.
+		// refused hello cannot be replayed once there is room.
 		_ = tx.Commit(cctx)
 	default:
 		_ = tx.Rollback(cctx)
 	}
 	ccancel()
-	if errors.Is(err, errCapacity) {
-		h.metrics.ConnectionsRejected.WithLabelValues(protocol.CodeCapacity).Inc()
-		writeNow(ctx, conn, protocol.NewError(protocol.CodeCapacity, "mesh at connection capacity", nil))
-		conn.Close(websocket.StatusPolicyViolation, protocol.CodeCapacity)
-		return
+	if errors.As(err, &rej) {
+		h.refuseHello(ctx, conn, rej)
+		return false
 	}
 	if err != nil {
 		h.log.Warn("hello: attach presence", "err", err)
 		conn.Close(websocket.StatusTryAgainLater, "database unavailable")
-		return
+		return false
 	}
 	s.ctx = ctx
 	s.nextPing.Store(time.Now().Add(pingInterval).UnixNano())
@@ -272,7 +326,7 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 		// Revoked while this hello was in flight: the revoke found no session to close.
 		s.revoked()
 		go s.finish(ctx)
-		return
+		return true
 	}
 	if s.epoch > 1 {
 		// Whoever held the presence before closes, wherever it is — even when the presence
@@ -299,10 +353,8 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 		s.readLoop(ctx)
 		s.finish(ctx)
 	}()
+	return true
 }
-
-// errCapacity: the mesh filled up between the hello checks and the presence insert.
-var errCapacity = errors.New("mesh at connection capacity")
 
 // helloAck is the hello_ack frame.
 type helloAck struct {
@@ -341,34 +393,36 @@ func rawOr(b []byte, def string) json.RawMessage {
 // over, inside the hello's transaction (q). fresh is false for a takeover or a reconnect
 // inside the grace window (no peer_joined is announced then). A hello costs few round
 // trips: the member, mesh and peer state came with the hello lookup; a takeover is one
-// statement, a new presence two (the per-mesh lock, then count + insert + audit).
+// statement, a new presence two (the per-mesh lock, then counts + insert + audit). A limit
+// reached since the lookup, or an identity another member took meanwhile, is an
+// *auth.Rejection.
 func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloAck, fresh bool, restored *restoredState, err error) {
 	hl, mem := s.hello, s.member
-	ack = helloAck{Type: "hello_ack", MemberDisplayName: s.name, MeshPolicy: mem.MeshPolicy,
-		MemberProfile: memberProfile{RoleTag: mem.RoleTag, Groups: rawOr(mem.DefaultGroups, "[]"), MessageMode: mem.MessageMode}}
+	ack = helloAck{Type: "hello_ack", MemberDisplayName: s.name, MeshPolicy: meshPolicy(mem.MeshPolicy),
+		MemberProfile: memberProfile{RoleTag: mem.RoleTag, Groups: boundedGroups(mem.DefaultGroups), MessageMode: mem.MessageMode}}
 
 	groups, _ := json.Marshal(hl.Groups)
 	ps := mem.Saved
 	if len(hl.Groups) == 0 {
 		groups = []byte("[]")
-		if ps != nil && len(ps.Groups) > 2 {
-			groups = ps.Groups
-			ack.RestoredGroups = ps.Groups
+		if saved := boundedGroups(savedGroups(ps)); len(saved) > 2 {
+			groups = saved
+			ack.RestoredGroups = saved
 		} else if len(mem.DefaultGroups) > 0 {
-			groups = mem.DefaultGroups
+			groups = boundedGroups(mem.DefaultGroups)
 		}
 	}
 	visible, profile := true, []byte("{}")
 	if ps != nil {
-		visible, profile = ps.Visible, ps.Profile
+		visible, profile = ps.Visible, boundedProfile(ps.Profile)
 		ack.Restored = true
 		if ps.Summary != nil {
-			ack.LastSummary = *ps.Summary
+			ack.LastSummary = protocol.TruncateUTF8(*ps.Summary, protocol.MaxSummaryBytes)
 		}
 		if ps.LastSeenAt != nil {
 			ack.LastSeenAt = audit.FormatTime(*ps.LastSeenAt)
 		}
-		ack.RestoredStats = ps.Stats
+		ack.RestoredStats = boundedStats(ps.Stats)
 		restored = &restoredState{lastSeenAt: ack.LastSeenAt, summary: ack.LastSummary}
 	}
 	ack.groupsJSON = groups
@@ -389,13 +443,15 @@ func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloA
 	if caps == nil {
 		caps = []string{}
 	}
+	// Authorize verified a sessionSig that was sent.
+	proven := hl.SessionSig != "" && hl.SessionPubkey != ""
 	key := auth.IdentityKey(mem.ID, hl)
 	auditAt := audit.TruncateToMillis(time.Now())
 	to, err := q.TakeOverPresence(ctx, db.TakeOverPresenceParams{
 		InstanceID: &instance, MemberID: mem.ID, SessionID: hl.SessionID, SessionPubkey: str(hl.SessionPubkey),
 		DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd, Hostname: str(hl.Hostname),
 		PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model), Capabilities: caps,
-		ProtocolVersion: pv, MeshID: mem.MeshID, IdentityKey: key,
+		ProtocolVersion: pv, MeshID: mem.MeshID, IdentityKey: key, Proven: proven,
 		ActorName: s.name, MemberPubkey: mem.Pubkey, AuditAt: auditAt,
 	})
 	if err == nil {
@@ -408,31 +464,43 @@ func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloA
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return ack, false, nil, fmt.Errorf("take over presence: %w", err)
 	}
-	// A new presence counts against the mesh's capacity: the count runs under a per-mesh
-	// lock, so concurrent hellos cannot all slip under the limit together.
-	if h.cfg.MaxPresencesPerMesh > 0 {
-		if err := q.LockMeshPresences(ctx, mem.MeshID); err != nil {
-			return ack, false, nil, fmt.Errorf("lock mesh presences: %w", err)
-		}
+	// A new presence counts against the mesh's and the member's capacity: the counts run
+	// under a per-mesh lock, so concurrent hellos cannot all slip under the limits together.
+	if err := q.LockMeshPresences(ctx, mem.MeshID); err != nil {
+		return ack, false, nil, fmt.Errorf("lock mesh presences: %w", err)
 	}
 	payload, err := json.Marshal(map[string]any{"pubkey": mem.Pubkey, "groups": json.RawMessage(groups), "restored": ps != nil})
 	if err != nil {
 		return ack, false, nil, fmt.Errorf("peer_joined audit payload: %w", err)
 	}
 	ins, err := q.InsertPresence(ctx, db.InsertPresenceParams{
-		MaxPresences: int64(h.cfg.MaxPresencesPerMesh),
-		ID:           ids.New(), MeshID: mem.MeshID, MemberID: mem.ID, IdentityKey: key, SessionID: hl.SessionID,
-		SessionPubkey: str(hl.SessionPubkey), DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd,
+		MaxPresences: int64(h.cfg.MaxPresencesPerMesh), MaxMemberSessions: int64(h.cfg.MaxSessionsPerMember),
+		MaxNewPerMinute: int64(h.cfg.MaxNewSessionsPerMinute),
+		ID:              ids.New(), MeshID: mem.MeshID, MemberID: mem.ID, IdentityKey: key, SessionID: hl.SessionID,
+		SessionPubkey: str(hl.SessionPubkey), Proven: proven, DisplayName: str(hl.DisplayName), Pid: int32(hl.Pid), Cwd: hl.Cwd,
 		Hostname: str(hl.Hostname), PeerType: str(hl.PeerType), Channel: str(hl.Channel), Model: str(hl.Model),
 		Capabilities: caps, ProtocolVersion: pv, InstanceID: &instance, Groups: groups, Visible: visible, Profile: profile,
 		ActorName: s.name, AuditPayload: payload, AuditAt: auditAt,
 	})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return ack, false, nil, errCapacity
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		// The identity's live presence appeared after the lookup and is not this member's
+		// to take (another member's, or proven): the lookup would have refused it.
+		return ack, false, nil, &auth.Rejection{Code: protocol.CodeUnauthorized, Message: auth.MsgSessionKeyTaken}
 	}
 	if err != nil {
 		return ack, false, nil, fmt.Errorf("insert presence: %w", err)
 	}
+	switch {
+	case !ins.MeshOk:
+		h.noteFull(mem.MeshID, true)
+		return ack, false, nil, &auth.Rejection{Code: protocol.CodeCapacity, Message: auth.MsgMeshFull}
+	case !ins.MemberOk:
+		return ack, false, nil, &auth.Rejection{Code: protocol.CodeCapacity, Message: auth.MsgMemberFull}
+	case !ins.RateOk:
+		return ack, false, nil, &auth.Rejection{Code: protocol.CodeCapacity, Message: auth.MsgMemberTooFast}
+	}
+	h.noteFull(mem.MeshID, false)
 	s.presenceID, s.epoch = ins.ID, ins.ConnectionEpoch
 	ack.PresenceID = ins.ID
 	return ack, true, restored, nil
@@ -575,10 +643,10 @@ func (s *Session) replaced() {
 	s.end(endReplaced, websocket.StatusNormalClosure, protocol.ReasonSessionReplaced)
 }
 
-// revoked closes the socket of a member that was revoked, with the code its next hello
-// would be refused with.
+// revoked closes the socket of a member that was revoked: 4002 revoked, on which newer
+// claudemesh CLIs stop reconnecting (their next hello would be refused unauthorized).
 func (s *Session) revoked() {
-	s.end(endRevoked, websocket.StatusPolicyViolation, protocol.CodeUnauthorized)
+	s.end(endRevoked, protocol.CloseRevoked, protocol.ReasonRevoked)
 }
 
 func (s *Session) shutdown() {

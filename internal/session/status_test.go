@@ -17,7 +17,21 @@ import (
 
 func postHook(t *testing.T, base string, body string) (int, map[string]any) {
 	t.Helper()
-	resp, err := http.Post(base+"/hook/set-status", "application/json", strings.NewReader(body))
+	return postHookWith(t, base, body, nil)
+}
+
+// postHookWith posts a hook with extra headers (Authorization, Fly-Client-IP).
+func postHookWith(t *testing.T, base string, body string, headers map[string]string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/hook/set-status", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +71,9 @@ func TestHookOnOtherInstanceReleasesHeldMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bob.Close()
-	// Claude Code's own hook body, straight at the broker.
-	if code, m := postHook(t, i2.HTTP, `{"session_id":"cc-session-bob","cwd":"/elsewhere","hook_event_name":"UserPromptSubmit"}`); code != 200 || m["presence_id"] != bob.Ack.Str("presenceId") {
+	// Claude Code's own hook body, straight at the broker, without credentials (working and
+	// idle need none; the answer does not say whether a session matched).
+	if code, m := postHook(t, i2.HTTP, `{"session_id":"cc-session-bob","cwd":"/elsewhere","hook_event_name":"UserPromptSubmit"}`); code != 200 || m["ok"] != true || len(m) != 1 {
 		t.Fatalf("working hook: %d %v", code, m)
 	}
 	if st, src := presenceStatus(t, d, bob.Ack.Str("presenceId")); st != "working" || src != "hook" {
@@ -106,7 +121,7 @@ func TestHookRules(t *testing.T) {
 	}
 
 	// First-turn race: a hook before the session connects is kept and applied on connect.
-	if code, m := postHook(t, inst.HTTP, `{"cwd":"/proj","pid":4242,"status":"working"}`); code != 200 || m["pending"] != true {
+	if code, m := postHook(t, inst.HTTP, `{"cwd":"/proj","pid":4242,"status":"working"}`); code != 200 || m["ok"] != true {
 		t.Fatalf("pending: %d %v", code, m)
 	}
 	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/proj", Pid: 4242})
@@ -170,7 +185,9 @@ func TestHookSessionEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bob.Close()
-	if code, m := postHook(t, inst.HTTP, `{"session_id":"bob-cc","cwd":"/b","hook_event_name":"SessionEnd"}`); code != 200 || m["ok"] != true {
+	token := hookToken(ctx, t, bob, false)
+	if code, m := postHookWith(t, inst.HTTP, `{"session_id":"bob-cc","cwd":"/b","hook_event_name":"SessionEnd"}`,
+		map[string]string{"Authorization": "Bearer " + token}); code != 200 || m["ok"] != true {
 		t.Fatalf("%d %v", code, m)
 	}
 	for {
@@ -247,4 +264,24 @@ func TestStatusRulesAndTTLSweep(t *testing.T) {
 	if st, _ := presenceStatus(t, d, other); st != "dnd" {
 		t.Fatalf("sweep touched dnd: %s", st)
 	}
+}
+
+// hookToken asks a session for its member's hook token (rotate: a new one).
+func hookToken(ctx context.Context, t *testing.T, c *client.Client, rotate bool) string {
+	t.Helper()
+	req := map[string]any{"type": "hook_token", "_reqId": "ht"}
+	if rotate {
+		req["rotate"] = true
+	}
+	if err := c.Write(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.Next(ctx, "hook_token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Str("_reqId") != "ht" || !strings.HasPrefix(f.Str("token"), "mbh_") {
+		t.Fatalf("hook_token reply: %v", f)
+	}
+	return f.Str("token")
 }

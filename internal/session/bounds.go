@@ -1,0 +1,162 @@
+package session
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+// Bounds on what one session can make the broker do and send. The field bounds are in
+// protocol (limits.go); here are the per-session request budget and the reply caps.
+
+// The control budget: frames other than send (which has its member-wide rate limit) that a
+// session may send, as a token bucket. list_peers costs more: its reply is the largest.
+// A member holds at most MAX_SESSIONS_PER_MEMBER sessions, so its budget is bounded too.
+const (
+	controlBurst     = 60
+	controlPerSecond = 20
+	listPeersCost    = 5
+)
+
+// Reply caps: a reply never grows past these, whatever the mesh holds. Entries that do not
+// fit are left out and the reply says truncated:true (clients that do not know the field
+// ignore it). The session's 8 MiB queue cap is well above them, so a reply to one's own
+// request can never cut one's socket.
+const (
+	MaxPeersListBytes      = 2 << 20
+	MaxAuditResultBytes    = 1 << 20
+	MaxMessageStatusBytes  = 256 << 10
+	maxRecipientsPerStatus = 1000
+)
+
+// bucket is a token bucket local to one session. Safe for concurrent use.
+type bucket struct {
+	mu     sync.Mutex
+	tokens float64
+	burst  float64
+	rate   float64 // tokens per second
+	at     time.Time
+}
+
+func newBucket(burst, perSecond float64) *bucket {
+	return &bucket{tokens: burst, burst: burst, rate: perSecond, at: time.Now()}
+}
+
+// take removes n tokens; false (and nothing taken) when fewer are left.
+func (b *bucket) take(n float64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	now := time.Now()
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	b.at = now
+	if b.tokens < n {
+		return false
+	}
+	b.tokens -= n
+	return true
+}
+
+// meshPolicy is hello_ack's meshPolicy: {selfEditable: {displayName, roleTag, groups,
+// messageMode}}, or absent when the mesh has no policy.
+func meshPolicy(selfEditable []byte) json.RawMessage {
+	if len(selfEditable) == 0 || string(selfEditable) == "null" {
+		return nil
+	}
+	b, err := json.Marshal(struct {
+		SelfEditable json.RawMessage `json:"selfEditable"`
+	}{selfEditable})
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+func savedGroups(ps *auth.SavedState) []byte {
+	if ps == nil {
+		return nil
+	}
+	return ps.Groups
+}
+
+// boundedGroups keeps the groups of stored state (a peer state saved, or member defaults
+// set, before the bounds existed) that are within bounds, at most MaxGroups of them.
+func boundedGroups(raw []byte) json.RawMessage {
+	var gs []protocol.Group
+	if len(raw) == 0 || json.Unmarshal(raw, &gs) != nil {
+		return json.RawMessage("[]")
+	}
+	out := make([]protocol.Group, 0, min(len(gs), protocol.MaxGroups))
+	for _, g := range gs {
+		if len(out) == protocol.MaxGroups {
+			break
+		}
+		if protocol.CheckGroup("group", g) == "" {
+			out = append(out, g)
+		}
+	}
+	b, _ := json.Marshal(out)
+	return b
+}
+
+// boundedProfile keeps a saved profile's known fields that are within bounds.
+func boundedProfile(raw []byte) []byte {
+	var p protocol.SetProfile
+	if len(raw) == 0 || json.Unmarshal(raw, &p) != nil {
+		return []byte("{}")
+	}
+	if p.Avatar != nil && len(*p.Avatar) > protocol.MaxAvatarBytes {
+		p.Avatar = nil
+	}
+	if p.Title != nil && len(*p.Title) > protocol.MaxTitleBytes {
+		p.Title = nil
+	}
+	if p.Bio != nil && len(*p.Bio) > protocol.MaxBioBytes {
+		p.Bio = nil
+	}
+	if (&protocol.SetProfile{Capabilities: p.Capabilities}).Bounds() != "" {
+		p.Capabilities = nil
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return []byte("{}")
+	}
+	return b
+}
+
+// boundedStats is saved stats if within bounds, else none.
+func boundedStats(raw []byte) json.RawMessage {
+	var st protocol.SetStats
+	if len(raw) == 0 || json.Unmarshal(raw, &st.Stats) != nil || st.Bounds() != "" {
+		return nil
+	}
+	return raw
+}
+
+// replyBudget admits a reply's list entries while their encoded size stays within a cap.
+type replyBudget struct {
+	left      int
+	truncated bool
+}
+
+// replyOverhead is room kept for the reply's other fields (type, _reqId, counts).
+const replyOverhead = 1024
+
+func newReplyBudget(max int) *replyBudget { return &replyBudget{left: max - replyOverhead} }
+
+// add appends v, encoded, to list if it fits; false (and truncated set) when it does not.
+func (b *replyBudget) add(list *[]json.RawMessage, v any) bool {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return true // skipped, not a reason to stop
+	}
+	if len(raw)+1 > b.left {
+		b.truncated = true
+		return false
+	}
+	b.left -= len(raw) + 1
+	*list = append(*list, raw)
+	return true
+}
