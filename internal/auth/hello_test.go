@@ -197,3 +197,53 @@ func TestRevokedMemberAndArchivedMeshAreUnauthorized(t *testing.T) {
 		t.Fatalf("archived mesh: %v", err)
 	}
 }
+
+// countingStore counts the database lookups verification makes.
+type countingStore struct {
+	Store
+	lookups int
+}
+
+func (c *countingStore) Lookup(ctx context.Context, h *protocol.Hello, count bool) (Facts, error) {
+	c.lookups++
+	return c.Store.Lookup(ctx, h, count)
+}
+
+// Finding F: a hello that fails a check needing no database (timestamp, format, bounds,
+// signature) is refused without a lookup — unless the mesh was just found full, when it is
+// refused capacity (check 2 comes first), still without one.
+func TestForgedHelloCostsNoQuery(t *testing.T) {
+	t.Parallel()
+	st, p := setup(t)
+	ctx, now := context.Background(), time.Now()
+	_, otherSec := newKey(t)
+	forged := func() *protocol.Hello {
+		h := p.hello(now)
+		h.Signature = Sign(otherSec, CanonicalHello(h.MeshID, h.MemberID, h.Pubkey, h.Timestamp))
+		return h
+	}
+	cs := &countingStore{Store: st}
+	for _, mutate := range []func(h *protocol.Hello){
+		func(h *protocol.Hello) {},                                    // bad signature
+		func(h *protocol.Hello) { h.Timestamp -= 120_000 },            // skew
+		func(h *protocol.Hello) { h.Pubkey = "zz" },                   // malformed
+		func(h *protocol.Hello) { h.Cwd = strings.Repeat("/", 5000) }, // over a bound
+	} {
+		h := forged()
+		mutate(h)
+		if _, err := VerifyHello(ctx, cs, h, now, Options{MaxPresencesPerMesh: 100}); code(err) == "" {
+			t.Fatal("a forged hello was accepted")
+		}
+	}
+	if cs.lookups != 0 {
+		t.Fatalf("forged hellos cost %d lookups, want 0", cs.lookups)
+	}
+	full := Options{MaxPresencesPerMesh: 100, KnownFull: func(mesh string) bool { return mesh == p.meshID }}
+	if _, err := VerifyHello(ctx, cs, forged(), now, full); code(err) != protocol.CodeCapacity || cs.lookups != 0 {
+		t.Fatalf("forged hello to a mesh known full: %q after %d lookups, want capacity after none", code(err), cs.lookups)
+	}
+	// A valid hello is looked up once.
+	if _, err := VerifyHello(ctx, cs, p.hello(now), now, Options{MaxPresencesPerMesh: 100}); err != nil || cs.lookups != 1 {
+		t.Fatalf("valid hello: %v after %d lookups", err, cs.lookups)
+	}
+}

@@ -38,9 +38,12 @@ func NewKey() (string, ed25519.PrivateKey) {
 
 // Options shape the hello.
 type Options struct {
-	SessionID    string
-	SessionKey   ed25519.PrivateKey // nil: no session key
-	Proof        bool               // send sessionSig
+	SessionID  string
+	SessionKey ed25519.PrivateKey // nil: no session key
+	Proof      bool               // send sessionSig
+	// AnnounceKey, with SessionKey nil, is sent as sessionPubkey without holding its secret
+	// (as an impostor would: the tests of the session-ownership rules).
+	AnnounceKey  string
 	Capabilities []string
 	Cwd          string
 	Pid          int
@@ -95,6 +98,10 @@ func Dial(ctx context.Context, url string, id Identity, opt Options) (*Client, e
 		if opt.Proof {
 			hello["sessionSig"] = auth.Sign(opt.SessionKey, auth.CanonicalSessionProof(id.MeshID, id.Pubkey, c.SessionPub, ts))
 		}
+	}
+	if opt.SessionKey == nil && opt.AnnounceKey != "" {
+		c.SessionPub = opt.AnnounceKey
+		hello["sessionPubkey"] = opt.AnnounceKey
 	}
 	if opt.DisplayName != "" {
 		hello["displayName"] = opt.DisplayName

@@ -1,0 +1,83 @@
+package session_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+// Tests of issue 9's finding D: sockets are refused before the upgrade once the instance
+// holds MAX_CONNECTIONS_PER_INSTANCE, or one IP holds MAX_PREAUTH_PER_IP sockets without a
+// hello; a socket without a hello is closed with 1008 handshake_timeout; one that sends
+// frames other than hello for too long is closed with 1008 no_hello. Each refusal counted.
+func TestConnectionLimits(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "MAX_CONNECTIONS_PER_INSTANCE": "4",
+		"MAX_PREAUTH_PER_IP": "2", "HANDSHAKE_TIMEOUT": "1s"})
+	ctx := within(t, 30*time.Second)
+
+	// Frames other than hello, past the allowance: closed with no_hello.
+	frames := make([]string, 12)
+	for i := range frames {
+		frames[i] = `{"type":"list_peers"}`
+	}
+	if code, reason := closeStatus(ctx, t, inst.WS, frames...); code != websocket.StatusPolicyViolation || reason != "no_hello" {
+		t.Fatalf("a socket that never says hello: closed %d %q, want 1008 no_hello", code, reason)
+	}
+
+	// Two sockets of this IP without hello; the third is refused before the upgrade.
+	var silent []*websocket.Conn
+	for range 2 {
+		c, _, err := websocket.Dial(ctx, inst.WS, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		silent = append(silent, c)
+	}
+	_, resp, err := websocket.Dial(ctx, inst.WS, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("third socket without hello from one IP: %v %v, want 429 with Retry-After", resp, err)
+	}
+	// The silent ones are closed at the handshake deadline, with the documented close frame.
+	for _, c := range silent {
+		_, _, err := c.Read(ctx)
+		if websocket.CloseStatus(err) != websocket.StatusPolicyViolation || !strings.Contains(err.Error(), "handshake_timeout") {
+			t.Fatalf("silent socket: %v, want 1008 handshake_timeout", err)
+		}
+	}
+
+	// Four authenticated sockets (each frees its pre-hello slot); the fifth socket is refused.
+	for i := range 4 {
+		c, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b" + string(rune('0'+i))})
+		if err != nil {
+			t.Fatalf("socket %d: %v", i+1, err)
+		}
+		defer c.Close()
+	}
+	_, resp, err = websocket.Dial(ctx, inst.WS, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("fifth socket: %v %v, want 503 with Retry-After", resp, err)
+	}
+	m := metricsText(t, inst.HTTP)
+	for _, want := range []string{
+		`broker_connections_rejected_total{reason="no_hello"} 1`,
+		`broker_connections_rejected_total{reason="preauth_per_ip"} 1`,
+		`broker_connections_rejected_total{reason="handshake_timeout"} 2`,
+		`broker_connections_rejected_total{reason="instance_full"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("metrics lack %s", want)
+		}
+	}
+}
