@@ -445,6 +445,19 @@ func TestAuditVerifyCommand(t *testing.T) {
 	if code, _, errOut := run(t, env, "audit", "verify"); code != 2 || !strings.Contains(errOut, "--mesh") {
 		t.Fatalf("missing --mesh: %d %s", code, errOut)
 	}
+	// An unknown mesh is an error, not an empty valid chain.
+	code, out, errOut = run(t, env, "audit", "verify", "--mesh", "nope")
+	if code != 1 || out != "" || errOut != "broker: mesh nope not found\n" {
+		t.Fatalf("unknown mesh: exit %d, stdout %q, stderr %q; want exit 1 and %q", code, out, errOut, "mesh nope not found")
+	}
+	// An archived mesh may still be verified.
+	if _, err := d.Pool.Exec(ctx, "INSERT INTO meshes (id, name, slug, archived_at) VALUES ('m2', 'old', 'old', now())"); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = run(t, env, "audit", "verify", "--mesh", "m2")
+	if code != 0 || out != `{"entries":0,"meshId":"m2","valid":true}`+"\n" {
+		t.Fatalf("archived mesh: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
 }
 
 // noDatabaseEnv is an environment in which any command that opens the database fails with
