@@ -12,8 +12,8 @@ import (
 // A command is one level of the command line: a group of subcommands, or a leaf with flags,
 // positional arguments and a run func. Usage, help (`--help`, `-h` or `help` at any level)
 // and validation are derived from this table, so a new subcommand is one more entry: its
-// run func sees only a command line that already has every required flag and argument and
-// nothing else, and runs before any database is opened only if it opens one itself.
+// run func is called only with every required flag and argument present and nothing else,
+// and nothing has opened the database before it (a usage error never touches it).
 type command struct {
 	name    string
 	aliases []string // other words that select this command; not listed in usage
@@ -70,8 +70,8 @@ func isHelp(arg string) bool {
 	return arg == "help" || arg == "-h" || arg == "--help" || arg == "-help"
 }
 
-// dispatch finds the command args name, walking down the table, and runs it. Help goes to
-// stdout and returns nil.
+// dispatch walks down the table along args to a leaf and runs it. Help goes to stdout and
+// returns nil.
 func dispatch(root *command, args []string, stdout, stderr io.Writer) error {
 	cmd, path := root, []string{}
 	for cmd.run == nil {
