@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark series of docs/benchmarks.md, in order. Prerequisites (see the doc's Setup):
 # /tmp/broker and /tmp/meshload built, a broker serving on 17901 with its embedded cluster in
-# /tmp/bench/pg (MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0), and
-# ../shared/limits beside this repository (run from the repository root).
+# /tmp/bench/pg (MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0). L is measured
+# with this repository's cmd/pglimits, built here into /tmp/pglimits.
 set -u
-LIMITS=$(cd "$(dirname "$0")/../../shared/limits" && pwd)
+(cd "$(dirname "$0")/.." && go build -o /tmp/pglimits ./cmd/pglimits) || exit 1
 cd /tmp/bench
 DSN="postgres://meshbroker@/meshbroker?host=/tmp/bench/pg.run&port=5432"
 ML="/tmp/meshload -dsn $DSN"
 U1=ws://127.0.0.1:17901/ws
 U2=ws://127.0.0.1:17902/ws
-limits() { (cd "$LIMITS" && timeout 60 go run . -dsn "$DSN" -test insert -c 16 -d 8s 2>&1 | tail -1); }
+limits() { timeout 60 /tmp/pglimits -dsn "$DSN" -test insert -c 16 -d 8s 2>&1 | tail -1; }
 LINE=$(limits); echo "L: $LINE"
 L=$(echo "$LINE" | sed 's/.*: \([0-9]*\) txn\/s.*/\1/')
 echo "== T1 throughput"; $ML -url $U1 -pairs 100 -duration 10s -size 256 -window 8 2>/dev/null

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,55 +20,67 @@ import (
 	"github.com/meshbroker/meshbroker/internal/migrate"
 )
 
-const adminUsage = `broker admin mesh create --name NAME
-broker admin member add --mesh MESH_ID --pubkey HEX --name NAME [--role member|admin]
-broker admin member revoke --mesh MESH_ID --member MEMBER_ID`
+// adminCommands provisions meshes and members; each prints its result as one JSON line on
+// stdout. A new admin subcommand is one more entry here.
+func adminCommands() *command {
+	meshFlag := flagDef{name: "mesh", value: "ID", meaning: "the mesh's id, as admin mesh create printed it", required: true}
+	return &command{name: "admin", summary: "provision meshes and members (a JSON line on stdout)",
+		subs: []*command{
+			{name: "mesh", summary: "provision meshes", subs: []*command{
+				{name: "create", summary: `create a mesh → {"meshId","slug"}`,
+					about: `Create a mesh with a fresh invite-signing keypair and root key, and print {"meshId","slug"}. ` +
+						"The slug is the name's (lower case, runs of other characters as one dash), suffixed -2, -3 … " +
+						"when a live mesh already has it.",
+					flags: []flagDef{
+						{name: "name", value: "NAME", meaning: "the mesh's name, up to 200 characters", required: true},
+					},
+					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
+						return admin.CreateMesh(ctx, q, c.flag("name"))
+					})},
+			}},
+			{name: "member", summary: "provision members", subs: []*command{
+				{name: "add", summary: `add a member (an ed25519 public key) to a mesh → {"memberId"}`,
+					about: `Add a member identity, an ed25519 public key, to a mesh that is not archived, and ` +
+						`print {"memberId"}. A mesh has at most one unrevoked member per key.`,
+					flags: []flagDef{
+						meshFlag,
+						{name: "pubkey", value: "HEX", meaning: "the member's ed25519 public key, 64 hex characters", required: true},
+						{name: "name", value: "NAME", meaning: "the member's display name", required: true},
+						{name: "role", value: "member|admin", meaning: "the member's role", def: "member"},
+					},
+					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
+						return admin.AddMember(ctx, q, c.flag("mesh"), c.flag("pubkey"), c.flag("name"), c.flag("role"))
+					})},
+				{name: "revoke", summary: `revoke a member → {"memberId","revoked":true}`,
+					about: `Revoke a member and print {"memberId","revoked":true}: its open sockets are closed ` +
+						"(1008 unauthorized, on every instance), its presences end, and its next hello is refused.",
+					flags: []flagDef{
+						meshFlag,
+						{name: "member", value: "ID", meaning: "the member's id, as admin member add printed it", required: true},
+					},
+					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
+						return admin.RevokeMember(ctx, q, c.flag("mesh"), c.flag("member"))
+					})},
+			}},
+		}}
+}
 
-// adminCmd provisions meshes and members; results are JSON on stdout.
-func adminCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) < 2 {
-		return usageError{"admin needs a subcommand:\n" + adminUsage}
+// adminRun runs an admin function on the configured database and prints its result as JSON;
+// its *admin.InputError is bad input (exit 2).
+func adminRun(fn func(ctx context.Context, q *db.Queries, c *call) (any, error)) func(c *call) error {
+	return func(c *call) error {
+		return withQueries(c.stderr, func(ctx context.Context, q *db.Queries) error {
+			res, err := fn(ctx, q, c)
+			var ie *admin.InputError
+			if errors.As(err, &ie) {
+				return inputError{ie.Msg}
+			}
+			if err != nil {
+				return err
+			}
+			return json.NewEncoder(c.stdout).Encode(res)
+		})
 	}
-	what := args[0] + " " + args[1]
-	fs := flag.NewFlagSet("broker admin "+what, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	name := fs.String("name", "", "")
-	mesh := fs.String("mesh", "", "")
-	pubkey := fs.String("pubkey", "", "")
-	role := fs.String("role", "member", "")
-	member := fs.String("member", "", "")
-	if err := fs.Parse(args[2:]); err != nil {
-		return usageError{fmt.Sprintf("admin %s: %v\n%s", what, err, adminUsage)}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("admin %s: unexpected argument %q", what, fs.Arg(0))}
-	}
-	var run func(ctx context.Context, q *db.Queries) (any, error)
-	switch what {
-	case "mesh create":
-		run = func(ctx context.Context, q *db.Queries) (any, error) { return admin.CreateMesh(ctx, q, *name) }
-	case "member add":
-		run = func(ctx context.Context, q *db.Queries) (any, error) {
-			return admin.AddMember(ctx, q, *mesh, *pubkey, *name, *role)
-		}
-	case "member revoke":
-		run = func(ctx context.Context, q *db.Queries) (any, error) {
-			return admin.RevokeMember(ctx, q, *mesh, *member)
-		}
-	default:
-		return usageError{fmt.Sprintf("unknown admin subcommand %q:\n%s", what, adminUsage)}
-	}
-	return withQueries(stderr, func(ctx context.Context, q *db.Queries) error {
-		res, err := run(ctx, q)
-		var ie *admin.InputError
-		if errors.As(err, &ie) {
-			return inputError{ie.Msg}
-		}
-		if err != nil {
-			return err
-		}
-		return json.NewEncoder(stdout).Encode(res)
-	})
 }
 
 // withQueries opens the configured database for an operator command: the embedded cluster

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
-	"io"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
@@ -19,35 +19,42 @@ type errChainBroken struct{ at int64 }
 
 func (e errChainBroken) Error() string { return fmt.Sprintf("audit chain broken at row %d", e.at) }
 
-// auditCmd: broker audit verify --mesh ID. Prints {"valid","entries","brokenAt"?,"reason"?}
-// and exits 0 when the chain is intact, 1 when it is broken.
-func auditCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "verify" {
-		return usageError{"audit needs a subcommand: verify --mesh MESH_ID"}
-	}
-	fs := flag.NewFlagSet("broker audit verify", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	mesh := fs.String("mesh", "", "")
-	if err := fs.Parse(args[1:]); err != nil {
-		return usageError{fmt.Sprintf("audit verify: %v", err)}
-	}
-	if *mesh == "" || fs.NArg() > 0 {
-		return usageError{"audit verify needs --mesh MESH_ID and nothing else"}
-	}
-	return withPool(stderr, func(ctx context.Context, pool *pgxpool.Pool) error {
+// auditCommands: broker audit verify --mesh ID. Prints {"meshId","valid","entries",
+// "brokenAt"?,"reason"?} and exits 0 when the chain is intact, 1 when it is broken or the
+// mesh does not exist.
+func auditCommands() *command {
+	return &command{name: "audit", summary: "check the audit hash chains", subs: []*command{
+		{name: "verify", summary: "verify a mesh's audit hash chain (exit 1 when broken)",
+			about: `Chain the mesh's pending audit events (waiting up to 10 s for older transactions), ` +
+				`verify its hash chain from genesis and print {"meshId","valid","entries"} — with "brokenAt" ` +
+				`and "reason" when broken (exit 1). An archived mesh may be verified; an unknown one exits 1.`,
+			flags: []flagDef{{name: "mesh", value: "ID", meaning: "the mesh's id", required: true}},
+			run:   auditVerify},
+	}}
+}
+
+func auditVerify(c *call) error {
+	mesh := c.flag("mesh")
+	return withPool(c.stderr, func(ctx context.Context, pool *pgxpool.Pool) error {
 		q := db.New(pool)
-		if err := audit.ChainCaughtUp(ctx, pool, *mesh, 10*time.Second); err != nil {
+		// Verifying a mesh that does not exist would report an empty, valid chain.
+		if _, err := q.GetMesh(ctx, mesh); errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("mesh %s not found", mesh)
+		} else if err != nil {
+			return fmt.Errorf("look up mesh %s: %w", mesh, err)
+		}
+		if err := audit.ChainCaughtUp(ctx, pool, mesh, 10*time.Second); err != nil {
 			return err
 		}
-		v, err := audit.VerifyMesh(ctx, q, *mesh)
+		v, err := audit.VerifyMesh(ctx, q, mesh)
 		if err != nil {
 			return err
 		}
-		out := map[string]any{"meshId": *mesh, "valid": v.Valid, "entries": v.Entries}
+		out := map[string]any{"meshId": mesh, "valid": v.Valid, "entries": v.Entries}
 		if !v.Valid {
 			out["brokenAt"], out["reason"] = v.BrokenAt, v.Reason
 		}
-		if err := json.NewEncoder(stdout).Encode(out); err != nil {
+		if err := json.NewEncoder(c.stdout).Encode(out); err != nil {
 			return err
 		}
 		if !v.Valid {

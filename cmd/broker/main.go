@@ -7,7 +7,9 @@
 //	broker admin mesh create …     provision meshes and members (see README.md)
 //	broker audit verify --mesh ID  verify a mesh's audit chain (exit 1 when broken)
 //	broker version                 print version, commit and Go version
+//	broker [COMMAND] --help        the usage of broker or of any command (also -h, help)
 //
+// The commands, their flags and their usage are one table (commands, command).
 // Configuration comes from the environment (see README.md). Without DATABASE_URL every
 // command uses the embedded local Postgres in BROKER_DATA_DIR.
 //
@@ -34,29 +36,43 @@ import (
 	"github.com/meshbroker/meshbroker/internal/migrate"
 )
 
-const usage = `usage: broker [command]
-
-commands:
-  serve               run the broker (default)
-  migrate up          apply pending migrations
-  migrate status      list migrations and whether each is applied
-  migrate down-to N   revert migrations down to version N (0 = empty schema)
-  admin ...           provision meshes and members (JSON on stdout):
-                        admin mesh create --name NAME
-                        admin member add --mesh ID --pubkey HEX --name NAME [--role member|admin]
-                        admin member revoke --mesh ID --member ID
-  audit verify --mesh ID   verify a mesh's audit hash chain (exit 1 if broken)
-  version             print version, commit and Go version
-  help                print this message
-
-Configuration is read from the environment; see README.md. Without DATABASE_URL the
-broker starts (or reuses) a local Postgres cluster in BROKER_DATA_DIR.
-`
-
-// usageError marks a malformed command line (exit status 2, usage printed).
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
+// commands is the command table (see command): usage, help and validation come from it.
+func commands() *command {
+	return &command{
+		summary: "the meshbroker server and its operator tools",
+		dflt:    "serve",
+		subs: []*command{
+			{name: "serve", summary: "run the broker",
+				about: "Run the broker: serve HTTP and the WebSocket upgrade at /ws on BROKER_PORT until SIGINT " +
+					"or SIGTERM, then drain. Configuration is read from the environment (see README.md); without " +
+					"DATABASE_URL it starts (or reuses) a local Postgres cluster in BROKER_DATA_DIR and migrates it.",
+				run: func(c *call) error { return serve(c.stderr) }},
+			{name: "migrate", summary: "apply, list or revert the schema migrations (goose, under an advisory lock)",
+				subs: []*command{
+					{name: "up", summary: "apply pending migrations",
+						run: func(c *call) error { return migrateRun(c, "up", 0) }},
+					{name: "status", summary: "list migrations and whether each is applied",
+						run: func(c *call) error { return migrateRun(c, "status", 0) }},
+					{name: "down-to", summary: "revert migrations down to version N (0 = empty schema)",
+						args: []argDef{{"N", "the goose version to keep (0 reverts every migration)"}},
+						run: func(c *call) error {
+							v, err := strconv.ParseInt(c.args[0], 10, 64)
+							if err != nil || v < 0 {
+								return c.usageErr("%q is not a version number (0 or more)", c.args[0])
+							}
+							return migrateRun(c, "down-to", v)
+						}},
+				}},
+			adminCommands(),
+			auditCommands(),
+			{name: "version", aliases: []string{"--version", "-v"}, summary: "print version, commit and Go version",
+				run: func(c *call) error {
+					fmt.Fprintf(c.stdout, "broker %s (commit %s, %s)\n", buildinfo.Version, buildinfo.GitSHA(), runtime.Version())
+					return nil
+				}},
+		},
+	}
+}
 
 // inputError marks a well-formed command with bad values (exit status 2, no usage).
 type inputError struct{ msg string }
@@ -68,14 +84,14 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdout, stderr)
+	err := dispatch(commands(), args, stdout, stderr)
 	var ue usageError
 	var ie inputError
 	switch {
 	case err == nil:
 		return 0
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "broker: %s\n\n%s", ue.msg, usage)
+		fmt.Fprintf(stderr, "broker: %s\n\n%s", ue.msg, ue.usage)
 		return 2
 	case errors.As(err, &ie):
 		fmt.Fprintf(stderr, "broker: %s\n", ie.msg)
@@ -90,34 +106,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 var errConfig = errors.New("invalid configuration")
-
-func dispatch(args []string, stdout, stderr io.Writer) error {
-	cmd := "serve"
-	if len(args) > 0 {
-		cmd, args = args[0], args[1:]
-	}
-	switch cmd {
-	case "serve":
-		if len(args) > 0 {
-			return usageError{"serve takes no arguments"}
-		}
-		return serve(stderr)
-	case "migrate":
-		return migrateCmd(args, stdout, stderr)
-	case "admin":
-		return adminCmd(args, stdout, stderr)
-	case "audit":
-		return auditCmd(args, stdout, stderr)
-	case "version", "--version", "-v":
-		fmt.Fprintf(stdout, "broker %s (commit %s, %s)\n", buildinfo.Version, buildinfo.GitSHA(), runtime.Version())
-		return nil
-	case "help", "--help", "-h":
-		fmt.Fprint(stdout, usage)
-		return nil
-	default:
-		return usageError{fmt.Sprintf("unknown command %q", cmd)}
-	}
-}
 
 func loadConfig(stderr io.Writer) (config.Config, *slog.Logger, error) {
 	cfg, err := config.Load(os.Getenv)
@@ -146,30 +134,9 @@ func serve(stderr io.Writer) error {
 	return nil
 }
 
-func migrateCmd(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"migrate needs a subcommand: up, status or down-to N"}
-	}
-	sub, rest := args[0], args[1:]
-	var target int64
-	switch sub {
-	case "up", "status":
-		if len(rest) != 0 {
-			return usageError{"migrate " + sub + " takes no arguments"}
-		}
-	case "down-to":
-		if len(rest) != 1 {
-			return usageError{"migrate down-to needs exactly one version number"}
-		}
-		v, err := strconv.ParseInt(rest[0], 10, 64)
-		if err != nil || v < 0 {
-			return usageError{fmt.Sprintf("migrate down-to: %q is not a version number (0 or more)", rest[0])}
-		}
-		target = v
-	default:
-		return usageError{fmt.Sprintf("unknown migrate subcommand %q", sub)}
-	}
-
+// migrateRun runs `broker migrate up`, `status` or `down-to target`.
+func migrateRun(c *call, sub string, target int64) error {
+	stdout, stderr := c.stdout, c.stderr
 	cfg, log, err := loadConfig(stderr)
 	if err != nil {
 		return err

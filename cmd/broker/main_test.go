@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -395,7 +397,7 @@ func TestAdminProvisioning(t *testing.T) {
 		{[]string{"member", "add", "--mesh", meshID, "--pubkey", "xyz", "--name", "b"}, "64 hex characters"},
 		{[]string{"member", "add", "--mesh", meshID, "--pubkey", strings.Repeat("cd", 32), "--name", "b", "--role", "owner"}, "--role must be member or admin"},
 		{[]string{"member", "add", "--mesh", "nope", "--pubkey", strings.Repeat("cd", 32), "--name", "b"}, `no mesh with id "nope"`},
-		{[]string{"mesh", "create"}, "--name is required"},
+		{[]string{"mesh", "create", "--name", "  "}, "--name is required"},
 		{[]string{"member", "revoke", "--mesh", meshID, "--member", "nobody"}, "no unrevoked member"},
 		{[]string{"mesh", "create", "--bogus", "x"}, "flag provided but not defined"},
 	}
@@ -442,5 +444,128 @@ func TestAuditVerifyCommand(t *testing.T) {
 	}
 	if code, _, errOut := run(t, env, "audit", "verify"); code != 2 || !strings.Contains(errOut, "--mesh") {
 		t.Fatalf("missing --mesh: %d %s", code, errOut)
+	}
+	// An unknown mesh is an error, not an empty valid chain.
+	code, out, errOut = run(t, env, "audit", "verify", "--mesh", "nope")
+	if code != 1 || out != "" || errOut != "broker: mesh nope not found\n" {
+		t.Fatalf("unknown mesh: exit %d, stdout %q, stderr %q; want exit 1 and %q", code, out, errOut, "mesh nope not found")
+	}
+	// An archived mesh may still be verified.
+	if _, err := d.Pool.Exec(ctx, "INSERT INTO meshes (id, name, slug, archived_at) VALUES ('m2', 'old', 'old', now())"); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = run(t, env, "audit", "verify", "--mesh", "m2")
+	if code != 0 || out != `{"entries":0,"meshId":"m2","valid":true}`+"\n" {
+		t.Fatalf("archived mesh: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// noDatabaseEnv is an environment in which any command that opens the database fails with
+// exit 1 (no DATABASE_URL, no Postgres binaries for the embedded cluster), and the data
+// directory it would create.
+func noDatabaseEnv(t *testing.T) ([]string, string) {
+	dataDir := filepath.Join(tempDir(t), "pg")
+	return baseEnv("BROKER_PG_BINDIR=/nonexistent", "BROKER_DATA_DIR="+dataDir), dataDir
+}
+
+// --help, -h and help at every level print that level's usage on stdout and exit 0, without
+// running the command or opening the database; a leaf's usage lists its flags, a group's the
+// commands below it.
+func TestHelpAtEveryLevel(t *testing.T) {
+	t.Parallel()
+	env, dataDir := noDatabaseEnv(t)
+	levels := []struct {
+		path  string
+		lists []string // lines the usage must have: a leaf's flags and arguments, a group's commands
+	}{
+		{"", []string{"serve", "migrate up", "migrate status", "migrate down-to N", "admin mesh create",
+			"admin member add", "admin member revoke", "audit verify", "version", "help [COMMAND]"}},
+		{"serve", nil},
+		{"migrate", []string{"migrate up", "migrate status", "migrate down-to N"}},
+		{"migrate up", nil},
+		{"migrate status", nil},
+		{"migrate down-to", []string{"N"}},
+		{"admin", []string{"admin mesh create", "admin member add", "admin member revoke"}},
+		{"admin mesh", []string{"admin mesh create"}},
+		{"admin mesh create", []string{"--name NAME"}},
+		{"admin member", []string{"admin member add", "admin member revoke"}},
+		{"admin member add", []string{"--mesh ID", "--pubkey HEX", "--name NAME", "--role member|admin"}},
+		{"admin member revoke", []string{"--mesh ID", "--member ID"}},
+		{"audit", []string{"audit verify"}},
+		{"audit verify", []string{"--mesh ID"}},
+		{"version", nil},
+	}
+	for _, l := range levels {
+		words := strings.Fields(l.path)
+		want := "usage: " + strings.TrimSpace("broker "+l.path)
+		if l.path == "" {
+			want = "usage: broker [COMMAND]"
+		}
+		forms := [][]string{
+			append(slices.Clone(words), "--help"),
+			append(slices.Clone(words), "-h"),
+			append(slices.Clone(words), "help"),
+			append([]string{"help"}, words...),
+		}
+		for _, args := range forms {
+			code, out, errOut := run(t, env, args...)
+			if code != 0 || errOut != "" || !strings.HasPrefix(out, want+"\n") && !strings.HasPrefix(out, want+" ") {
+				t.Errorf("broker %s: exit %d, stderr %q, stdout:\n%s\nwant exit 0 and stdout starting %q",
+					strings.Join(args, " "), code, errOut, out, want)
+				continue
+			}
+			for _, item := range l.lists {
+				// "  ITEM  meaning": every flag, argument and command has its one-line meaning.
+				if !regexp.MustCompile(`(?m)^  ` + regexp.QuoteMeta(item) + ` +\S`).MatchString(out) {
+					t.Errorf("broker %s: usage lacks the line %q with its meaning:\n%s", strings.Join(args, " "), item, out)
+				}
+			}
+		}
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("help touched the embedded database's directory (%v)", err)
+	}
+}
+
+// Usage errors exit 2 with every problem named at once, the command's usage on stderr and
+// nothing on stdout, before any database is opened (which would exit 1 in this environment).
+func TestUsageErrorsBeforeTheDatabase(t *testing.T) {
+	t.Parallel()
+	env, dataDir := noDatabaseEnv(t)
+	cases := []struct {
+		args  []string
+		msg   string
+		usage string
+	}{
+		{[]string{"admin", "member", "add"}, "admin member add: missing required flags: --mesh, --pubkey, --name",
+			"usage: broker admin member add --mesh ID --pubkey HEX --name NAME [--role member|admin]"},
+		{[]string{"admin", "member", "add", "--name", "x", "--role", "admin"}, "admin member add: missing required flags: --mesh, --pubkey",
+			"usage: broker admin member add"},
+		{[]string{"admin", "member", "revoke"}, "admin member revoke: missing required flags: --mesh, --member",
+			"usage: broker admin member revoke"},
+		{[]string{"admin", "mesh", "create"}, "admin mesh create: missing required flag: --name", "usage: broker admin mesh create"},
+		{[]string{"audit", "verify"}, "audit verify: missing required flag: --mesh", "usage: broker audit verify"},
+		{[]string{"admin", "mesh", "create", "--name", "x", "--bogus", "y"}, "admin mesh create: flag provided but not defined: -bogus",
+			"usage: broker admin mesh create"},
+		{[]string{"admin", "mesh", "create", "--name", "x", "extra"}, `admin mesh create: unexpected argument "extra"`,
+			"usage: broker admin mesh create"},
+		{[]string{"audit", "verify", "--mesh", "m", "extra"}, `audit verify: unexpected argument "extra"`, "usage: broker audit verify"},
+		{[]string{"serve", "extra"}, `serve: unexpected argument "extra"`, "usage: broker serve"},
+		{[]string{"version", "--short"}, "version: flag provided but not defined: -short", "usage: broker version"},
+		{[]string{"migrate", "up", "extra"}, `migrate up: unexpected argument "extra"`, "usage: broker migrate up"},
+		{[]string{"migrate", "down-to"}, "migrate down-to: missing argument N", "usage: broker migrate down-to N"},
+		{[]string{"admin"}, "admin needs a subcommand: mesh or member", "usage: broker admin COMMAND"},
+		{[]string{"admin", "member", "remove"}, `unknown admin member subcommand "remove"`, "usage: broker admin member COMMAND"},
+		{[]string{"help", "admin", "nothing"}, `unknown admin subcommand "nothing"`, "usage: broker admin COMMAND"},
+	}
+	for _, c := range cases {
+		code, out, errOut := run(t, env, c.args...)
+		if code != 2 || out != "" || !strings.HasPrefix(errOut, "broker: "+c.msg+"\n\n"+c.usage) {
+			t.Errorf("broker %s: exit %d, stdout %q, stderr:\n%s\nwant exit 2, nothing on stdout, %q and %q on stderr",
+				strings.Join(c.args, " "), code, out, errOut, c.msg, c.usage)
+		}
+	}
+	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
+		t.Errorf("a usage error touched the embedded database's directory (%v)", err)
 	}
 }

@@ -9,7 +9,7 @@ import (
 
 // The chain exported from the original broker's database: every hash must reproduce.
 func TestOriginalChainVerifies(t *testing.T) {
-	raw, err := os.ReadFile("../../../shared/fixtures/original-audit-chain.json")
+	raw, err := os.ReadFile("testdata/original-audit-chain.json")
 	if err != nil {
 		t.Fatalf("fixture: %v", err)
 	}

@@ -98,7 +98,7 @@ func TestOriginalChainVerifiesFromTheDatabase(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	ctx := context.Background()
-	raw, err := os.ReadFile("../../../shared/fixtures/original-audit-chain.json")
+	raw, err := os.ReadFile("testdata/original-audit-chain.json")
 	if err != nil {
 		t.Fatal(err)
 	}
