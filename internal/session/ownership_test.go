@@ -201,7 +201,7 @@ func TestOneMemberCannotFillTheMesh(t *testing.T) {
 	d := testdb.New(t)
 	ids := brokertest.Mesh(t, db.New(d.Pool), "hog", "bob", "carol")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "MAX_SESSIONS_PER_MEMBER": "3",
-		"MAX_CONNECTIONS_PER_MESH": "6", "MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN": "5"})
+		"MAX_CONNECTIONS_PER_MESH": "10", "MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN": "5"})
 	ctx := within(t, 30*time.Second)
 	var hogs []*client.Client
 	for i := range 3 {
