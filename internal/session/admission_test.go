@@ -58,12 +58,14 @@ func TestConnectionLimits(t *testing.T) {
 	}
 
 	// Four authenticated sockets (each frees its pre-hello slot); the fifth socket is refused.
+	var four []*client.Client
 	for i := range 4 {
 		c, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b" + string(rune('0'+i))})
 		if err != nil {
 			t.Fatalf("socket %d: %v", i+1, err)
 		}
 		defer c.Close()
+		four = append(four, c)
 	}
 	_, resp, err = websocket.Dial(ctx, inst.WS, nil)
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
@@ -79,5 +81,16 @@ func TestConnectionLimits(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Fatalf("metrics lack %s", want)
 		}
+	}
+	// A socket that ends gives its slot back, whichever way it ends.
+	_ = four[0].Close()
+	_ = four[1].Drop()
+	for i := range 2 {
+		var c *client.Client
+		waitFor(t, ctx, "a freed slot", func() bool {
+			c, err = client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "again" + string(rune('0'+i))})
+			return err == nil
+		})
+		defer c.Close()
 	}
 }

@@ -684,6 +684,7 @@ func (s *Session) readLoop(ctx context.Context) {
 func (s *Session) finish(ctx context.Context) {
 	s.end(endDrop, websocket.StatusGoingAway, "")
 	h := s.hub
+	defer h.releaseSocket() // the socket's slot in MAX_CONNECTIONS_PER_INSTANCE (ServeHTTP handed it over)
 	h.unregister(s)
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
