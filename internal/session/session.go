@@ -28,7 +28,6 @@ import (
 )
 
 const (
-	handshakeTimeout = 10 * time.Second
 	preHelloLimit    = 16 << 10 // bytes: a hello with groups and capabilities fits easily
 	pingInterval     = 30 * time.Second
 	livenessCutoff   = 75 * time.Second
