@@ -107,7 +107,7 @@ func TestMemberStateIsBounded(t *testing.T) {
 func TestStoredOversizedStateIsCutOnTheWayOut(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
-	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob", "carol")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 30*time.Second)
 	if _, err := d.Pool.Exec(ctx, `INSERT INTO peer_states (mesh_id, member_id, groups)
@@ -143,18 +143,27 @@ func TestStoredOversizedStateIsCutOnTheWayOut(t *testing.T) {
 		ids["bob"].MeshID, ids["bob"].MemberID); err != nil {
 		t.Fatal(err)
 	}
-	if err := alice.Write(ctx, map[string]any{"type": "list_peers", "_reqId": "l"}); err != nil {
+	// Asked on both instances, by a peer of each.
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	carol, err := client.Dial(ctx, i2.WS, ids["carol"], client.Options{SessionID: "c"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := alice.Next(ctx, "peers_list")
-	if err != nil {
-		t.Fatalf("list_peers over a 4 MB mesh: %v", err)
+	defer carol.Close()
+	for _, c := range []*client.Client{alice, carol} {
+		if err := c.Write(ctx, map[string]any{"type": "list_peers", "_reqId": "l"}); err != nil {
+			t.Fatal(err)
+		}
+		f, err := c.Next(ctx, "peers_list")
+		if err != nil {
+			t.Fatalf("list_peers over a 4 MB mesh: %v", err)
+		}
+		raw, _ := json.Marshal(f)
+		if f["truncated"] != true || len(raw) > session.MaxPeersListBytes {
+			t.Fatalf("peers_list of %d bytes, truncated=%v: want at most %d and truncated", len(raw), f["truncated"], session.MaxPeersListBytes)
+		}
+		stillOpen(t, "list_peers", c)
 	}
-	raw, _ := json.Marshal(f)
-	if f["truncated"] != true || len(raw) > session.MaxPeersListBytes {
-		t.Fatalf("peers_list of %d bytes, truncated=%v: want at most %d and truncated", len(raw), f["truncated"], session.MaxPeersListBytes)
-	}
-	stillOpen(t, "list_peers", alice)
 }
 
 // Frames other than send draw on a per-session budget: a flood is refused with rate_limit
