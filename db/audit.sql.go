@@ -47,7 +47,7 @@ type AuditChainRow struct {
 	CreatedAt     time.Time
 }
 
-// A whole chain in order, for verification.
+// A whole chain in order (tests; verification reads it a page at a time).
 func (q *Queries) AuditChain(ctx context.Context, meshID string) ([]AuditChainRow, error) {
 	rows, err := q.db.Query(ctx, auditChain, meshID)
 	if err != nil {
@@ -57,6 +57,58 @@ func (q *Queries) AuditChain(ctx context.Context, meshID string) ([]AuditChainRo
 	items := []AuditChainRow{}
 	for rows.Next() {
 		var i AuditChainRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.MeshID,
+			&i.EventType,
+			&i.ActorMemberID,
+			&i.Payload,
+			&i.PrevHash,
+			&i.Hash,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const auditChainPage = `-- name: AuditChainPage :many
+SELECT id, mesh_id, event_type, actor_member_id, payload, prev_hash, hash, created_at
+FROM audit_log WHERE mesh_id = $1 AND id > $2::bigint ORDER BY id LIMIT $3::int
+`
+
+type AuditChainPageParams struct {
+	MeshID  string
+	AfterID int64
+	Lim     int32
+}
+
+type AuditChainPageRow struct {
+	ID            int64
+	MeshID        string
+	EventType     string
+	ActorMemberID *string
+	Payload       []byte
+	PrevHash      string
+	Hash          string
+	CreatedAt     time.Time
+}
+
+// The next @lim rows of a chain after id @after_id, in order, for verification.
+func (q *Queries) AuditChainPage(ctx context.Context, arg AuditChainPageParams) ([]AuditChainPageRow, error) {
+	rows, err := q.db.Query(ctx, auditChainPage, arg.MeshID, arg.AfterID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []AuditChainPageRow{}
+	for rows.Next() {
+		var i AuditChainPageRow
 		if err := rows.Scan(
 			&i.ID,
 			&i.MeshID,

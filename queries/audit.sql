@@ -17,9 +17,14 @@ SELECT unnest(@mesh_ids::text[]), unnest(@event_types::text[]), NULLIF(unnest(@a
        unnest(@prev_hashes::text[]), unnest(@hashes::text[]), unnest(@created_ats::timestamptz[]);
 
 -- name: AuditChain :many
--- A whole chain in order, for verification.
+-- A whole chain in order (tests; verification reads it a page at a time).
 SELECT id, mesh_id, event_type, actor_member_id, payload, prev_hash, hash, created_at
 FROM audit_log WHERE mesh_id = @mesh_id ORDER BY id;
+
+-- name: AuditChainPage :many
+-- The next @lim rows of a chain after id @after_id, in order, for verification.
+SELECT id, mesh_id, event_type, actor_member_id, payload, prev_hash, hash, created_at
+FROM audit_log WHERE mesh_id = @mesh_id AND id > @after_id::bigint ORDER BY id LIMIT @lim::int;
 
 -- name: AuditPage :many
 SELECT id, event_type, actor_member_id, actor_display_name, payload, hash, created_at

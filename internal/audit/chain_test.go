@@ -261,3 +261,34 @@ func TestChainerLinksNotedMeshesAtOnceAndTheRestOnItsSweep(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A chain longer than a page is verified across page boundaries, in constant memory: valid as
+// a whole, and a row tampered with in a later page is found, with every row counted.
+func TestVerifyMeshPagesThroughALongChain(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ctx := context.Background()
+	mkMesh(t, d, "mL")
+	n := 2*verifyPage + 17
+	events := make([]Event, n)
+	for i := range events {
+		events[i] = Event{MeshID: "mL", Type: "message_sent", Payload: map[string]any{"i": i}}
+	}
+	if err := appendTx(ctx, d, events); err != nil {
+		t.Fatal(err)
+	}
+	q := db.New(d.Pool)
+	if v, err := VerifyMesh(ctx, q, "mL"); err != nil || !v.Valid || v.Entries != n {
+		t.Fatalf("long chain: %+v %v, want valid with %d entries", v, err, n)
+	}
+	var id int64
+	if err := d.Pool.QueryRow(ctx, "SELECT id FROM audit_log WHERE mesh_id = 'mL' ORDER BY id OFFSET $1 LIMIT 1", verifyPage+5).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Pool.Exec(ctx, `UPDATE audit_log SET payload = '{"i":-1}' WHERE id = $1`, id); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := VerifyMesh(ctx, q, "mL"); err != nil || v.Valid || v.BrokenAt != id || v.Entries != n {
+		t.Fatalf("tampered in the second page: %+v %v, want broken at %d with %d entries", v, err, id, n)
+	}
+}

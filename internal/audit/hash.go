@@ -60,19 +60,52 @@ type Verification struct {
 // Verify checks rows, which must be one mesh's whole chain in id order: each prev_hash links
 // to the previous row's hash (genesis first) and each hash matches its recomputation.
 func Verify(rows []Row) Verification {
-	prev := Genesis
+	v := NewVerifier()
 	for _, r := range rows {
-		if r.PrevHash != prev {
-			return Verification{Entries: len(rows), BrokenAt: r.ID, Reason: "prev_hash does not link to the previous row"}
-		}
-		canon, err := CanonicalJSON(r.Payload)
-		if err != nil {
-			return Verification{Entries: len(rows), BrokenAt: r.ID, Reason: err.Error()}
-		}
-		if Hash(r.PrevHash, r.MeshID, r.EventType, r.Actor, canon, r.CreatedAt) != r.Hash {
-			return Verification{Entries: len(rows), BrokenAt: r.ID, Reason: "hash does not match the row's contents"}
-		}
-		prev = r.Hash
+		v.Add(r)
 	}
-	return Verification{Valid: true, Entries: len(rows)}
+	return v.Result()
+}
+
+// Verifier checks a chain fed to it row by row in id order, so a chain of any length is
+// verified in constant memory. After the first bad row it only counts.
+type Verifier struct {
+	prev   string
+	n      int
+	broken *Verification
+}
+
+// NewVerifier starts at genesis.
+func NewVerifier() *Verifier { return &Verifier{prev: Genesis} }
+
+// Add checks the next row.
+func (v *Verifier) Add(r Row) {
+	v.n++
+	if v.broken != nil {
+		return
+	}
+	if r.PrevHash != v.prev {
+		v.broken = &Verification{BrokenAt: r.ID, Reason: "prev_hash does not link to the previous row"}
+		return
+	}
+	canon, err := CanonicalJSON(r.Payload)
+	if err != nil {
+		v.broken = &Verification{BrokenAt: r.ID, Reason: err.Error()}
+		return
+	}
+	if Hash(r.PrevHash, r.MeshID, r.EventType, r.Actor, canon, r.CreatedAt) != r.Hash {
+		v.broken = &Verification{BrokenAt: r.ID, Reason: "hash does not match the row's contents"}
+		return
+	}
+	v.prev = r.Hash
+}
+
+// Result is the verification of the rows added so far; Entries counts all of them.
+func (v *Verifier) Result() Verification {
+	if v.broken != nil {
+		res := *v.broken
+		res.Entries = v.n
+		return res
+	}
+	return Verification{Valid: true, Entries: v.n}
 }

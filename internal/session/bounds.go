@@ -19,6 +19,12 @@ const (
 	controlBurst     = 60
 	controlPerSecond = 20
 	listPeersCost    = 5
+	// audit_query counts the mesh's chain, audit_verify reads all of it: at most one a
+	// second, sustained, per session.
+	auditQueryCost  = 20
+	auditVerifyCost = 20
+	// maxAuditOffset bounds how far back audit_query pages (OFFSET reads what it skips).
+	maxAuditOffset = 100_000
 )
 
 // Reply caps: a reply never grows past these, whatever the mesh holds. Entries that do not

@@ -189,3 +189,41 @@ func TestControlFramesAreRateLimited(t *testing.T) {
 	}
 	stillOpen(t, "a flood of list_peers", bob)
 }
+
+// audit_verify reads the whole chain: a session gets three at once and then one a second
+// (the fourth of a burst is refused rate_limit), and verifications of one mesh asked for at
+// the same time by several sessions share one run, each getting the result.
+func TestAuditVerifyIsBudgeted(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "a", "b", "c")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 20*time.Second)
+	var cs []*client.Client
+	for _, n := range []string{"a", "b", "c"} {
+		c, err := client.Dial(ctx, inst.WS, ids[n], client.Options{SessionID: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		cs = append(cs, c)
+	}
+	for _, c := range cs {
+		if err := c.Write(ctx, map[string]any{"type": "audit_verify", "_reqId": "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range cs {
+		f, err := c.Next(ctx, "audit_verify_result")
+		if err != nil || f["valid"] != true {
+			t.Fatalf("concurrent audit_verify: %v %v", f, err)
+		}
+	}
+	a := cs[0]
+	for range 3 {
+		_ = a.Write(ctx, map[string]any{"type": "audit_verify"})
+	}
+	if f := nextError(t, a, ctx); f.Str("code") != protocol.CodeRateLimit {
+		t.Fatalf("fourth audit_verify at once: %v, want rate_limit", f)
+	}
+}

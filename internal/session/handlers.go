@@ -31,8 +31,13 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	}
 	if _, isSend := f.Body.(*protocol.Send); !isSend {
 		cost := 1.0
-		if _, ok := f.Body.(*protocol.ListPeers); ok {
+		switch f.Body.(type) {
+		case *protocol.ListPeers:
 			cost = listPeersCost
+		case *protocol.AuditQuery:
+			cost = auditQueryCost
+		case *protocol.AuditVerify:
+			cost = auditVerifyCost
 		}
 		if !s.control.take(cost) {
 			h.metrics.MessagesRejected.WithLabelValues("rate_limit").Inc()
@@ -140,11 +145,7 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	case *protocol.AuditQuery:
 		s.auditQuery(ctx, b, f.ReqID)
 	case *protocol.AuditVerify:
-		if err := audit.ChainCaughtUp(ctx, h.pool, s.member.MeshID, auditCatchUp); err != nil {
-			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
-			return
-		}
-		v, err := audit.VerifyMesh(ctx, h.q, s.member.MeshID)
+		v, err := h.verifyMesh(ctx, s.member.MeshID)
 		if err != nil {
 			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
 			return
@@ -391,7 +392,7 @@ func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID 
 		limit = min(*b.Limit, 1000)
 	}
 	if b.Offset != nil && *b.Offset > 0 {
-		offset = *b.Offset
+		offset = min(*b.Offset, maxAuditOffset)
 	}
 	var ev *string
 	if b.EventType != "" {
@@ -434,4 +435,45 @@ func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID 
 		res["_reqId"] = reqID
 	}
 	s.send(res)
+}
+
+// verifyCall is one audit verification in flight, shared by the sessions that ask for the
+// same mesh meanwhile.
+type verifyCall struct {
+	done chan struct{}
+	v    audit.Verification
+	err  error
+}
+
+// verifyMesh verifies a mesh's chain (after chaining what is pending), once at a time per
+// mesh on this instance: a request arriving while one runs gets that one's result. Each
+// verification reads the whole chain (a page at a time), so this, with the request budget,
+// is what bounds the work members can ask for.
+func (h *Hub) verifyMesh(ctx context.Context, meshID string) (audit.Verification, error) {
+	h.verifyMu.Lock()
+	c, running := h.verifies[meshID]
+	if !running {
+		c = &verifyCall{done: make(chan struct{})}
+		h.verifies[meshID] = c
+	}
+	h.verifyMu.Unlock()
+	if running {
+		select {
+		case <-c.done:
+			return c.v, c.err
+		case <-ctx.Done():
+			return audit.Verification{}, ctx.Err()
+		}
+	}
+	defer func() {
+		h.verifyMu.Lock()
+		delete(h.verifies, meshID)
+		h.verifyMu.Unlock()
+		close(c.done)
+	}()
+	if c.err = audit.ChainCaughtUp(ctx, h.pool, meshID, auditCatchUp); c.err != nil {
+		return c.v, c.err
+	}
+	c.v, c.err = audit.VerifyMesh(ctx, h.q, meshID)
+	return c.v, c.err
 }

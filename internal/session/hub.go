@@ -80,7 +80,9 @@ type Hub struct {
 	preauth    map[string]int       // sockets per client IP that have not completed hello (MaxPreauthPerIP)
 	fullMu     sync.Mutex           // guards fullAt
 	fullAt     map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
-	hookSecret auth.HookSecret      // the key hook tokens are derived with
+	hookSecret auth.HookSecret
+	verifyMu   sync.Mutex             // guards verifies
+	verifies   map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
 
 	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
@@ -101,7 +103,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
-		preauth: map[string]int{}, fullAt: map[string]time.Time{},
+		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
 	}
 }
 
