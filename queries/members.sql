@@ -36,7 +36,9 @@ SELECT * FROM members WHERE id = @id;
 -- session left (peer_states); and what the session-ownership rules need: how many live or
 -- reconnecting sessions the member holds besides this identity and how many it opened in
 -- the last minute, who owns the identity's live presence (and whether its key was proven),
--- and whether the session key or the Claude Code session id belong to another member.
+-- and whether the session key or the Claude Code session id belong to another member: the
+-- first member to use one keeps it while any of its presences with it is kept (live, in its
+-- grace window, or ended within PRESENCE_RETENTION), unless that member is revoked.
 -- Always one row: member_id is '' when there is no such member, saved_visible NULL when
 -- nothing was saved.
 SELECT
@@ -49,12 +51,12 @@ SELECT
     (SELECT count(*) FROM presences p
      WHERE p.member_id = m.id AND p.connected_at > now() - interval '1 minute')::bigint AS member_recent_sessions,
     coalesce(idp.member_id, '')::text AS identity_owner, coalesce(idp.session_proven, false)::bool AS identity_proven,
-    EXISTS (SELECT 1 FROM presences p
+    EXISTS (SELECT 1 FROM presences p JOIN members o ON o.id = p.member_id AND o.revoked_at IS NULL
             WHERE p.mesh_id = @mesh_id AND p.session_pubkey = NULLIF(@session_pubkey::text, '') AND p.member_id <> m.id)::bool AS session_key_taken,
     EXISTS (SELECT 1 FROM members o
             WHERE o.mesh_id = @mesh_id AND o.peer_pubkey = NULLIF(@session_pubkey::text, '') AND o.id <> m.id)::bool AS session_key_is_member_key,
-    EXISTS (SELECT 1 FROM presences p
-            WHERE p.session_id = @session_id::text AND p.ended_at IS NULL AND p.mesh_id = @mesh_id AND p.member_id <> m.id)::bool AS session_id_taken,
+    EXISTS (SELECT 1 FROM presences p JOIN members o ON o.id = p.member_id AND o.revoked_at IS NULL
+            WHERE p.mesh_id = @mesh_id AND p.session_id = @session_id::text AND p.member_id <> m.id)::bool AS session_id_taken,
     coalesce(m.id, '')::text AS member_id, coalesce(m.peer_pubkey, '')::text AS peer_pubkey,
     coalesce(m.display_name, '')::text AS display_name, coalesce(m.role, '')::text AS role, m.role_tag,
     m.default_groups, coalesce(m.message_mode, '')::text AS message_mode, s.self_editable,

@@ -31,12 +31,14 @@ SELECT id, connection_epoch, groups, visible, profile, summary, status, connecte
 -- after LockMeshPresences, in a later statement of the same transaction, so their snapshot
 -- sees every presence committed before the lock) — the mesh's live presences
 -- (@max_presences), the member's live presences (@max_member_sessions) and the sessions the
--- member opened in the last minute (@max_new_per_minute); a limit <= 0 is no limit — then a
+-- member opened in the last minute (@max_new_per_minute); a limit <= 0 is no limit — and
+-- that no other (non-revoked) member holds the Claude Code session id (sid_ok: checked here
+-- again, under the lock, as HelloLookup did before it) — then a
 -- hook status that arrived before the presence existed (the first-turn race: the newest
 -- unapplied one no older than 10 s, matched by Claude Code session id, else by (pid, cwd),
 -- taken as a hook status; one sent with a hook token only for that token's member), the row,
--- and its peer_joined audit event. Always one row: mesh_ok, member_ok and rate_ok say which
--- limit refused it; id is '' when nothing was written.
+-- and its peer_joined audit event. Always one row: mesh_ok, member_ok, rate_ok and sid_ok
+-- say what refused it; id is '' when nothing was written.
 WITH room AS (
     SELECT @max_presences::bigint <= 0 OR count(*) < @max_presences::bigint AS mesh_ok,
            @max_member_sessions::bigint <= 0
@@ -45,8 +47,13 @@ WITH room AS (
 ), recent AS (
     SELECT @max_new_per_minute::bigint <= 0 OR count(*) < @max_new_per_minute::bigint AS rate_ok
     FROM presences p WHERE p.member_id = @member_id::text AND p.connected_at > now() - interval '1 minute'
+), sid AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM presences p JOIN members o ON o.id = p.member_id AND o.revoked_at IS NULL
+        WHERE p.mesh_id = @mesh_id::text AND p.session_id = @session_id::text AND p.member_id <> @member_id::text
+    ) AS sid_ok
 ), allowed AS (
-    SELECT room.mesh_ok AND room.member_ok AND recent.rate_ok AS ok FROM room, recent
+    SELECT room.mesh_ok AND room.member_ok AND recent.rate_ok AND sid.sid_ok AS ok FROM room, recent, sid
 ), pending AS (
     UPDATE pending_statuses SET applied_at = now()
     WHERE id = (
@@ -78,9 +85,10 @@ WITH room AS (
     FROM ins
 )
 SELECT room.mesh_ok::bool AS mesh_ok, room.member_ok::bool AS member_ok, recent.rate_ok::bool AS rate_ok,
+       sid.sid_ok::bool AS sid_ok,
        coalesce(ins.id, '')::text AS id, coalesce(ins.connection_epoch, 0)::bigint AS connection_epoch,
        coalesce(ins.connected_at, now())::timestamptz AS connected_at, coalesce(ins.status, '')::text AS status
-FROM room CROSS JOIN recent LEFT JOIN ins ON true;
+FROM room CROSS JOIN recent CROSS JOIN sid LEFT JOIN ins ON true;
 
 -- name: EndPresence :one
 -- Ends a presence if this socket (epoch) still owns it.

@@ -11,6 +11,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/client"
@@ -108,12 +109,25 @@ func TestAnotherMemberCannotTakeOrShadowASession(t *testing.T) {
 	})
 	_, err = client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "z", AnnounceKey: m1.SessionPub})
 	refused(t, "M1's ended session key", err, "unauthorized", auth.MsgSessionKeyTaken)
-	// M1 itself takes its key back.
+	// So is its Claude Code session id: squatting it would lock M1's next reconnect out.
+	_, err = client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "m1-cc"})
+	refused(t, "M1's ended session's id", err, "unauthorized", auth.MsgSessionIDTaken)
+	// M1 itself takes its key and id back.
 	back, err := client.Dial(ctx, i2.WS, ids["m1"], client.Options{SessionID: "m1-cc", SessionKey: k1})
 	if err != nil {
 		t.Fatalf("M1 reconnecting with its own key: %v", err)
 	}
 	back.Close()
+	// A revoked member's ids are free again (the same person rejoining as a new member keeps
+	// its Claude Code session).
+	if _, err := admin.RevokeMember(ctx, db.New(d.Pool), ids["m1"].MeshID, ids["m1"].MemberID); err != nil {
+		t.Fatal(err)
+	}
+	again, err := client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "m1-cc", SessionKey: k1})
+	if err != nil {
+		t.Fatalf("a revoked member's session id and key for another member: %v", err)
+	}
+	again.Close()
 }
 
 // A session key proven with sessionSig is taken over only by a hello that proves it again,

@@ -498,6 +498,8 @@ func (h *Hub) attach(ctx context.Context, q *db.Queries, s *Session) (ack helloA
 		return ack, false, nil, &auth.Rejection{Code: protocol.CodeCapacity, Message: auth.MsgMemberFull}
 	case !ins.RateOk:
 		return ack, false, nil, &auth.Rejection{Code: protocol.CodeCapacity, Message: auth.MsgMemberTooFast}
+	case !ins.SidOk:
+		return ack, false, nil, &auth.Rejection{Code: protocol.CodeUnauthorized, Message: auth.MsgSessionIDTaken}
 	}
 	h.noteFull(mem.MeshID, false)
 	s.presenceID, s.epoch = ins.ID, ins.ConnectionEpoch
