@@ -141,7 +141,7 @@ func Precheck(h *protocol.Hello, now time.Time, opt Options) *Rejection {
 	var rej *Rejection
 	switch {
 	// 3. timestamp
-	case !h.HasTimestamp || absDuration(now.Sub(time.UnixMilli(h.Timestamp))) > Skew:
+	case !h.HasTimestamp || !withinSkew(now, h.Timestamp):
 		rej = reject(protocol.CodeTimestampSkew, "hello rejected: timestamp_skew")
 	// 4. format, and the bounds of what the presence stores
 	case !protocol.IsHex(h.Pubkey, 64) || !protocol.IsHex(h.Signature, 128) || h.SessionID == "" || h.MeshID == "":
@@ -261,9 +261,10 @@ func normalizeHex(s string) string {
 	return string(b)
 }
 
-func absDuration(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
+// withinSkew compares in integer milliseconds: a time.Duration between now and a timestamp
+// far in the future saturates, and its absolute value stays negative (a hello dated 2^53 ms
+// passed the check, and could be replayed once the replay memory forgot it).
+func withinSkew(now time.Time, timestampMs int64) bool {
+	diff := now.UnixMilli() - timestampMs // the decoder keeps timestamps within ±2^53: no overflow
+	return diff <= Skew.Milliseconds() && diff >= -Skew.Milliseconds()
 }

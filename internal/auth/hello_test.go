@@ -118,6 +118,8 @@ func TestEachCheckInOrder(t *testing.T) {
 		{"timestamp 61 s old", func(h *protocol.Hello) { h.Timestamp -= 61_000 }, Options{}, protocol.CodeTimestampSkew},
 		{"timestamp 61 s ahead", func(h *protocol.Hello) { h.Timestamp += 61_000 }, Options{}, protocol.CodeTimestampSkew},
 		{"no timestamp", func(h *protocol.Hello) { h.HasTimestamp = false }, Options{}, protocol.CodeTimestampSkew},
+		{"timestamp 2^53 ms (a saturating duration)", func(h *protocol.Hello) { h.Timestamp = 1 << 53 }, Options{}, protocol.CodeTimestampSkew},
+		{"timestamp -2^53 ms", func(h *protocol.Hello) { h.Timestamp = -(1 << 53) }, Options{}, protocol.CodeTimestampSkew},
 		{"pubkey not hex", func(h *protocol.Hello) { h.Pubkey = "not-hex" }, Options{}, protocol.CodeMalformed},
 		{"signature wrong length", func(h *protocol.Hello) { h.Signature = "abc123" }, Options{}, protocol.CodeMalformed},
 		{"no session id", func(h *protocol.Hello) { h.SessionID = "" }, Options{}, protocol.CodeMalformed},

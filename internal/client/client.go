@@ -48,6 +48,7 @@ type Options struct {
 	Cwd          string
 	Pid          int
 	DisplayName  string
+	Model        string
 	Groups       []map[string]string
 }
 
@@ -105,6 +106,9 @@ func Dial(ctx context.Context, url string, id Identity, opt Options) (*Client, e
 	}
 	if opt.DisplayName != "" {
 		hello["displayName"] = opt.DisplayName
+	}
+	if opt.Model != "" {
+		hello["model"] = opt.Model
 	}
 	if len(opt.Capabilities) > 0 {
 		hello["capabilities"] = opt.Capabilities

@@ -167,6 +167,7 @@ func (w *helloWire) hello() (*Hello, error) {
 		}
 		h.Pid = int64(p)
 	}
+	h.CutInformational()
 	return &h, nil
 }
 

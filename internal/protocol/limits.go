@@ -11,13 +11,16 @@ import (
 // lists in count. docs/security.md lists them; a frame over a bound is refused whole with an
 // error frame (code too_large) naming the field, or, in a hello, with malformed.
 const (
-	MaxDisplayNameBytes     = 128
-	MaxSummaryBytes         = 1024
-	MaxCwdBytes             = 4096 // PATH_MAX on Linux: hooks match presences by cwd
+	MaxDisplayNameBytes = 128
+	MaxSummaryBytes     = 1024
+	// MaxCwdBytes: hooks match presences by cwd, so it is stored whole and indexed, and a
+	// btree entry holds at most 2 704 bytes (a longer random cwd failed the insert).
+	MaxCwdBytes             = 2048
 	MaxSessionIDBytes       = 256
 	MaxHostnameBytes        = 255
-	MaxShortFieldBytes      = 64 // peerType, channel, model, one capability
-	MaxCapabilities         = 32 // hello capabilities, and profile capabilities
+	MaxModelBytes           = 256 // model ids can be long: a Bedrock inference-profile ARN
+	MaxShortFieldBytes      = 64  // peerType, channel, one capability
+	MaxCapabilities         = 32  // hello capabilities, and profile capabilities
 	MaxGroups               = 32
 	MaxGroupNameBytes       = 64
 	MaxGroupRoleBytes       = 32
@@ -94,20 +97,28 @@ func checkList(field string, xs []string, count, each int) BoundsError {
 	return ""
 }
 
-// Bounds checks a hello's stored fields.
+// Bounds checks the hello fields that identify or match a session (a cut one would match
+// the wrong thing, so one over its bound refuses the hello). The informational fields are
+// cut to their bounds instead, by CutInformational.
 func (h *Hello) Bounds() BoundsError {
 	return firstBad(
 		checkLen("memberId", h.MemberID, MaxMemberIDBytes),
 		checkLen("sessionId", h.SessionID, MaxSessionIDBytes),
-		checkLen("displayName", h.DisplayName, MaxDisplayNameBytes),
 		checkLen("cwd", h.Cwd, MaxCwdBytes),
-		checkLen("hostname", h.Hostname, MaxHostnameBytes),
-		checkLen("peerType", h.PeerType, MaxShortFieldBytes),
-		checkLen("channel", h.Channel, MaxShortFieldBytes),
-		checkLen("model", h.Model, MaxShortFieldBytes),
 		checkList("capabilities", h.Capabilities, MaxCapabilities, MaxShortFieldBytes),
 		CheckGroups("groups", h.Groups),
 	)
+}
+
+// CutInformational cuts the hello's informational fields (shown to peers, matched by
+// nothing, not signed) to their bounds: a client with a long model id or host name still
+// connects.
+func (h *Hello) CutInformational() {
+	h.DisplayName = TruncateUTF8(h.DisplayName, MaxDisplayNameBytes)
+	h.Hostname = TruncateUTF8(h.Hostname, MaxHostnameBytes)
+	h.PeerType = TruncateUTF8(h.PeerType, MaxShortFieldBytes)
+	h.Channel = TruncateUTF8(h.Channel, MaxShortFieldBytes)
+	h.Model = TruncateUTF8(h.Model, MaxModelBytes)
 }
 
 // Bounds checks set_summary.

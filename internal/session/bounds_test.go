@@ -95,9 +95,20 @@ func TestMemberStateIsBounded(t *testing.T) {
 		t.Fatalf("groups after the refusal: %d (%v)", len(groups), err)
 	}
 
-	// A hello with a field over its bound is refused malformed, naming the field.
+	// A hello with a matched field over its bound is refused malformed, naming the field; an
+	// informational one is cut (a Bedrock model ARN in CLAUDE_MODEL must not lock a client out).
 	_, err = client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a", Cwd: "/" + over(protocol.MaxCwdBytes)})
-	refused(t, "a 4 KiB+ cwd", err, "malformed", "hello rejected: malformed (cwd is 4097 bytes; the limit is 4096)")
+	refused(t, "a 2 KiB+ cwd", err, "malformed", "hello rejected: malformed (cwd is 2049 bytes; the limit is 2048)")
+	long, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a", Model: over(1000), DisplayName: over(500)})
+	if err != nil {
+		t.Fatalf("a hello with a 1000-byte model: %v", err)
+	}
+	defer long.Close()
+	var model, name string
+	if err := d.Pool.QueryRow(ctx, "SELECT model, display_name FROM presences WHERE id = $1", long.Ack.Str("presenceId")).Scan(&model, &name); err != nil ||
+		len(model) != protocol.MaxModelBytes || len(name) != protocol.MaxDisplayNameBytes {
+		t.Fatalf("stored model of %d bytes and name of %d (%v), want them cut to %d and %d", len(model), len(name), err, protocol.MaxModelBytes, protocol.MaxDisplayNameBytes)
+	}
 }
 
 // State stored before the bounds existed: a peer state with 8 MB of groups no longer fails
