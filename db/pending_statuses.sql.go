@@ -16,23 +16,26 @@ SELECT $1, $2, $3, $4, $5
 WHERE (SELECT count(*) FROM (
     SELECT 1 FROM pending_statuses ps
     WHERE ps.created_at >= now() - interval '10 seconds' AND ps.applied_at IS NULL
+      AND ps.member_id IS NOT DISTINCT FROM $5::text
     LIMIT $6::int
-) waiting) < $6::int
+) waiting) < CASE WHEN $5::text IS NULL THEN $6::int ELSE $7::int END
 `
 
 type InsertPendingStatusParams struct {
-	Pid        int32
-	Cwd        string
-	SessionID  *string
-	Status     string
-	MemberID   *string
-	MaxPending int32
+	Pid              int32
+	Cwd              string
+	SessionID        *string
+	Status           string
+	MemberID         *string
+	MaxPending       int32
+	MaxMemberPending int32
 }
 
 // Hook signals that arrived before their session's presence existed.
-// Keeps a hook signal for 10 s, unless @max_pending signals are already waiting (a bound on
-// what unmatched hook requests can make the broker store, whoever sends them): 0 rows then.
-// @member_id is the hook token's member (the signal applies only to its presences), or NULL.
+// Keeps a hook signal for 10 s, unless too many are already waiting — a bound on what
+// unmatched hook requests can make the broker store: @max_pending unauthenticated signals in
+// all (@member_id NULL), or @max_member_pending of the token's member, counted apart so that
+// strangers cannot crowd out a member's own signals. 0 rows when refused.
 func (q *Queries) InsertPendingStatus(ctx context.Context, arg InsertPendingStatusParams) (int64, error) {
 	result, err := q.db.Exec(ctx, insertPendingStatus,
 		arg.Pid,
@@ -41,6 +44,7 @@ func (q *Queries) InsertPendingStatus(ctx context.Context, arg InsertPendingStat
 		arg.Status,
 		arg.MemberID,
 		arg.MaxPending,
+		arg.MaxMemberPending,
 	)
 	if err != nil {
 		return 0, err

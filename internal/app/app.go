@@ -153,7 +153,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
 		SendRateBurst: cfg.SendRateBurst, SendRatePerMinute: cfg.SendRatePerMinute,
 		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin,
-		HookIPRatePerMinute: cfg.HookIPRateLimitPerMin, StatusTTL: cfg.StatusTTL,
+		HookIPRatePerMinute: cfg.HookIPRateLimitPerMin, HelloIPRatePerMinute: cfg.HelloIPRateLimitPerMin, StatusTTL: cfg.StatusTTL,
 		PresenceRetention: cfg.PresenceRetention,
 	}, pool, router, m, log.With("subsystem", "session"))
 	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))

@@ -100,6 +100,9 @@ type Options struct {
 	MaxSessionsPerMember    int64 // live and reconnecting presences of one member
 	MaxNewSessionsPerMinute int64 // presences one member may open per minute
 	RequireSessionProof     bool
+	// MemberHello, when set, is asked once a hello's member is known and before anything is
+	// written; false refuses the hello (MsgMemberHellos): a member's hello budget.
+	MemberHello func(memberID string) bool
 	// KnownFull reports whether this instance found the mesh at capacity moments ago. A
 	// hello that fails a check needing no database (3–5) is refused without a query; when
 	// its mesh is known to be full it is refused capacity instead, as check 2 comes first.
@@ -116,6 +119,7 @@ const (
 	MsgSessionKeyIsKey = "sessionPubkey is another member's key"
 	MsgSessionIDTaken  = "sessionId belongs to another member's session"
 	MsgProofRequired   = "sessionSig required: this session key was proven, only a hello proving it again may take it over"
+	MsgMemberHellos    = "member sent too many hellos; retry later"
 )
 
 // VerifyHello runs every hello check in PROTOCOL.md §3's order: Precheck, then Authorize.
@@ -203,6 +207,10 @@ func Authorize(ctx context.Context, st Store, h *protocol.Hello, now time.Time, 
 	}
 	if takeover && facts.IdentityProven && h.SessionSig == "" {
 		return Member{}, reject(protocol.CodeBadSessionProof, MsgProofRequired)
+	}
+	// The member's hello budget, before the first write (the replay record).
+	if opt.MemberHello != nil && !opt.MemberHello(m.ID) {
+		return Member{}, reject(protocol.CodeCapacity, MsgMemberHellos)
 	}
 	// 8. replay, remembered across instances
 	fresh, err := st.RememberSignature(ctx, normalizeHex(h.Signature), h.MeshID, now.Add(ReplayWindow))

@@ -19,11 +19,12 @@ var (
 	// ConnectionRejectReasons are the hello error codes (PROTOCOL.md §3), then the refusals
 	// before a hello: the instance full (instance_full) or its descriptor budget spent
 	// (fd_budget), too many sockets of one IP without hello (preauth_per_ip), no hello in
-	// time (handshake_timeout) or frames other than hello kept coming (no_hello).
+	// time (handshake_timeout), frames other than hello kept coming (no_hello), or the
+	// client IP's hello budget was spent (rate_limit).
 	ConnectionRejectReasons = []string{
 		"bad_session_pubkey", "capacity", "timestamp_skew", "malformed", "bad_signature",
 		"unauthorized", "bad_session_proof", "replayed",
-		"instance_full", "fd_budget", "preauth_per_ip", "handshake_timeout", "no_hello",
+		"instance_full", "fd_budget", "preauth_per_ip", "handshake_timeout", "no_hello", "rate_limit",
 	}
 	// MessageRejectReasons are the send rejections of PROTOCOL.md §4 plus undecodable frames.
 	MessageRejectReasons = []string{"rate_limit", "too_large", "no_recipient", "parse_or_handler"}

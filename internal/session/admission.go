@@ -21,6 +21,7 @@ const (
 	reasonPreauthPerIP     = "preauth_per_ip"
 	reasonHandshakeTimeout = "handshake_timeout"
 	reasonNoHello          = "no_hello"
+	reasonHelloRate        = "rate_limit"
 )
 
 // fullMemory is how long a mesh found at capacity is remembered (auth.Options.KnownFull).
@@ -129,5 +130,6 @@ func (h *Hub) helloOptions() auth.Options {
 		MaxNewSessionsPerMinute: int64(h.cfg.MaxNewSessionsPerMinute),
 		RequireSessionProof:     h.cfg.RequireSessionProof,
 		KnownFull:               h.knownFull,
+		MemberHello:             func(memberID string) bool { return h.memberHellos.take(memberID, 1) },
 	}
 }

@@ -27,6 +27,14 @@ const (
 	maxAuditOffset = 100_000
 )
 
+// The hello budget of a member (in memory, per instance): every hello that gets as far as
+// writing — a new session, a takeover, a reconnect — draws one, so a member cannot loop
+// takeovers (each an audit event kept for ever, a replay row and a kick notification).
+const (
+	memberHelloBurst     = 30
+	memberHelloPerSecond = 1
+)
+
 // Reply caps: a reply never grows past these, whatever the mesh holds. Entries that do not
 // fit are left out and the reply says truncated:true (clients that do not know the field
 // ignore it). The session's 8 MiB queue cap is well above them, so a reply to one's own
@@ -63,6 +71,60 @@ func (b *bucket) take(n float64) bool {
 	}
 	b.tokens -= n
 	return true
+}
+
+// refund gives back n tokens taken for a request that a stricter shared bucket refused: a
+// local bucket in front of a shared one with the same parameters then never refuses what
+// the shared one would allow (it has seen a subset of the shared one's takes).
+func (b *bucket) refund(n float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = min(b.burst, b.tokens+n)
+}
+
+// keyedBuckets is a token bucket per key (a client IP, a member), in memory. Buckets that
+// have refilled are forgotten when the map grows, so it holds only recently active keys.
+// Safe for concurrent use.
+type keyedBuckets struct {
+	mu    sync.Mutex
+	m     map[string]*bucket // guarded by mu
+	burst float64
+	rate  float64 // tokens per second
+}
+
+func newKeyedBuckets(burst, perSecond float64) *keyedBuckets {
+	return &keyedBuckets{m: map[string]*bucket{}, burst: burst, rate: perSecond}
+}
+
+// keyedBucketsPrune is the map size at which full buckets are dropped.
+const keyedBucketsPrune = 10000
+
+// take removes n tokens from key's bucket; false when it has fewer.
+func (k *keyedBuckets) take(key string, n float64) bool { return k.get(key).take(n) }
+
+// refund gives n tokens back to key's bucket (see bucket.refund).
+func (k *keyedBuckets) refund(key string, n float64) { k.get(key).refund(n) }
+
+func (k *keyedBuckets) get(key string) *bucket {
+	k.mu.Lock()
+	b := k.m[key]
+	if b == nil {
+		if len(k.m) >= keyedBucketsPrune {
+			full := time.Duration(k.burst / k.rate * float64(time.Second))
+			for key, old := range k.m {
+				old.mu.Lock()
+				idle := time.Since(old.at) > full
+				old.mu.Unlock()
+				if idle {
+					delete(k.m, key)
+				}
+			}
+		}
+		b = newBucket(k.burst, k.rate)
+		k.m[key] = b
+	}
+	k.mu.Unlock()
+	return b
 }
 
 // meshPolicy is hello_ack's meshPolicy: {selfEditable: {displayName, roleTag, groups,

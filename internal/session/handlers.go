@@ -178,14 +178,23 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 		s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: msg})
 	}
 	if h.cfg.SendRatePerMinute > 0 {
+		rateLimited := fmt.Sprintf("rate_limit: max %d msg/min (burst %d) — slow down", h.cfg.SendRatePerMinute, h.cfg.SendRateBurst)
+		// The session's own bucket first, with the member's parameters: a send it refuses
+		// the member's shared bucket would refuse too, and costs the database nothing.
+		if !s.sendBudget.take(1) {
+			reject("rate_limit", rateLimited)
+			return
+		}
 		ok, err := h.limiter.Allow(ctx, "send:"+s.member.ID, float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute))
 		if err != nil {
+			s.sendBudget.refund(1)
 			h.log.Warn("send rate limit", "err", err)
 			reject("parse_or_handler", "broker could not store the message; retry")
 			return
 		}
 		if !ok {
-			reject("rate_limit", fmt.Sprintf("rate_limit: max %d msg/min (burst %d) — slow down", h.cfg.SendRatePerMinute, h.cfg.SendRateBurst))
+			s.sendBudget.refund(1)
+			reject("rate_limit", rateLimited)
 			return
 		}
 	}

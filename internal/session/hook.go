@@ -2,6 +2,8 @@ package session
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -25,8 +27,12 @@ import (
 // HOOK_LEGACY_UNAUTHENTICATED=0 refuses the first kind. Both are rate limited per client IP
 // and per (pid, cwd), and unmatched signals are kept only while few are waiting.
 
-// maxPendingStatuses bounds the hook signals waiting for their session (each kept 10 s).
-const maxPendingStatuses = 10000
+// Bounds on the hook signals waiting for their session (each kept 10 s): unauthenticated
+// ones in all, and a token member's own, counted apart.
+const (
+	maxPendingStatuses       = 10000
+	maxMemberPendingStatuses = 100
+)
 
 // hookBody is POST /hook/set-status: the claudemesh CLI's {cwd, pid?, status, session_id?},
 // or Claude Code's own HTTP hook body {session_id, cwd, hook_event_name, …}.
@@ -126,8 +132,15 @@ func (h *Hub) HookHandler() http.Handler {
 		ctx := r.Context()
 		// Rate limits first, before any other database work: per client IP (all a stranger
 		// controls), then per (pid, cwd) below.
+		// The IP's bucket in memory first: a refused request costs the database nothing.
 		ip := ClientIP(r, h.cfg.TrustProxyHeaders)
+		if !h.ipHooks.take(ip, 1) {
+			h.metrics.HookRateLimited.Inc()
+			hookFail(w, http.StatusTooManyRequests, "rate limited")
+			return
+		}
 		if !h.hookAllow(w, ctx, "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
+			h.ipHooks.refund(ip, 1)
 			return
 		}
 		req, ignored, herr := parseHookBody(raw)
@@ -165,7 +178,7 @@ func (h *Hub) HookHandler() http.Handler {
 				return
 			}
 		}
-		if !h.hookAllow(w, ctx, "hook:"+strconv.FormatInt(req.pid, 10)+":"+req.cwd, h.cfg.HookRatePerMinute) {
+		if !h.hookAllow(w, ctx, hookBucketKey(memberID, ip, req), h.cfg.HookRatePerMinute) {
 			return
 		}
 		res, err := h.applyHook(ctx, req, memberID)
@@ -181,6 +194,19 @@ func (h *Hub) HookHandler() http.Handler {
 		}
 		hookJSON(w, http.StatusOK, res)
 	})
+}
+
+// hookBucketKey names a request's (pid, cwd) bucket: under the token's member, or, without
+// a token, under the client IP — so nobody can drain another member's or another address's
+// bucket (a stranger's requests naming a victim's cwd used to spend the victim's hooks, and
+// the bucket's level told whether the victim's hooks were firing). Hashed: cwd is long.
+func hookBucketKey(memberID, ip string, req hookRequest) string {
+	who := "ip:" + ip
+	if memberID != "" {
+		who = "member:" + memberID
+	}
+	sum := sha256.Sum256([]byte(who + "\x00" + strconv.FormatInt(req.pid, 10) + "\x00" + req.cwd))
+	return "hook:" + hex.EncodeToString(sum[:16])
 }
 
 // hookAllow takes a token from a hook rate bucket, answering the request when it cannot.
@@ -218,7 +244,8 @@ func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID string) (
 			mid = &memberID
 		}
 		n, err := h.q.InsertPendingStatus(ctx, db.InsertPendingStatusParams{
-			Pid: int32(req.pid), Cwd: req.cwd, SessionID: sid, Status: req.status, MemberID: mid, MaxPending: maxPendingStatuses,
+			Pid: int32(req.pid), Cwd: req.cwd, SessionID: sid, Status: req.status, MemberID: mid,
+			MaxPending: maxPendingStatuses, MaxMemberPending: maxMemberPendingStatuses,
 		})
 		if err != nil {
 			return nil, err

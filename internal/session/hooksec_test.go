@@ -172,7 +172,9 @@ func TestHookLegacyOffAndPerIPRateLimit(t *testing.T) {
 	}
 }
 
-// Unmatched hook signals wait in pending_statuses only while fewer than 10 000 do.
+// Unmatched hook signals wait in pending_statuses only while few do: 10 000 unauthenticated
+// ones in all, and 100 of each token member, counted apart — strangers filling their share
+// do not crowd out a member's own signals.
 func TestPendingHookSignalsAreBounded(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
@@ -186,17 +188,59 @@ func TestPendingHookSignalsAreBounded(t *testing.T) {
 	defer bob.Close()
 	token := hookToken(ctx, t, bob, false)
 	hdr := map[string]string{"Authorization": "Bearer " + token}
-	if code, m := postHookWith(t, inst.HTTP, `{"cwd":"/later","status":"working"}`, hdr); code != 200 || m["pending"] != true {
-		t.Fatalf("first unmatched signal: %d %v", code, m)
-	}
 	if _, err := d.Pool.Exec(ctx, "INSERT INTO pending_statuses (cwd, status) SELECT '/flood/' || g, 'idle' FROM generate_series(1, 10000) g"); err != nil {
 		t.Fatal(err)
 	}
-	if code, m := postHookWith(t, inst.HTTP, `{"cwd":"/later2","status":"working"}`, hdr); code != 200 || m["pending"] != false {
-		t.Fatalf("unmatched signal with 10 001 waiting: %d %v, want pending false", code, m)
+	count := func(member bool) int {
+		var n int
+		if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM pending_statuses WHERE (member_id IS NOT NULL) = $1", member).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
 	}
-	var n int
-	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM pending_statuses").Scan(&n); err != nil || n != 10001 {
-		t.Fatalf("%d pending rows (%v), want 10001", n, err)
+	if code, m := postHook(t, inst.HTTP, `{"cwd":"/stranger","status":"working"}`); code != 200 || m["ok"] != true {
+		t.Fatalf("unauthenticated signal with 10 000 waiting: %d %v", code, m)
+	}
+	if n := count(false); n != 10000 {
+		t.Fatalf("%d unauthenticated signals waiting, want the 10 000 cap", n)
+	}
+	if code, m := postHookWith(t, inst.HTTP, `{"cwd":"/later","status":"working"}`, hdr); code != 200 || m["pending"] != true {
+		t.Fatalf("token signal with the strangers' share full: %d %v, want pending", code, m)
+	}
+	if _, err := d.Pool.Exec(ctx, "INSERT INTO pending_statuses (cwd, status, member_id) SELECT '/mine/' || g, 'idle', $1 FROM generate_series(1, 99) g", ids["bob"].MemberID); err != nil {
+		t.Fatal(err)
+	}
+	if code, m := postHookWith(t, inst.HTTP, `{"cwd":"/later2","status":"working"}`, hdr); code != 200 || m["pending"] != false {
+		t.Fatalf("token signal with 100 of the member's waiting: %d %v, want pending false", code, m)
+	}
+	if n := count(true); n != 100 {
+		t.Fatalf("%d token signals waiting, want 100", n)
+	}
+}
+
+// A stranger spending requests on a member's cwd spends its own bucket, not the member's:
+// the member's token hooks for that cwd still pass.
+func TestStrangerCannotDrainAMembersHookBucket(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "HOOK_RATE_LIMIT_PER_MIN": "3"})
+	ctx := within(t, 20*time.Second)
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/home/bob/proj"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	token := hookToken(ctx, t, bob, false)
+	var last int
+	for range 5 {
+		last, _ = postHook(t, inst.HTTP, `{"cwd":"/home/bob/proj","status":"idle"}`)
+	}
+	if last != 429 {
+		t.Fatalf("the stranger's 5th request: %d, want 429", last)
+	}
+	if code, m := postHookWith(t, inst.HTTP, `{"cwd":"/home/bob/proj","status":"dnd"}`,
+		map[string]string{"Authorization": "Bearer " + token}); code != 200 || m["presence_id"] != bob.Ack.Str("presenceId") {
+		t.Fatalf("bob's own hook after the stranger's: %d %v", code, m)
 	}
 }

@@ -46,6 +46,7 @@ type Config struct {
 	HookFreshWindow           time.Duration
 	HookRatePerMinute         int
 	HookIPRatePerMinute       int // POST /hook/set-status requests per client IP per minute
+	HelloIPRatePerMinute      int // hellos that reach the database per client IP per minute; 0 = no limit
 	StatusTTL                 time.Duration
 	SweepPeriod               time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
 	PresenceRetention         time.Duration // ended presences older than this are purged; 0 = never
@@ -75,14 +76,17 @@ type Hub struct {
 	delivered  chan int64  // delivery ids written to sockets, to mark delivered
 	registered atomic.Bool // this instance's row exists in instances
 
-	sockets    atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
-	ipMu       sync.Mutex           // guards preauth
-	preauth    map[string]int       // sockets per client IP that have not completed hello (MaxPreauthPerIP)
-	fullMu     sync.Mutex           // guards fullAt
-	fullAt     map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
-	hookSecret auth.HookSecret
-	verifyMu   sync.Mutex             // guards verifies
-	verifies   map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
+	sockets      atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
+	ipMu         sync.Mutex           // guards preauth
+	preauth      map[string]int       // sockets per client IP that have not completed hello (MaxPreauthPerIP)
+	fullMu       sync.Mutex           // guards fullAt
+	fullAt       map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
+	hookSecret   auth.HookSecret
+	ipHellos     *keyedBuckets          // hellos that reach the database, per client IP (HelloIPRatePerMinute)
+	memberHellos *keyedBuckets          // hellos that write, per member (memberHelloBurst)
+	ipHooks      *keyedBuckets          // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
+	verifyMu     sync.Mutex             // guards verifies
+	verifies     map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
 
 	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
@@ -98,12 +102,21 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
+	perMinute := func(n int) (burst, perSecond float64) {
+		if n <= 0 {
+			return 1e18, 1e18 // no limit
+		}
+		return float64(n), float64(n) / 60
+	}
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
 		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
+		memberHellos: newKeyedBuckets(memberHelloBurst, memberHelloPerSecond),
+		ipHellos:     newKeyedBuckets(perMinute(cfg.HelloIPRatePerMinute)),
+		ipHooks:      newKeyedBuckets(perMinute(cfg.HookIPRatePerMinute)),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -336,5 +337,52 @@ func closeStatus(ctx context.Context, t *testing.T, url string, frames ...string
 			}
 			return -1, err.Error()
 		}
+	}
+}
+
+// Every hello that writes draws on its member's budget, takeovers included (each one an audit
+// event kept for ever): a member looping takeovers of one identity is refused after 30.
+func TestTakeoverLoopIsBounded(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	ctx := within(t, 30*time.Second)
+	_, key := client.NewKey()
+	for i := range 60 {
+		c, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", SessionKey: key})
+		if err != nil {
+			refused(t, "a takeover loop", err, "capacity", auth.MsgMemberHellos)
+			if i < 30 {
+				t.Fatalf("refused after %d hellos, want at least the burst of 30", i)
+			}
+			return
+		}
+		_ = c.Drop()
+	}
+	t.Fatal("60 takeovers in a row were all accepted")
+}
+
+// Hellos that pass the checks needing no database (a stranger signs with a key of its own
+// making) are limited per client IP before they cost a transaction: refused rate_limit with
+// a 1013 close.
+func TestSelfSignedHellosAreLimitedPerIP(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "HELLO_IP_RATE_LIMIT_PER_MIN": "5"})
+	ctx := within(t, 20*time.Second)
+	stranger := ids["bob"]
+	for i := range 6 {
+		stranger.Pubkey, stranger.Secret = client.NewKey()
+		_, err := client.Dial(ctx, inst.WS, stranger, client.Options{SessionID: "s"})
+		want := "unauthorized"
+		if i == 5 {
+			want = "rate_limit"
+		}
+		refused(t, "a self-signed hello", err, want, "")
+	}
+	if !strings.Contains(metricsText(t, inst.HTTP), `broker_connections_rejected_total{reason="rate_limit"} 1`) {
+		t.Fatal("the refusal is not counted")
 	}
 }

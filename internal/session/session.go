@@ -59,8 +59,9 @@ type Session struct {
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
-	inflight chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
-	control  *bucket       // the budget of frames other than send (see bounds.go)
+	inflight   chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
+	control    *bucket       // the budget of frames other than send (see bounds.go)
+	sendBudget *bucket       // the member's send rate, locally, in front of its shared bucket
 
 	// The outbound queue. An idle socket holds no writer goroutine and no buffer: enqueue
 	// starts a drainer when the queue goes from empty to non-empty, and the drainer exits
@@ -127,7 +128,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	conn.SetReadLimit(preHelloLimit)
-	handedOff = h.serve(r.Context(), conn, cw.Conn())
+	handedOff = h.serve(r, conn, cw.Conn())
 }
 
 func (h *Hub) originAllowed(origin string) bool {
@@ -225,8 +226,8 @@ func (h *Hub) refuseHello(ctx context.Context, conn *websocket.Conn, rej *auth.R
 // serve runs a socket's handshake and, once its hello is accepted, hands the socket to a
 // session goroutine of its own (handedOff true: the session releases the socket's count
 // when it ends).
-func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.Conn) (handedOff bool) {
-	ctx := context.WithoutCancel(reqCtx)
+func (h *Hub) serve(reqHTTP *http.Request, conn *websocket.Conn, raw *corkconn.Conn) (handedOff bool) {
+	ctx := context.WithoutCancel(reqHTTP.Context())
 	deadline := time.Now().Add(h.cfg.HandshakeTimeout)
 	hello, ok := h.handshake(ctx, conn, deadline)
 	if !ok {
@@ -238,6 +239,15 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	if rej := auth.Precheck(hello, time.Now(), opt); rej != nil {
 		cancel()
 		h.refuseHello(ctx, conn, rej)
+		return false
+	}
+	// A hello that passed them costs a transaction: an IP gets so many a minute (a stranger
+	// signs hellos with keys of its own making, which pass them).
+	if !h.ipHellos.take(ClientIP(reqHTTP, h.cfg.TrustProxyHeaders), 1) {
+		cancel()
+		h.metrics.ConnectionsRejected.WithLabelValues(reasonHelloRate).Inc()
+		writeNow(ctx, conn, protocol.NewError(protocol.CodeRateLimit, "too many hellos from this address; retry later", nil))
+		conn.Close(websocket.StatusTryAgainLater, protocol.CodeRateLimit)
 		return false
 	}
 	// Verification and the presence share one transaction: one commit per hello, and the
@@ -275,7 +285,8 @@ func (h *Hub) serve(reqCtx context.Context, conn *websocket.Conn, raw *corkconn.
 	s := &Session{
 		hub: h, conn: conn, raw: raw, member: member, hello: hello,
 		done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
-		control: newBucket(controlBurst, controlPerSecond),
+		control:    newBucket(controlBurst, controlPerSecond),
+		sendBudget: newBucket(float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute)/60),
 	}
 	for _, c := range hello.Capabilities {
 		if c == "client_ack" {
