@@ -180,9 +180,16 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return fmt.Errorf("listen on BROKER_PORT=%d: %w", cfg.Port, err)
 	}
-	ln := connlimit.Wrap(tcpLn, connBudget, func() { m.ConnectionsRejected.WithLabelValues("fd_budget").Inc() })
+	// Plain HTTP connections per peer IP: only where the peer is the client (behind a proxy,
+	// TRUST_PROXY_HEADERS=1, every connection comes from the proxy).
+	httpPerIP := cfg.MaxHTTPConnsPerIP
+	if cfg.TrustProxyHeaders {
+		httpPerIP = 0
+	}
+	ln := connlimit.Wrap(tcpLn, connBudget, httpPerIP, func(reason string) { m.ConnectionsRejected.WithLabelValues(reason).Inc() })
 	httpSrv := &http.Server{
 		Handler:           srv.Handler(),
+		ConnState:         ln.ConnState,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

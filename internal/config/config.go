@@ -59,6 +59,10 @@ type Config struct {
 	// HANDSHAKE_TIMEOUT: from the upgrade to hello_ack; a socket without a valid hello by
 	// then is closed 1008 handshake_timeout.
 	HandshakeTimeout time.Duration
+	// MAX_HTTP_CONNS_PER_IP: plain HTTP connections (not WebSockets) one peer IP may hold
+	// open; applied only without TRUST_PROXY_HEADERS (behind a proxy the peer is the proxy).
+	// 0 = no limit.
+	MaxHTTPConnsPerIP int
 	// HELLO_IP_RATE_LIMIT_PER_MIN: hellos that reach the database (they passed every check
 	// that needs none) per client IP: bucket capacity and refill per minute. 0 = no limit.
 	HelloIPRateLimitPerMin int
@@ -135,6 +139,7 @@ var Vars = []Var{
 	{"MAX_PREAUTH_PER_IP", "64", "sockets of one client IP that have not completed hello; more are refused 429 with Retry-After (0 = no limit)"},
 	{"MAX_SESSIONS_PER_MEMBER", "10", "live and reconnecting sessions of one member, across instances; its next new session is refused `capacity` (0 = no limit)"},
 	{"MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN", "60", "new sessions one member may open per minute (takeovers and reconnects not counted); more are refused `capacity` (0 = no limit)"},
+	{"MAX_HTTP_CONNS_PER_IP", "64", "plain HTTP connections (not WebSockets) one peer IP may hold open; more are closed at accept; not applied with TRUST_PROXY_HEADERS=1 (0 = no limit)"},
 	{"HELLO_IP_RATE_LIMIT_PER_MIN", "600", "hellos per client IP that reach the database (signature verified): capacity and refill per minute; more are refused `rate_limit` with close 1013 (0 = no limit)"},
 	{"HANDSHAKE_TIMEOUT", "10s", "from the upgrade to hello_ack; a socket without a valid hello by then is closed 1008 handshake_timeout"},
 	{"TRUST_PROXY_HEADERS", "0", "1 = per-IP limits read the client IP from Fly-Client-IP (only behind Fly's proxy: anyone can send the header)"},
@@ -184,6 +189,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxPreauthPerIP:               r.intRange("MAX_PREAUTH_PER_IP", 0, 10_000_000),
 		MaxSessionsPerMember:          r.intRange("MAX_SESSIONS_PER_MEMBER", 0, 1_000_000),
 		MaxNewSessionsPerMemberPerMin: r.intRange("MAX_NEW_SESSIONS_PER_MEMBER_PER_MIN", 0, 1_000_000),
+		MaxHTTPConnsPerIP:             r.intRange("MAX_HTTP_CONNS_PER_IP", 0, 10_000_000),
 		HelloIPRateLimitPerMin:        r.intRange("HELLO_IP_RATE_LIMIT_PER_MIN", 0, 100_000_000),
 		HandshakeTimeout:              r.duration("HANDSHAKE_TIMEOUT"),
 		TrustProxyHeaders:             r.flag("TRUST_PROXY_HEADERS"),

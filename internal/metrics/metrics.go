@@ -18,13 +18,15 @@ import (
 var (
 	// ConnectionRejectReasons are the hello error codes (PROTOCOL.md §3), then the refusals
 	// before a hello: the instance full (instance_full) or its descriptor budget spent
-	// (fd_budget), too many sockets of one IP without hello (preauth_per_ip), no hello in
+	// (fd_budget), a peer IP's share of plain HTTP connections held (http_conns_per_ip), an
+	// idle connection closed to make room (idle_closed), too many sockets of one IP without hello (preauth_per_ip), no hello in
 	// time (handshake_timeout), frames other than hello kept coming (no_hello), or the
 	// client IP's hello budget was spent (rate_limit).
 	ConnectionRejectReasons = []string{
 		"bad_session_pubkey", "capacity", "timestamp_skew", "malformed", "bad_signature",
 		"unauthorized", "bad_session_proof", "replayed",
-		"instance_full", "fd_budget", "preauth_per_ip", "handshake_timeout", "no_hello", "rate_limit",
+		"instance_full", "fd_budget", "http_conns_per_ip", "idle_closed", "preauth_per_ip",
+		"handshake_timeout", "no_hello", "rate_limit",
 	}
 	// MessageRejectReasons are the send rejections of PROTOCOL.md §4 plus undecodable frames.
 	MessageRejectReasons = []string{"rate_limit", "too_large", "no_recipient", "parse_or_handler"}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -26,6 +27,9 @@ import (
 // request may also set dnd and end a session (SessionEnd), but only the token member's.
 // HOOK_LEGACY_UNAUTHENTICATED=0 refuses the first kind. Both are rate limited per client IP
 // and per (pid, cwd), and unmatched signals are kept only while few are waiting.
+
+// hookBodyTimeout is how long a hook request's body may take to arrive.
+const hookBodyTimeout = 10 * time.Second
 
 // Bounds on the hook signals waiting for their session (each kept 10 s): unauthenticated
 // ones in all, and a token member's own, counted apart.
@@ -119,6 +123,8 @@ func (h *Hub) HookHandler() http.Handler {
 			hookFail(w, http.StatusMethodNotAllowed, "method_not_allowed")
 			return
 		}
+		// The body has 10 s to arrive: a request trickling it in would hold its connection.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(hookBodyTimeout))
 		raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(h.cfg.MaxMessageBytes)))
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {

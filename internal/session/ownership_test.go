@@ -124,6 +124,11 @@ func TestAnotherMemberCannotTakeOrShadowASession(t *testing.T) {
 	if _, err := admin.RevokeMember(ctx, db.New(d.Pool), ids["m1"].MeshID, ids["m1"].MemberID); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, ctx, "M1's presences ended by the revocation", func() bool {
+		var n int
+		_ = d.Pool.QueryRow(ctx, "SELECT count(*) FROM presences WHERE member_id = $1 AND ended_at IS NULL", ids["m1"].MemberID).Scan(&n)
+		return n == 0
+	})
 	again, err := client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "m1-cc", SessionKey: k1})
 	if err != nil {
 		t.Fatalf("a revoked member's session id and key for another member: %v", err)
