@@ -217,6 +217,7 @@ type PendingStatus struct {
 	CreatedAt time.Time
 	AppliedAt *time.Time
 	MemberID  *string
+	ClientIp  *string
 }
 
 type Permission struct {

@@ -11,14 +11,20 @@ import (
 
 const insertPendingStatus = `-- name: InsertPendingStatus :execrows
 
-INSERT INTO pending_statuses (pid, cwd, session_id, status, member_id)
-SELECT $1, $2, $3, $4, $5
+INSERT INTO pending_statuses (pid, cwd, session_id, status, member_id, client_ip)
+SELECT $1, $2, $3, $4, $5, $6::text
 WHERE (SELECT count(*) FROM (
     SELECT 1 FROM pending_statuses ps
     WHERE ps.created_at >= now() - interval '10 seconds' AND ps.applied_at IS NULL
       AND ps.member_id IS NOT DISTINCT FROM $5::text
-    LIMIT $6::int
-) waiting) < CASE WHEN $5::text IS NULL THEN $6::int ELSE $7::int END
+    LIMIT $7::int
+) waiting) < CASE WHEN $5::text IS NULL THEN $7::int ELSE $8::int END
+AND ($5::text IS NOT NULL OR (SELECT count(*) FROM (
+    SELECT 1 FROM pending_statuses ps
+    WHERE ps.created_at >= now() - interval '10 seconds' AND ps.applied_at IS NULL
+      AND ps.member_id IS NULL AND ps.client_ip = $6::text
+    LIMIT $9::int
+) from_ip) < $9::int)
 `
 
 type InsertPendingStatusParams struct {
@@ -27,15 +33,18 @@ type InsertPendingStatusParams struct {
 	SessionID        *string
 	Status           string
 	MemberID         *string
+	ClientIp         string
 	MaxPending       int32
 	MaxMemberPending int32
+	MaxIpPending     int32
 }
 
 // Hook signals that arrived before their session's presence existed.
 // Keeps a hook signal for 10 s, unless too many are already waiting — a bound on what
 // unmatched hook requests can make the broker store: @max_pending unauthenticated signals in
-// all (@member_id NULL), or @max_member_pending of the token's member, counted apart so that
-// strangers cannot crowd out a member's own signals. 0 rows when refused.
+// all (@member_id NULL) and @max_ip_pending of one client IP, or @max_member_pending of the
+// token's member, counted apart so that strangers cannot crowd out a member's own signals.
+// 0 rows when refused.
 func (q *Queries) InsertPendingStatus(ctx context.Context, arg InsertPendingStatusParams) (int64, error) {
 	result, err := q.db.Exec(ctx, insertPendingStatus,
 		arg.Pid,
@@ -43,8 +52,10 @@ func (q *Queries) InsertPendingStatus(ctx context.Context, arg InsertPendingStat
 		arg.SessionID,
 		arg.Status,
 		arg.MemberID,
+		arg.ClientIp,
 		arg.MaxPending,
 		arg.MaxMemberPending,
+		arg.MaxIpPending,
 	)
 	if err != nil {
 		return 0, err

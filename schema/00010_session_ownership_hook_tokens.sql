@@ -15,6 +15,9 @@ CREATE INDEX members_mesh_pubkey_idx ON members (mesh_id, peer_pubkey);
 -- A hook signal that arrived with a hook token before its session's presence existed
 -- applies only to a presence of that token's member; NULL = an unauthenticated signal.
 ALTER TABLE pending_statuses ADD COLUMN member_id text REFERENCES members (id) ON DELETE CASCADE;
+-- The client IP (per-IP key) of an unauthenticated signal: one address may keep only so many
+-- waiting, so a few addresses cannot take every stranger's slot.
+ALTER TABLE pending_statuses ADD COLUMN client_ip text;
 
 -- Hook tokens: one per member, handed out on the member's authenticated socket
 -- ({type:"hook_token"}) and sent by Claude Code hooks as Authorization: Bearer. Only the
@@ -40,6 +43,7 @@ CREATE TABLE broker_secrets (
 -- +goose Down
 DROP TABLE broker_secrets;
 DROP TABLE hook_tokens;
+ALTER TABLE pending_statuses DROP COLUMN client_ip;
 ALTER TABLE pending_statuses DROP COLUMN member_id;
 DROP INDEX members_mesh_pubkey_idx;
 ALTER TABLE presences DROP COLUMN session_proven;

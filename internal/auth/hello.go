@@ -100,8 +100,8 @@ type Options struct {
 	MaxSessionsPerMember    int64 // live and reconnecting presences of one member
 	MaxNewSessionsPerMinute int64 // presences one member may open per minute
 	RequireSessionProof     bool
-	// MemberHello, when set, is asked once a hello's member is known and before anything is
-	// written; false refuses the hello (MsgMemberHellos): a member's hello budget.
+	// MemberHello, when set, is asked once a hello passed every check and before its
+	// presence is written; false refuses it (MsgMemberHellos): a member's hello budget.
 	MemberHello func(memberID string) bool
 	// KnownFull reports whether this instance found the mesh at capacity moments ago. A
 	// hello that fails a check needing no database (3–5) is refused without a query; when
@@ -208,10 +208,6 @@ func Authorize(ctx context.Context, st Store, h *protocol.Hello, now time.Time, 
 	if takeover && facts.IdentityProven && h.SessionSig == "" {
 		return Member{}, reject(protocol.CodeBadSessionProof, MsgProofRequired)
 	}
-	// The member's hello budget, before the first write (the replay record).
-	if opt.MemberHello != nil && !opt.MemberHello(m.ID) {
-		return Member{}, reject(protocol.CodeCapacity, MsgMemberHellos)
-	}
 	// 8. replay, remembered across instances
 	fresh, err := st.RememberSignature(ctx, normalizeHex(h.Signature), h.MeshID, now.Add(ReplayWindow))
 	if err != nil {
@@ -219,6 +215,11 @@ func Authorize(ctx context.Context, st Store, h *protocol.Hello, now time.Time, 
 	}
 	if !fresh {
 		return Member{}, reject(protocol.CodeReplayed, "hello rejected: replayed")
+	}
+	// The member's hello budget, before the presence is written: after the replay check, so
+	// a captured hello replayed cannot spend the member's budget.
+	if opt.MemberHello != nil && !opt.MemberHello(m.ID) {
+		return Member{}, reject(protocol.CodeCapacity, MsgMemberHellos)
 	}
 	return m, nil
 }

@@ -249,3 +249,25 @@ func TestForgedHelloCostsNoQuery(t *testing.T) {
 		t.Fatalf("valid hello: %v after %d lookups", err, cs.lookups)
 	}
 }
+
+// A replayed hello is refused before the member's hello budget is asked: replaying a
+// captured hello cannot spend it.
+func TestReplayDoesNotSpendTheMemberBudget(t *testing.T) {
+	t.Parallel()
+	st, p := setup(t)
+	ctx, now := context.Background(), time.Now()
+	asked := 0
+	opt := Options{MemberHello: func(string) bool { asked++; return true }}
+	h := p.hello(now)
+	if _, err := VerifyHello(ctx, st, h, now, opt); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if _, err := VerifyHello(ctx, st, h, now, opt); code(err) != protocol.CodeReplayed {
+			t.Fatalf("replay: %v", err)
+		}
+	}
+	if asked != 1 {
+		t.Fatalf("the budget was asked %d times, want once (for the fresh hello)", asked)
+	}
+}

@@ -181,12 +181,26 @@ func (l *Listener) unplainLocked(c *conn) {
 // Open is how many accepted connections are still open.
 func (l *Listener) Open() int64 { return l.open.Load() }
 
+// peerIP keys a connection's peer as the per-IP limits of the session layer do: an IPv4
+// address, or an IPv6 address's /64 (the block one host gets).
 func peerIP(c net.Conn) string {
 	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
 	if err != nil {
-		return c.RemoteAddr().String()
+		host = c.RemoteAddr().String()
 	}
-	return host
+	return IPKey(host)
+}
+
+// IPKey is the key of an address in per-IP limits: the IPv4 address, or the IPv6 /64.
+func IPKey(host string) string {
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return host
+	}
+	if v4 := ip.To4(); v4 != nil {
+		return v4.String()
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
 }
 
 // conn gives its slot back when closed (once, however often Close is called; a hijacked

@@ -210,3 +210,13 @@ func TestOpenFileLimitRaisedToHard(t *testing.T) {
 		t.Fatalf("budget %d of %d descriptors", b, soft)
 	}
 }
+
+// Per-IP limits key an IPv6 peer by its /64 (one host's block), an IPv4 peer by its address.
+func TestIPKey(t *testing.T) {
+	if IPKey("2001:db8:1:2::1") != IPKey("2001:db8:1:2:ffff::9") || IPKey("2001:db8:1:2::1") == IPKey("2001:db8:1:3::1") {
+		t.Fatalf("IPv6 keys: %s %s %s", IPKey("2001:db8:1:2::1"), IPKey("2001:db8:1:2:ffff::9"), IPKey("2001:db8:1:3::1"))
+	}
+	if IPKey("10.0.0.1") == IPKey("10.0.0.2") || IPKey("::ffff:10.0.0.1") != "10.0.0.1" {
+		t.Fatal("IPv4 keys")
+	}
+}

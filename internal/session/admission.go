@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/connlimit"
 )
 
 // Admission: what a socket must get past before its hello is even read. A stranger who can
@@ -32,25 +33,15 @@ const fullMemory = 2 * time.Second
 // else the socket's peer. An IPv6 address is reduced to its /64, the block one host gets.
 func ClientIP(r *http.Request, trustProxy bool) string {
 	if trustProxy {
-		if ip := net.ParseIP(r.Header.Get("Fly-Client-IP")); ip != nil {
-			return ipKey(ip)
+		if h := r.Header.Get("Fly-Client-IP"); net.ParseIP(h) != nil {
+			return connlimit.IPKey(h)
 		}
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	if ip := net.ParseIP(host); ip != nil {
-		return ipKey(ip)
-	}
-	return host
-}
-
-func ipKey(ip net.IP) string {
-	if v4 := ip.To4(); v4 != nil {
-		return v4.String()
-	}
-	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+	return connlimit.IPKey(host)
 }
 
 // admitSocket counts a new socket against MaxSockets; false when the instance is full.

@@ -35,6 +35,13 @@ const (
 	memberHelloPerSecond = 1
 )
 
+// audit_verify per member (in memory, per instance): it reads the mesh's whole chain, which
+// the member's own sends make longer.
+const (
+	memberVerifyBurst     = 2
+	memberVerifyPerSecond = 1.0 / 30
+)
+
 // Reply caps: a reply never grows past these, whatever the mesh holds. Entries that do not
 // fit are left out and the reply says truncated:true (clients that do not know the field
 // ignore it). The session's 8 MiB queue cap is well above them, so a reply to one's own
@@ -73,9 +80,24 @@ func (b *bucket) take(n float64) bool {
 	return true
 }
 
-// refund gives back n tokens taken for a request that a stricter shared bucket refused: a
-// local bucket in front of a shared one with the same parameters then never refuses what
-// the shared one would allow (it has seen a subset of the shared one's takes).
+// A local bucket in front of a shared one (in Postgres, fed by every session of a member or
+// every instance an IP reaches) with the same parameters: a request the local one refuses
+// costs no query. When the shared bucket refuses, the local one is emptied (drain): the
+// shared one is empty then, so the local one stays at most one token stricter, and each
+// local bucket lets at most its refill rate through to the database while the shared one
+// is spent. (Giving the token back instead kept every local bucket full while the shared
+// one refused: two sessions of a member sent 12 900 refused sends a second to Postgres.)
+// When the database failed, the token is given back (refund).
+
+// drain empties the bucket.
+func (b *bucket) drain() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tokens = 0
+	b.at = time.Now()
+}
+
+// refund gives back n tokens taken for a request that never reached the shared bucket.
 func (b *bucket) refund(n float64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -83,20 +105,22 @@ func (b *bucket) refund(n float64) {
 }
 
 // keyedBuckets is a token bucket per key (a client IP, a member), in memory. Buckets that
-// have refilled are forgotten when the map grows, so it holds only recently active keys.
-// Safe for concurrent use.
+// have refilled are forgotten when the map has doubled since the last pruning (amortised:
+// a walk of the map per so many new keys, not per key), so it holds only recently active
+// keys. Safe for concurrent use.
 type keyedBuckets struct {
-	mu    sync.Mutex
-	m     map[string]*bucket // guarded by mu
-	burst float64
-	rate  float64 // tokens per second
+	mu      sync.Mutex
+	m       map[string]*bucket // guarded by mu
+	pruneAt int                // map size that triggers the next pruning; guarded by mu
+	burst   float64
+	rate    float64 // tokens per second
 }
 
 func newKeyedBuckets(burst, perSecond float64) *keyedBuckets {
-	return &keyedBuckets{m: map[string]*bucket{}, burst: burst, rate: perSecond}
+	return &keyedBuckets{m: map[string]*bucket{}, pruneAt: keyedBucketsPrune, burst: burst, rate: perSecond}
 }
 
-// keyedBucketsPrune is the map size at which full buckets are dropped.
+// keyedBucketsPrune is the smallest map size at which full buckets are dropped.
 const keyedBucketsPrune = 10000
 
 // take removes n tokens from key's bucket; false when it has fewer.
@@ -105,25 +129,29 @@ func (k *keyedBuckets) take(key string, n float64) bool { return k.get(key).take
 // refund gives n tokens back to key's bucket (see bucket.refund).
 func (k *keyedBuckets) refund(key string, n float64) { k.get(key).refund(n) }
 
+// drain empties key's bucket (see bucket.drain).
+func (k *keyedBuckets) drain(key string) { k.get(key).drain() }
+
 func (k *keyedBuckets) get(key string) *bucket {
 	k.mu.Lock()
-	b := k.m[key]
-	if b == nil {
-		if len(k.m) >= keyedBucketsPrune {
-			full := time.Duration(k.burst / k.rate * float64(time.Second))
-			for key, old := range k.m {
-				old.mu.Lock()
-				idle := time.Since(old.at) > full
-				old.mu.Unlock()
-				if idle {
-					delete(k.m, key)
-				}
+	defer k.mu.Unlock()
+	if b := k.m[key]; b != nil {
+		return b
+	}
+	if len(k.m) >= k.pruneAt {
+		full := time.Duration(k.burst / k.rate * float64(time.Second))
+		for key, old := range k.m {
+			old.mu.Lock()
+			idle := time.Since(old.at) > full
+			old.mu.Unlock()
+			if idle {
+				delete(k.m, key)
 			}
 		}
-		b = newBucket(k.burst, k.rate)
-		k.m[key] = b
+		k.pruneAt = max(keyedBucketsPrune, 2*len(k.m))
 	}
-	k.mu.Unlock()
+	b := newBucket(k.burst, k.rate)
+	k.m[key] = b
 	return b
 }
 

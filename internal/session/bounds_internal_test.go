@@ -1,34 +1,45 @@
 package session
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
 
-// A local bucket in front of a shared one, with refunds for what the shared one refuses,
-// never refuses a request the shared one would allow.
-func TestLocalBucketNeverStricterThanShared(t *testing.T) {
-	shared := newBucket(5, 0.0001) // shared by this session and others
-	local := newBucket(5, 0.0001)
-	for range 3 { // other sessions of the member take most of the shared bucket
-		shared.take(1)
-	}
-	allowed := 0
-	for range 10 {
+// Local buckets in front of a shared one let at most their refill through to it while it
+// is spent — however many there are (two sessions of a member, one IP on two instances) —
+// and are at most a token stricter than it.
+func TestLocalBucketsInFrontOfAShared(t *testing.T) {
+	shared := newBucket(5, 0.0001)
+	a, b := newBucket(5, 0.0001), newBucket(5, 0.0001)
+	reached := 0
+	for i := range 100 {
+		local := a
+		if i%2 == 1 {
+			local = b
+		}
 		if !local.take(1) {
-			t.Fatal("the local bucket refused while the shared one still had tokens")
+			continue
 		}
+		reached++
 		if !shared.take(1) {
-			local.refund(1)
-			break
+			local.drain()
 		}
-		allowed++
 	}
-	if allowed != 2 {
-		t.Fatalf("allowed %d, want the 2 tokens the shared bucket had left", allowed)
+	if reached > 7 { // 5 allowed, then one refused per local bucket
+		t.Fatalf("%d requests reached the shared bucket, want at most 7", reached)
 	}
-	if !local.take(1) { // the refund kept the local bucket ahead of the shared one
-		t.Fatal("after the refund, the local bucket refused")
+	// One session alone after the others stopped: the shared bucket's refill reaches it.
+	shared2, local2 := newBucket(2, 1000), newBucket(2, 1000)
+	shared2.take(1)
+	shared2.take(1)
+	if !local2.take(1) || shared2.take(1) {
+		t.Fatal("setup")
+	}
+	local2.drain()
+	time.Sleep(5 * time.Millisecond)
+	if !local2.take(1) || !shared2.take(1) {
+		t.Fatal("after both refilled, the local bucket refused or the shared one did")
 	}
 }
 
@@ -42,7 +53,7 @@ func TestKeyedBucketsPrune(t *testing.T) {
 		t.Fatal("keys share a bucket")
 	}
 	for i := range keyedBucketsPrune - 2 { // the map holds keyedBucketsPrune keys: no pruning yet
-		k.take(string(rune(i+'c')), 1)
+		k.take(fmt.Sprint(i), 1)
 	}
 	time.Sleep(5 * time.Millisecond)
 	k.take("new", 1)
@@ -51,5 +62,19 @@ func TestKeyedBucketsPrune(t *testing.T) {
 	k.mu.Unlock()
 	if n != 1 {
 		t.Fatalf("%d buckets after pruning full ones, want only the new one", n)
+	}
+}
+
+// New keys cost amortised O(1) even when none of the buckets is full: the map is walked when
+// it has doubled, not on every new key.
+func TestKeyedBucketsPruneIsAmortised(t *testing.T) {
+	k := newKeyedBuckets(10, 0.001) // nothing refills within the test
+	for i := range 5 * keyedBucketsPrune {
+		k.take(fmt.Sprint(i), 1)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.pruneAt < 4*keyedBucketsPrune {
+		t.Fatalf("after %d active keys the next pruning is at %d: pruning on (nearly) every key", 5*keyedBucketsPrune, k.pruneAt)
 	}
 }

@@ -145,6 +145,11 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	case *protocol.AuditQuery:
 		s.auditQuery(ctx, b, f.ReqID)
 	case *protocol.AuditVerify:
+		if !h.memberVerifies.take(s.member.ID, 1) {
+			h.metrics.MessagesRejected.WithLabelValues("rate_limit").Inc()
+			s.send(protocol.NewError(protocol.CodeRateLimit, "audit_verify reads the whole chain: at most 2 a minute per member; retry later", f.ReqID))
+			return
+		}
 		v, err := h.verifyMesh(ctx, s.member.MeshID)
 		if err != nil {
 			s.send(protocol.NewError(protocol.CodeAuditVerifyError, err.Error(), f.ReqID))
@@ -193,7 +198,7 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 			return
 		}
 		if !ok {
-			s.sendBudget.refund(1)
+			s.sendBudget.drain()
 			reject("rate_limit", rateLimited)
 			return
 		}

@@ -36,6 +36,7 @@ const hookBodyTimeout = 10 * time.Second
 const (
 	maxPendingStatuses       = 10000
 	maxMemberPendingStatuses = 100
+	maxIPPendingStatuses     = 100
 )
 
 // hookBody is POST /hook/set-status: the claudemesh CLI's {cwd, pid?, status, session_id?},
@@ -145,7 +146,11 @@ func (h *Hub) HookHandler() http.Handler {
 			hookFail(w, http.StatusTooManyRequests, "rate limited")
 			return
 		}
-		if !h.hookAllow(w, ctx, "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
+		switch h.hookAllow(w, ctx, "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
+		case hookRefused:
+			h.ipHooks.drain(ip)
+			return
+		case hookFailed:
 			h.ipHooks.refund(ip, 1)
 			return
 		}
@@ -184,10 +189,10 @@ func (h *Hub) HookHandler() http.Handler {
 				return
 			}
 		}
-		if !h.hookAllow(w, ctx, hookBucketKey(memberID, ip, req), h.cfg.HookRatePerMinute) {
+		if h.hookAllow(w, ctx, hookBucketKey(memberID, ip, req), h.cfg.HookRatePerMinute) != hookAllowed {
 			return
 		}
-		res, err := h.applyHook(ctx, req, memberID)
+		res, err := h.applyHook(ctx, req, memberID, ip)
 		if err != nil {
 			h.log.Warn("hook", "err", err)
 			hookFail(w, http.StatusServiceUnavailable, "database unavailable")
@@ -216,24 +221,33 @@ func hookBucketKey(memberID, ip string, req hookRequest) string {
 }
 
 // hookAllow takes a token from a hook rate bucket, answering the request when it cannot.
-func (h *Hub) hookAllow(w http.ResponseWriter, ctx context.Context, key string, perMinute int) bool {
+func (h *Hub) hookAllow(w http.ResponseWriter, ctx context.Context, key string, perMinute int) hookRate {
 	ok, err := h.limiter.Allow(ctx, key, float64(perMinute), float64(perMinute))
 	if err != nil {
 		h.log.Warn("hook rate limit", "err", err)
 		hookFail(w, http.StatusServiceUnavailable, "database unavailable")
-		return false
+		return hookFailed
 	}
 	if !ok {
 		h.metrics.HookRateLimited.Inc()
 		hookFail(w, http.StatusTooManyRequests, "rate limited")
-		return false
+		return hookRefused
 	}
-	return true
+	return hookAllowed
 }
+
+// hookRate is hookAllow's outcome.
+type hookRate int
+
+const (
+	hookAllowed hookRate = iota
+	hookRefused          // the bucket is empty (answered 429)
+	hookFailed           // the database failed (answered 503)
+)
 
 // applyHook applies a validated hook request to the presences it matches (memberID's only,
 // when set), or keeps it pending; the result is the reply for an authenticated caller.
-func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID string) (map[string]any, error) {
+func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID, ip string) (map[string]any, error) {
 	targets, err := h.q.HookTargets(ctx, db.HookTargetsParams{HookSessionID: req.sessionID, HookCwd: req.cwd, HookPid: int32(req.pid), MemberID: memberID})
 	if err != nil {
 		return nil, err
@@ -252,6 +266,7 @@ func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID string) (
 		n, err := h.q.InsertPendingStatus(ctx, db.InsertPendingStatusParams{
 			Pid: int32(req.pid), Cwd: req.cwd, SessionID: sid, Status: req.status, MemberID: mid,
 			MaxPending: maxPendingStatuses, MaxMemberPending: maxMemberPendingStatuses,
+			ClientIp: ip, MaxIpPending: maxIPPendingStatuses,
 		})
 		if err != nil {
 			return nil, err

@@ -173,13 +173,13 @@ func TestHookLegacyOffAndPerIPRateLimit(t *testing.T) {
 }
 
 // Unmatched hook signals wait in pending_statuses only while few do: 10 000 unauthenticated
-// ones in all, and 100 of each token member, counted apart — strangers filling their share
+// ones in all and 100 of one client IP, and 100 of each token member, counted apart — strangers filling their share
 // do not crowd out a member's own signals.
 func TestPendingHookSignalsAreBounded(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
-	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "TRUST_PROXY_HEADERS": "1"})
 	ctx := within(t, 20*time.Second)
 	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/b"})
 	if err != nil {
@@ -188,6 +188,25 @@ func TestPendingHookSignalsAreBounded(t *testing.T) {
 	defer bob.Close()
 	token := hookToken(ctx, t, bob, false)
 	hdr := map[string]string{"Authorization": "Bearer " + token}
+	fromIP := func(ip string) int {
+		var n int
+		if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM pending_statuses WHERE client_ip = $1", ip).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// One address keeps at most 100 waiting.
+	if _, err := d.Pool.Exec(ctx, "INSERT INTO pending_statuses (cwd, status, client_ip) SELECT '/ip/' || g, 'idle', '10.9.9.9' FROM generate_series(1, 100) g"); err != nil {
+		t.Fatal(err)
+	}
+	postHookWith(t, inst.HTTP, `{"cwd":"/ip/new","status":"working"}`, map[string]string{"Fly-Client-IP": "10.9.9.9"})
+	postHookWith(t, inst.HTTP, `{"cwd":"/ip/other","status":"working"}`, map[string]string{"Fly-Client-IP": "10.8.8.8"})
+	if a, b := fromIP("10.9.9.9"), fromIP("10.8.8.8"); a != 100 || b != 1 {
+		t.Fatalf("signals waiting from the full address %d (want 100), from another %d (want 1)", a, b)
+	}
+	if _, err := d.Pool.Exec(ctx, "DELETE FROM pending_statuses"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := d.Pool.Exec(ctx, "INSERT INTO pending_statuses (cwd, status) SELECT '/flood/' || g, 'idle' FROM generate_series(1, 10000) g"); err != nil {
 		t.Fatal(err)
 	}

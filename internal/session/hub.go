@@ -76,17 +76,18 @@ type Hub struct {
 	delivered  chan int64  // delivery ids written to sockets, to mark delivered
 	registered atomic.Bool // this instance's row exists in instances
 
-	sockets      atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
-	ipMu         sync.Mutex           // guards preauth
-	preauth      map[string]int       // sockets per client IP that have not completed hello (MaxPreauthPerIP)
-	fullMu       sync.Mutex           // guards fullAt
-	fullAt       map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
-	hookSecret   auth.HookSecret
-	ipHellos     *keyedBuckets          // hellos that reach the database, per client IP (HelloIPRatePerMinute)
-	memberHellos *keyedBuckets          // hellos that write, per member (memberHelloBurst)
-	ipHooks      *keyedBuckets          // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
-	verifyMu     sync.Mutex             // guards verifies
-	verifies     map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
+	sockets        atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
+	ipMu           sync.Mutex           // guards preauth
+	preauth        map[string]int       // sockets per client IP that have not completed hello (MaxPreauthPerIP)
+	fullMu         sync.Mutex           // guards fullAt
+	fullAt         map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
+	hookSecret     auth.HookSecret
+	ipHellos       *keyedBuckets          // hellos that reach the database, per client IP (HelloIPRatePerMinute)
+	memberHellos   *keyedBuckets          // hellos that write, per member (memberHelloBurst)
+	memberVerifies *keyedBuckets          // audit_verify requests per member (memberVerifyBurst)
+	ipHooks        *keyedBuckets          // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
+	verifyMu       sync.Mutex             // guards verifies
+	verifies       map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
 
 	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
@@ -114,9 +115,10 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
 		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
-		memberHellos: newKeyedBuckets(memberHelloBurst, memberHelloPerSecond),
-		ipHellos:     newKeyedBuckets(perMinute(cfg.HelloIPRatePerMinute)),
-		ipHooks:      newKeyedBuckets(perMinute(cfg.HookIPRatePerMinute)),
+		memberHellos:   newKeyedBuckets(memberHelloBurst, memberHelloPerSecond),
+		memberVerifies: newKeyedBuckets(memberVerifyBurst, memberVerifyPerSecond),
+		ipHellos:       newKeyedBuckets(perMinute(cfg.HelloIPRatePerMinute)),
+		ipHooks:        newKeyedBuckets(perMinute(cfg.HookIPRatePerMinute)),
 	}
 }
 
