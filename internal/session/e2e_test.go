@@ -193,7 +193,8 @@ func TestHeldMessageReleasedOnIdle(t *testing.T) {
 	if err := bob.Write(ctx, map[string]any{"type": "set_status", "status": "working"}); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the status is stored, via list_peers.
+	// Wait until the status is stored, via list_peers (a few a second: the session's request
+	// budget refuses a tight loop of them).
 	for {
 		_ = alice.Write(ctx, map[string]any{"type": "list_peers"})
 		pl, err := alice.Next(ctx, "peers_list")
@@ -209,6 +210,7 @@ func TestHeldMessageReleasedOnIdle(t *testing.T) {
 		if working {
 			break
 		}
+		time.Sleep(300 * time.Millisecond) // list_peers costs 5 of 20 tokens a second
 	}
 	ack, err := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "next", Nonce: "n", Ciphertext: "aGVsZA=="})
 	if err != nil || ack["queued"] != true {
