@@ -33,10 +33,8 @@ SELECT * FROM members WHERE id = @id;
 -- live presences other than the connecting identity (the capacity check; skipped when
 -- count_presences is false); the non-revoked member with this pubkey in the non-archived
 -- mesh, with what hello_ack reports (its profile, the mesh's policy) and what its last
--- session left (peer_states); and what the session-ownership rules need: how many live or
--- reconnecting sessions the member holds besides this identity and how many it opened in
--- the last minute, who owns the identity's live presence (and whether its key was proven),
--- and whether the session key or the Claude Code session id belong to another member: the
+-- session left (peer_states); and what the session-ownership rules need: who owns the
+-- identity's live presence (and whether its key was proven), and whether the session key or the Claude Code session id belong to another member: the
 -- first member to use one keeps it while any of its presences with it is kept (live, in its
 -- grace window, or ended within PRESENCE_RETENTION), unless that member is revoked.
 -- Always one row: member_id is '' when there is no such member, saved_visible NULL when
@@ -46,10 +44,6 @@ SELECT
         SELECT count(*) FROM presences p
         WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.identity_key <> k.identity
     ) ELSE 0 END::bigint AS live_presences,
-    (SELECT count(*) FROM presences p
-     WHERE p.member_id = m.id AND p.ended_at IS NULL AND p.identity_key <> k.identity)::bigint AS member_presences,
-    (SELECT count(*) FROM presences p
-     WHERE p.member_id = m.id AND p.connected_at > now() - interval '1 minute')::bigint AS member_recent_sessions,
     coalesce(idp.member_id, '')::text AS identity_owner, coalesce(idp.session_proven, false)::bool AS identity_proven,
     EXISTS (SELECT 1 FROM presences p JOIN members o ON o.id = p.member_id AND o.revoked_at IS NULL
             WHERE p.mesh_id = @mesh_id AND p.session_pubkey = NULLIF(@session_pubkey::text, '') AND p.member_id <> m.id)::bool AS session_key_taken,

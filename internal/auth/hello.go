@@ -59,10 +59,6 @@ type Facts struct {
 	Member Member
 	Found  bool
 
-	// MemberPresences counts the member's live and reconnecting presences other than the
-	// connecting identity's; MemberRecentSessions the presences it opened in the last minute.
-	MemberPresences      int64
-	MemberRecentSessions int64
 	// IdentityOwner is the member whose live presence has the hello's identity ("" when the
 	// identity has none), and IdentityProven whether that presence's key was proven.
 	IdentityOwner  string
@@ -94,12 +90,11 @@ func (r *Rejection) Error() string { return r.Code + ": " + r.Message }
 
 func reject(code, msg string) *Rejection { return &Rejection{Code: code, Message: msg} }
 
-// Options tune verification. A limit <= 0 is no limit.
+// Options tune verification. A limit <= 0 is no limit. (The member's own session limits
+// are counted where the presence is created, under the mesh's lock: see InsertPresence.)
 type Options struct {
-	MaxPresencesPerMesh     int64
-	MaxSessionsPerMember    int64 // live and reconnecting presences of one member
-	MaxNewSessionsPerMinute int64 // presences one member may open per minute
-	RequireSessionProof     bool
+	MaxPresencesPerMesh int64
+	RequireSessionProof bool
 	// MemberHello, when set, is asked once a hello passed every check and before its
 	// presence is written; false refuses it (MsgMemberHellos): a member's hello budget.
 	MemberHello func(memberID string) bool
@@ -163,8 +158,8 @@ func Precheck(h *protocol.Hello, now time.Time, opt Options) *Rejection {
 }
 
 // Authorize runs the checks that read the database, for a hello that passed Precheck:
-// capacity (2: the mesh's, the member's live sessions, the member's new sessions per
-// minute), membership and session ownership (6), the session-key proof (7) and replay (8).
+// the mesh's capacity (2), membership and session ownership (6), the session-key proof (7)
+// and replay (8).
 func Authorize(ctx context.Context, st Store, h *protocol.Hello, now time.Time, opt Options) (Member, error) {
 	facts, err := st.Lookup(ctx, h, opt.MaxPresencesPerMesh > 0)
 	if err != nil {
@@ -172,18 +167,10 @@ func Authorize(ctx context.Context, st Store, h *protocol.Hello, now time.Time, 
 	}
 	m := facts.Member
 	takeover := facts.Found && facts.IdentityOwner == m.ID
-	// 2. capacity, across all instances. A takeover of the member's own live presence adds
-	// nothing, so only the mesh's count applies to it.
+	// 2. capacity, across all instances (a takeover of the identity's own presence is not
+	// counted: LivePresences leaves it out).
 	if opt.MaxPresencesPerMesh > 0 && facts.LivePresences >= opt.MaxPresencesPerMesh {
 		return Member{}, reject(protocol.CodeCapacity, MsgMeshFull)
-	}
-	if facts.Found && !takeover {
-		if opt.MaxSessionsPerMember > 0 && facts.MemberPresences >= opt.MaxSessionsPerMember {
-			return Member{}, reject(protocol.CodeCapacity, MsgMemberFull)
-		}
-		if opt.MaxNewSessionsPerMinute > 0 && facts.MemberRecentSessions >= opt.MaxNewSessionsPerMinute {
-			return Member{}, reject(protocol.CodeCapacity, MsgMemberTooFast)
-		}
 	}
 	// 6. membership, then the session identity: a session key, a sessionId and a live
 	// presence belong to the member that created them.

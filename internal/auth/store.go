@@ -24,7 +24,6 @@ func (s PGStore) Lookup(ctx context.Context, h *protocol.Hello, countPresences b
 	}
 	f := Facts{
 		LivePresences: r.LivePresences, Found: r.MemberID != "",
-		MemberPresences: r.MemberPresences, MemberRecentSessions: r.MemberRecentSessions,
 		IdentityOwner: r.IdentityOwner, IdentityProven: r.IdentityProven,
 		SessionKeyTaken: r.SessionKeyTaken, SessionKeyIsMemberKey: r.SessionKeyIsMemberKey, SessionIDTaken: r.SessionIDTaken,
 	}

@@ -1,8 +1,11 @@
-// Package ratelimit is a token bucket shared by every broker instance: buckets are rows in
-// Postgres (rate_buckets), taken from with one atomic upsert, so a member connected to
-// several instances gets its limit once, not once per instance.
+// Package ratelimit holds token buckets of two kinds. A Limiter's buckets are shared by
+// every broker instance: rows in Postgres (rate_buckets), taken from with one atomic upsert,
+// so a member connected to several instances gets its limit once, not once per instance.
+// A Bucket lives in this process's memory (a session's budget, or per key through Buckets),
+// and may stand in front of a shared one (AllowBehind) so that refused requests cost no
+// query.
 //
-// A Limiter is safe for concurrent use.
+// Limiter, Bucket and Buckets are safe for concurrent use.
 package ratelimit
 
 import (

@@ -116,11 +116,9 @@ func (h *Hub) noteFull(meshID string, full bool) {
 
 func (h *Hub) helloOptions() auth.Options {
 	return auth.Options{
-		MaxPresencesPerMesh:     int64(h.cfg.MaxPresencesPerMesh),
-		MaxSessionsPerMember:    int64(h.cfg.MaxSessionsPerMember),
-		MaxNewSessionsPerMinute: int64(h.cfg.MaxNewSessionsPerMinute),
-		RequireSessionProof:     h.cfg.RequireSessionProof,
-		KnownFull:               h.knownFull,
-		MemberHello:             func(memberID string) bool { return h.memberHellos.take(memberID, 1) },
+		MaxPresencesPerMesh: int64(h.cfg.MaxPresencesPerMesh),
+		RequireSessionProof: h.cfg.RequireSessionProof,
+		KnownFull:           h.knownFull,
+		MemberHello:         func(memberID string) bool { return h.memberHellos.Take(memberID, 1) },
 	}
 }

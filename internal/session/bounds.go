@@ -2,8 +2,6 @@ package session
 
 import (
 	"encoding/json"
-	"sync"
-	"time"
 
 	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/protocol"
@@ -52,108 +50,6 @@ const (
 	MaxMessageStatusBytes  = 256 << 10
 	maxRecipientsPerStatus = 1000
 )
-
-// bucket is a token bucket local to one session. Safe for concurrent use.
-type bucket struct {
-	mu     sync.Mutex
-	tokens float64
-	burst  float64
-	rate   float64 // tokens per second
-	at     time.Time
-}
-
-func newBucket(burst, perSecond float64) *bucket {
-	return &bucket{tokens: burst, burst: burst, rate: perSecond, at: time.Now()}
-}
-
-// take removes n tokens; false (and nothing taken) when fewer are left.
-func (b *bucket) take(n float64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	now := time.Now()
-	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
-	b.at = now
-	if b.tokens < n {
-		return false
-	}
-	b.tokens -= n
-	return true
-}
-
-// A local bucket in front of a shared one (in Postgres, fed by every session of a member or
-// every instance an IP reaches) with the same parameters: a request the local one refuses
-// costs no query. When the shared bucket refuses, the local one is emptied (drain): the
-// shared one is empty then, so the local one stays at most one token stricter, and each
-// local bucket lets at most its refill rate through to the database while the shared one
-// is spent. (Giving the token back instead kept every local bucket full while the shared
-// one refused: two sessions of a member sent 12 900 refused sends a second to Postgres.)
-// When the database failed, the token is given back (refund).
-
-// drain empties the bucket.
-func (b *bucket) drain() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.tokens = 0
-	b.at = time.Now()
-}
-
-// refund gives back n tokens taken for a request that never reached the shared bucket.
-func (b *bucket) refund(n float64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.tokens = min(b.burst, b.tokens+n)
-}
-
-// keyedBuckets is a token bucket per key (a client IP, a member), in memory. Buckets that
-// have refilled are forgotten when the map has doubled since the last pruning (amortised:
-// a walk of the map per so many new keys, not per key), so it holds only recently active
-// keys. Safe for concurrent use.
-type keyedBuckets struct {
-	mu      sync.Mutex
-	m       map[string]*bucket // guarded by mu
-	pruneAt int                // map size that triggers the next pruning; guarded by mu
-	burst   float64
-	rate    float64 // tokens per second
-}
-
-func newKeyedBuckets(burst, perSecond float64) *keyedBuckets {
-	return &keyedBuckets{m: map[string]*bucket{}, pruneAt: keyedBucketsPrune, burst: burst, rate: perSecond}
-}
-
-// keyedBucketsPrune is the smallest map size at which full buckets are dropped.
-const keyedBucketsPrune = 10000
-
-// take removes n tokens from key's bucket; false when it has fewer.
-func (k *keyedBuckets) take(key string, n float64) bool { return k.get(key).take(n) }
-
-// refund gives n tokens back to key's bucket (see bucket.refund).
-func (k *keyedBuckets) refund(key string, n float64) { k.get(key).refund(n) }
-
-// drain empties key's bucket (see bucket.drain).
-func (k *keyedBuckets) drain(key string) { k.get(key).drain() }
-
-func (k *keyedBuckets) get(key string) *bucket {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if b := k.m[key]; b != nil {
-		return b
-	}
-	if len(k.m) >= k.pruneAt {
-		full := time.Duration(k.burst / k.rate * float64(time.Second))
-		for key, old := range k.m {
-			old.mu.Lock()
-			idle := time.Since(old.at) > full
-			old.mu.Unlock()
-			if idle {
-				delete(k.m, key)
-			}
-		}
-		k.pruneAt = max(keyedBucketsPrune, 2*len(k.m))
-	}
-	b := newBucket(k.burst, k.rate)
-	k.m[key] = b
-	return b
-}
 
 // meshPolicy is hello_ack's meshPolicy: {selfEditable: {displayName, roleTag, groups,
 // messageMode}}, or absent when the mesh has no policy.

@@ -35,11 +35,7 @@ func TestMemberStateIsBounded(t *testing.T) {
 	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 30*time.Second)
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(ctx, t, inst.WS, ids["bob"], client.Options{SessionID: "b"})
 	pid := bob.Ack.Str("presenceId")
 
 	over := func(n int) string { return strings.Repeat("x", n) }
@@ -97,7 +93,7 @@ func TestMemberStateIsBounded(t *testing.T) {
 
 	// A hello with a matched field over its bound is refused malformed, naming the field; an
 	// informational one is cut (a Bedrock model ARN in CLAUDE_MODEL must not lock a client out).
-	_, err = client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a", Cwd: "/" + over(protocol.MaxCwdBytes)})
+	_, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a", Cwd: "/" + over(protocol.MaxCwdBytes)})
 	refused(t, "a 2 KiB+ cwd", err, "malformed", "hello rejected: malformed (cwd is 2049 bytes; the limit is 2048)")
 	long, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a", Model: over(1000), DisplayName: over(500)})
 	if err != nil {
@@ -139,11 +135,7 @@ func TestStoredOversizedStateIsCutOnTheWayOut(t *testing.T) {
 	if rg, _ := bob.Ack["restoredGroups"].([]any); len(rg) != 0 {
 		t.Fatalf("restored %d oversized groups", len(rg))
 	}
-	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer alice.Close()
+	alice := dial(ctx, t, inst.WS, ids["alice"], client.Options{SessionID: "a"})
 	if rg, _ := alice.Ack["restoredGroups"].([]any); len(rg) != protocol.MaxGroups {
 		t.Fatalf("restored %d of 40 saved groups, want the first %d", len(rg), protocol.MaxGroups)
 	}
@@ -156,11 +148,7 @@ func TestStoredOversizedStateIsCutOnTheWayOut(t *testing.T) {
 	}
 	// Asked on both instances, by a peer of each.
 	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
-	carol, err := client.Dial(ctx, i2.WS, ids["carol"], client.Options{SessionID: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer carol.Close()
+	carol := dial(ctx, t, i2.WS, ids["carol"], client.Options{SessionID: "c"})
 	for _, c := range []*client.Client{alice, carol} {
 		if err := c.Write(ctx, map[string]any{"type": "list_peers", "_reqId": "l"}); err != nil {
 			t.Fatal(err)
@@ -185,11 +173,7 @@ func TestControlFramesAreRateLimited(t *testing.T) {
 	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 20*time.Second)
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(ctx, t, inst.WS, ids["bob"], client.Options{SessionID: "b"})
 	for range 100 {
 		if err := bob.Write(ctx, map[string]any{"type": "list_peers"}); err != nil {
 			t.Fatal(err)
@@ -212,11 +196,7 @@ func TestAuditVerifyIsBudgeted(t *testing.T) {
 	ctx := within(t, 20*time.Second)
 	var cs []*client.Client
 	for _, n := range []string{"a", "b", "c"} {
-		c, err := client.Dial(ctx, inst.WS, ids[n], client.Options{SessionID: n})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
+		c := dial(ctx, t, inst.WS, ids[n], client.Options{SessionID: n})
 		cs = append(cs, c)
 	}
 	for _, c := range cs {

@@ -22,11 +22,16 @@ const auditCatchUp = 2 * time.Second
 
 // handle dispatches one decoded frame of an authenticated session. Unknown types are
 // ignored, as the original did (clients of newer brokers send types older ones lack).
-// Every other frame but send draws on the session's control budget, and a frame with a
-// field over its bound changes nothing: both are answered with an error frame.
+// Every frame but send (and a second hello, refused outright) draws on the session's
+// control budget, and a frame with a field over its bound changes nothing: both are
+// answered with an error frame.
 func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	h := s.hub
-	if f.Body == nil {
+	switch f.Body.(type) {
+	case nil:
+		return
+	case *protocol.Hello:
+		s.send(protocol.NewError(protocol.CodeAlreadyAuthenticated, "this socket already sent hello", f.ReqID))
 		return
 	}
 	if _, isSend := f.Body.(*protocol.Send); !isSend {
@@ -39,24 +44,20 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 		case *protocol.AuditVerify:
 			cost = auditVerifyCost
 		}
-		if !s.control.take(cost) {
+		if !s.control.Take(cost) {
 			h.metrics.MessagesRejected.WithLabelValues("rate_limit").Inc()
 			s.send(protocol.NewError(protocol.CodeRateLimit, "too many requests on this session; slow down", f.ReqID))
 			return
 		}
 	}
 	if b, ok := f.Body.(interface{ Bounds() protocol.BoundsError }); ok {
-		if _, isHello := f.Body.(*protocol.Hello); !isHello {
-			if e := b.Bounds(); e != "" {
-				h.metrics.MessagesRejected.WithLabelValues("too_large").Inc()
-				s.send(protocol.NewError(protocol.CodeTooLarge, string(e), f.ReqID))
-				return
-			}
+		if e := b.Bounds(); e != "" {
+			h.metrics.MessagesRejected.WithLabelValues("too_large").Inc()
+			s.send(protocol.NewError(protocol.CodeTooLarge, string(e), f.ReqID))
+			return
 		}
 	}
 	switch b := f.Body.(type) {
-	case *protocol.Hello:
-		s.send(protocol.NewError(protocol.CodeAlreadyAuthenticated, "this socket already sent hello", f.ReqID))
 	case *protocol.Send:
 		s.handleSend(ctx, b)
 	case *protocol.ClientAck:
@@ -145,7 +146,7 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 	case *protocol.AuditQuery:
 		s.auditQuery(ctx, b, f.ReqID)
 	case *protocol.AuditVerify:
-		if !h.memberVerifies.take(s.member.ID, 1) {
+		if !h.memberVerifies.Take(s.member.ID, 1) {
 			h.metrics.MessagesRejected.WithLabelValues("rate_limit").Inc()
 			s.send(protocol.NewError(protocol.CodeRateLimit, "audit_verify reads the whole chain: at most 2 a minute per member; retry later", f.ReqID))
 			return
@@ -183,23 +184,16 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 		s.send(protocol.Ack{Type: "ack", ID: b.ID, Queued: false, Error: msg})
 	}
 	if h.cfg.SendRatePerMinute > 0 {
-		rateLimited := fmt.Sprintf("rate_limit: max %d msg/min (burst %d) — slow down", h.cfg.SendRatePerMinute, h.cfg.SendRateBurst)
-		// The session's own bucket first, with the member's parameters: a send it refuses
-		// the member's shared bucket would refuse too, and costs the database nothing.
-		if !s.sendBudget.take(1) {
-			reject("rate_limit", rateLimited)
-			return
-		}
-		ok, err := h.limiter.Allow(ctx, "send:"+s.member.ID, float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute))
+		// The member's bucket is shared by its sessions on every instance; the session's own,
+		// in front of it, turns most refusals away without a query.
+		ok, err := h.limiter.AllowBehind(ctx, s.sendBudget, "send:"+s.member.ID, float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute))
 		if err != nil {
-			s.sendBudget.refund(1)
 			h.log.Warn("send rate limit", "err", err)
 			reject("parse_or_handler", "broker could not store the message; retry")
 			return
 		}
 		if !ok {
-			s.sendBudget.drain()
-			reject("rate_limit", rateLimited)
+			reject("rate_limit", fmt.Sprintf("rate_limit: max %d msg/min (burst %d) — slow down", h.cfg.SendRatePerMinute, h.cfg.SendRateBurst))
 			return
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 	"github.com/meshbroker/meshbroker/internal/protocol"
+	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
 
 // POST /hook/set-status has two callers. Without credentials — the claudemesh CLI's hook
@@ -138,20 +139,10 @@ func (h *Hub) HookHandler() http.Handler {
 		}
 		ctx := r.Context()
 		// Rate limits first, before any other database work: per client IP (all a stranger
-		// controls), then per (pid, cwd) below.
-		// The IP's bucket in memory first: a refused request costs the database nothing.
+		// controls; its bucket on this instance in front, so a refusal costs no query), then
+		// per (pid, cwd) below.
 		ip := ClientIP(r, h.cfg.TrustProxyHeaders)
-		if !h.ipHooks.take(ip, 1) {
-			h.metrics.HookRateLimited.Inc()
-			hookFail(w, http.StatusTooManyRequests, "rate limited")
-			return
-		}
-		switch h.hookAllow(w, ctx, "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
-		case hookRefused:
-			h.ipHooks.drain(ip)
-			return
-		case hookFailed:
-			h.ipHooks.refund(ip, 1)
+		if !h.hookAllow(w, ctx, h.ipHooks.Get(ip), "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
 			return
 		}
 		req, ignored, herr := parseHookBody(raw)
@@ -189,7 +180,7 @@ func (h *Hub) HookHandler() http.Handler {
 				return
 			}
 		}
-		if h.hookAllow(w, ctx, hookBucketKey(memberID, ip, req), h.cfg.HookRatePerMinute) != hookAllowed {
+		if !h.hookAllow(w, ctx, nil, hookBucketKey(memberID, ip, req), h.cfg.HookRatePerMinute) {
 			return
 		}
 		res, err := h.applyHook(ctx, req, memberID, ip)
@@ -220,30 +211,28 @@ func hookBucketKey(memberID, ip string, req hookRequest) string {
 	return "hook:" + hex.EncodeToString(sum[:16])
 }
 
-// hookAllow takes a token from a hook rate bucket, answering the request when it cannot.
-func (h *Hub) hookAllow(w http.ResponseWriter, ctx context.Context, key string, perMinute int) hookRate {
-	ok, err := h.limiter.Allow(ctx, key, float64(perMinute), float64(perMinute))
+// hookAllow takes a token from a shared hook rate bucket (behind local, when set),
+// answering the request when it cannot.
+func (h *Hub) hookAllow(w http.ResponseWriter, ctx context.Context, local *ratelimit.Bucket, key string, perMinute int) bool {
+	var ok bool
+	var err error
+	if local != nil {
+		ok, err = h.limiter.AllowBehind(ctx, local, key, float64(perMinute), float64(perMinute))
+	} else {
+		ok, err = h.limiter.Allow(ctx, key, float64(perMinute), float64(perMinute))
+	}
 	if err != nil {
 		h.log.Warn("hook rate limit", "err", err)
 		hookFail(w, http.StatusServiceUnavailable, "database unavailable")
-		return hookFailed
+		return false
 	}
 	if !ok {
 		h.metrics.HookRateLimited.Inc()
 		hookFail(w, http.StatusTooManyRequests, "rate limited")
-		return hookRefused
+		return false
 	}
-	return hookAllowed
+	return true
 }
-
-// hookRate is hookAllow's outcome.
-type hookRate int
-
-const (
-	hookAllowed hookRate = iota
-	hookRefused          // the bucket is empty (answered 429)
-	hookFailed           // the database failed (answered 503)
-)
 
 // applyHook applies a validated hook request to the presences it matches (memberID's only,
 // when set), or keeps it pending; the result is the reply for an authenticated caller.

@@ -27,16 +27,8 @@ func TestHookWithoutTokenCannotEndFreezeOrProbe(t *testing.T) {
 	b := brokertest.Mesh(t, q, "bob2")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 20*time.Second)
-	bob, err := client.Dial(ctx, inst.WS, a["bob"], client.Options{SessionID: "bob-cc", Cwd: "/victim", Pid: 7})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
-	bob2, err := client.Dial(ctx, inst.WS, b["bob2"], client.Options{SessionID: "bob2-cc", Cwd: "/victim", Pid: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob2.Close()
+	bob := dial(ctx, t, inst.WS, a["bob"], client.Options{SessionID: "bob-cc", Cwd: "/victim", Pid: 7})
+	bob2 := dial(ctx, t, inst.WS, b["bob2"], client.Options{SessionID: "bob2-cc", Cwd: "/victim", Pid: 8})
 
 	for _, body := range []string{
 		`{"session_id":"bob-cc","cwd":"/x","hook_event_name":"SessionEnd"}`,
@@ -75,16 +67,8 @@ func TestHookTokenActsOnItsMemberOnly(t *testing.T) {
 	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 20*time.Second)
-	bob, err := client.Dial(ctx, i1.WS, ids["bob"], client.Options{SessionID: "bob-cc", Cwd: "/shared"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
-	carol, err := client.Dial(ctx, i1.WS, ids["carol"], client.Options{SessionID: "carol-cc", Cwd: "/shared"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer carol.Close()
+	bob := dial(ctx, t, i1.WS, ids["bob"], client.Options{SessionID: "bob-cc", Cwd: "/shared"})
+	carol := dial(ctx, t, i1.WS, ids["carol"], client.Options{SessionID: "carol-cc", Cwd: "/shared"})
 
 	t1 := hookToken(ctx, t, bob, false)
 	if again := hookToken(ctx, t, bob, false); again != t1 {
@@ -181,11 +165,7 @@ func TestPendingHookSignalsAreBounded(t *testing.T) {
 	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "TRUST_PROXY_HEADERS": "1"})
 	ctx := within(t, 20*time.Second)
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(ctx, t, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/b"})
 	token := hookToken(ctx, t, bob, false)
 	hdr := map[string]string{"Authorization": "Bearer " + token}
 	fromIP := func(ip string) int {
@@ -245,11 +225,7 @@ func TestStrangerCannotDrainAMembersHookBucket(t *testing.T) {
 	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "HOOK_RATE_LIMIT_PER_MIN": "3"})
 	ctx := within(t, 20*time.Second)
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/home/bob/proj"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(ctx, t, inst.WS, ids["bob"], client.Options{SessionID: "b", Cwd: "/home/bob/proj"})
 	token := hookToken(ctx, t, bob, false)
 	var last int
 	for range 5 {

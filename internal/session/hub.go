@@ -82,10 +82,10 @@ type Hub struct {
 	fullMu         sync.Mutex           // guards fullAt
 	fullAt         map[string]time.Time // meshes found at capacity, and when (auth.Options.KnownFull)
 	hookSecret     auth.HookSecret
-	ipHellos       *keyedBuckets          // hellos that reach the database, per client IP (HelloIPRatePerMinute)
-	memberHellos   *keyedBuckets          // hellos that write, per member (memberHelloBurst)
-	memberVerifies *keyedBuckets          // audit_verify requests per member (memberVerifyBurst)
-	ipHooks        *keyedBuckets          // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
+	ipHellos       *ratelimit.Buckets     // hellos that reach the database, per client IP (HelloIPRatePerMinute)
+	memberHellos   *ratelimit.Buckets     // hellos that write, per member (memberHelloBurst)
+	memberVerifies *ratelimit.Buckets     // audit_verify requests per member (memberVerifyBurst)
+	ipHooks        *ratelimit.Buckets     // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
 	verifyMu       sync.Mutex             // guards verifies
 	verifies       map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
 
@@ -103,22 +103,16 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
 	}
-	perMinute := func(n int) (burst, perSecond float64) {
-		if n <= 0 {
-			return 1e18, 1e18 // no limit
-		}
-		return float64(n), float64(n) / 60
-	}
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
 		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
 		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
-		memberHellos:   newKeyedBuckets(memberHelloBurst, memberHelloPerSecond),
-		memberVerifies: newKeyedBuckets(memberVerifyBurst, memberVerifyPerSecond),
-		ipHellos:       newKeyedBuckets(perMinute(cfg.HelloIPRatePerMinute)),
-		ipHooks:        newKeyedBuckets(perMinute(cfg.HookIPRatePerMinute)),
+		memberHellos:   ratelimit.NewBuckets(memberHelloBurst, memberHelloPerSecond),
+		memberVerifies: ratelimit.NewBuckets(memberVerifyBurst, memberVerifyPerSecond),
+		ipHellos:       ratelimit.NewBuckets(ratelimit.PerMinute(cfg.HelloIPRatePerMinute)),
+		ipHooks:        ratelimit.NewBuckets(ratelimit.PerMinute(cfg.HookIPRatePerMinute)),
 	}
 }
 

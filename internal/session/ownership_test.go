@@ -54,16 +54,8 @@ func TestAnotherMemberCannotTakeOrShadowASession(t *testing.T) {
 	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 30*time.Second)
 	_, k1 := client.NewKey()
-	m1, err := client.Dial(ctx, i1.WS, ids["m1"], client.Options{SessionID: "m1-cc", SessionKey: k1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m1.Close()
-	carol, err := client.Dial(ctx, i1.WS, ids["carol"], client.Options{SessionID: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer carol.Close()
+	m1 := dial(ctx, t, i1.WS, ids["m1"], client.Options{SessionID: "m1-cc", SessionKey: k1})
+	carol := dial(ctx, t, i1.WS, ids["carol"], client.Options{SessionID: "c"})
 
 	for _, c := range []struct {
 		name string
@@ -108,7 +100,7 @@ func TestAnotherMemberCannotTakeOrShadowASession(t *testing.T) {
 		_ = d.Pool.QueryRow(ctx, "SELECT ended_at IS NOT NULL FROM presences WHERE id = $1", m1.Ack.Str("presenceId")).Scan(&ended)
 		return ended
 	})
-	_, err = client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "z", AnnounceKey: m1.SessionPub})
+	_, err := client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "z", AnnounceKey: m1.SessionPub})
 	refused(t, "M1's ended session key", err, "unauthorized", auth.MsgSessionKeyTaken)
 	// So is its Claude Code session id: squatting it would lock M1's next reconnect out.
 	_, err = client.Dial(ctx, i2.WS, ids["m0"], client.Options{SessionID: "m1-cc"})
@@ -178,26 +170,14 @@ func TestDirectMessageToAMemberKeyReachesOnlyThatMember(t *testing.T) {
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 20*time.Second)
 	_, k0 := client.NewKey()
-	m0, err := client.Dial(ctx, inst.WS, ids["m0"], client.Options{SessionID: "m0", SessionKey: k0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m0.Close()
+	m0 := dial(ctx, t, inst.WS, ids["m0"], client.Options{SessionID: "m0", SessionKey: k0})
 	// The shadow: M0's presence announces M1's member key (the broker before the fix took it).
 	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET session_pubkey = $2, identity_key = 's:' || $2 WHERE id = $1",
 		m0.Ack.Str("presenceId"), ids["m1"].Pubkey); err != nil {
 		t.Fatal(err)
 	}
-	m1, err := client.Dial(ctx, inst.WS, ids["m1"], client.Options{SessionID: "m1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m1.Close()
-	carol, err := client.Dial(ctx, inst.WS, ids["carol"], client.Options{SessionID: "c"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer carol.Close()
+	m1 := dial(ctx, t, inst.WS, ids["m1"], client.Options{SessionID: "m1"})
+	carol := dial(ctx, t, inst.WS, ids["carol"], client.Options{SessionID: "c"})
 	ack, err := carol.Send(ctx, client.Message{Target: ids["m1"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "aGk="})
 	if err != nil || ack["queued"] != true {
 		t.Fatalf("%v %v", ack, err)
@@ -267,6 +247,13 @@ func TestOneMemberCannotFillTheMesh(t *testing.T) {
 			t.Fatalf("bob's new session %d: %v", i+2, err)
 		}
 		c.Close()
+		// Closed means ended (not counted against the member's 3) once the broker has seen
+		// the close: wait for it, so that only the rate can refuse the next one.
+		waitFor(t, ctx, "bob's closed session ended", func() bool {
+			var n int
+			_ = d.Pool.QueryRow(ctx, "SELECT count(*) FROM presences WHERE member_id = $1 AND ended_at IS NULL", ids["bob"].MemberID).Scan(&n)
+			return n == 1
+		})
 	}
 	_, err = client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "bob-over"})
 	refused(t, "bob's 6th new session in a minute", err, "capacity", auth.MsgMemberTooFast)
@@ -279,11 +266,7 @@ func TestHelloAckMeshPolicyShape(t *testing.T) {
 	ids := brokertest.Mesh(t, db.New(d.Pool), "bob")
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	ctx := within(t, 20*time.Second)
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bob.Close()
+	bob := dial(ctx, t, inst.WS, ids["bob"], client.Options{SessionID: "b"})
 	policy, _ := bob.Ack["meshPolicy"].(map[string]any)
 	se, _ := policy["selfEditable"].(map[string]any)
 	for _, k := range []string{"displayName", "roleTag", "groups", "messageMode"} {
@@ -294,6 +277,17 @@ func TestHelloAckMeshPolicyShape(t *testing.T) {
 	if len(policy) != 1 {
 		t.Fatalf("meshPolicy has fields besides selfEditable: %v", policy)
 	}
+}
+
+// dial connects a peer that the test closes when it ends.
+func dial(ctx context.Context, t *testing.T, url string, id client.Identity, opt client.Options) *client.Client {
+	t.Helper()
+	c, err := client.Dial(ctx, url, id, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }
 
 // waitFor polls cond until it holds or ctx ends.
@@ -364,6 +358,7 @@ func TestTakeoverLoopIsBounded(t *testing.T) {
 			return
 		}
 		_ = c.Drop()
+		time.Sleep(2 * time.Millisecond) // a new millisecond: a hello signed in the same one is a replay
 	}
 	t.Fatal("60 takeovers in a row were all accepted")
 }

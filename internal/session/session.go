@@ -25,6 +25,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 	"github.com/meshbroker/meshbroker/internal/protocol"
+	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
 
 const (
@@ -59,9 +60,9 @@ type Session struct {
 	pubkey     string // routing identity: session key, else member key
 	name       string // effective display name
 
-	inflight   chan struct{} // sends submitted and not yet acked (capacity maxInFlightSends)
-	control    *bucket       // the budget of frames other than send (see bounds.go)
-	sendBudget *bucket       // the member's send rate, locally, in front of its shared bucket
+	inflight   chan struct{}     // sends submitted and not yet acked (capacity maxInFlightSends)
+	control    *ratelimit.Bucket // the budget of frames other than send (see bounds.go)
+	sendBudget *ratelimit.Bucket // the member's send rate, locally, in front of its shared bucket
 
 	// The outbound queue. An idle socket holds no writer goroutine and no buffer: enqueue
 	// starts a drainer when the queue goes from empty to non-empty, and the drainer exits
@@ -243,7 +244,7 @@ func (h *Hub) serve(reqHTTP *http.Request, conn *websocket.Conn, raw *corkconn.C
 	}
 	// A hello that passed them costs a transaction: an IP gets so many a minute (a stranger
 	// signs hellos with keys of its own making, which pass them).
-	if !h.ipHellos.take(ClientIP(reqHTTP, h.cfg.TrustProxyHeaders), 1) {
+	if !h.ipHellos.Take(ClientIP(reqHTTP, h.cfg.TrustProxyHeaders), 1) {
 		cancel()
 		h.metrics.ConnectionsRejected.WithLabelValues(reasonHelloRate).Inc()
 		writeNow(ctx, conn, protocol.NewError(protocol.CodeRateLimit, "too many hellos from this address; retry later", nil))
@@ -285,8 +286,8 @@ func (h *Hub) serve(reqHTTP *http.Request, conn *websocket.Conn, raw *corkconn.C
 	s := &Session{
 		hub: h, conn: conn, raw: raw, member: member, hello: hello,
 		done: make(chan struct{}), inflight: make(chan struct{}, maxInFlightSends),
-		control:    newBucket(controlBurst, controlPerSecond),
-		sendBudget: newBucket(float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute)/60),
+		control:    ratelimit.NewBucket(controlBurst, controlPerSecond),
+		sendBudget: ratelimit.NewBucket(float64(h.cfg.SendRateBurst), float64(h.cfg.SendRatePerMinute)/60),
 	}
 	for _, c := range hello.Capabilities {
 		if c == "client_ack" {
