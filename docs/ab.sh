@@ -18,7 +18,7 @@ TICK=$(getconf CLK_TCK)
 cpu() { local t=0 s; for p in $(pgrep "$@"); do s=$(awk '{print $14+$15+$16+$17}' /proc/$p/stat 2>/dev/null); t=$((t + ${s:-0})); done; echo "$t"; }
 start() {
   pkill -INT -f "broker serve"; for _ in $(seq 40); do pgrep -f "broker serve" >/dev/null || break; sleep 0.5; done
-  (cd /tmp/bench && BROKER_DATA_DIR=/tmp/bench/pg BROKER_PORT=17901 MAX_CONNECTIONS_PER_MESH=100000 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0 \
+  (cd /tmp/bench && BROKER_DATA_DIR=/tmp/bench/pg BROKER_PORT=17901 MAX_CONNECTIONS_PER_MESH=100000 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0 MAX_HTTP_CONNS_PER_IP=0 \
     SEND_RATE_LIMIT_PER_MIN=0 LOG_LEVEL=warn "$1" serve > broker.log 2>&1 < /dev/null &)
   for _ in $(seq 60); do curl -sf 127.0.0.1:17901/health/ready >/dev/null && break; sleep 0.5; done
   sleep 1

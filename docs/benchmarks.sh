@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark series of docs/benchmarks.md, in order. Prerequisites (see the doc's Setup):
 # /tmp/broker and /tmp/meshload built, a broker serving on 17901 with its embedded cluster in
-# /tmp/bench/pg (MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0). L is measured
+# /tmp/bench/pg (MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0 MAX_HTTP_CONNS_PER_IP=0). L is measured
 # with this repository's cmd/pglimits, built here into /tmp/pglimits.
 set -u
 (cd "$(dirname "$0")/.." && go build -o /tmp/pglimits ./cmd/pglimits) || exit 1
@@ -19,7 +19,7 @@ R=$((L * 3 / 10)); echo "== T2b 0.3L = $R/s"; $ML -url $U1 -pairs 100 -rate $R -
 echo "== T2c burst 100"; $ML -url $U1 -pairs 100 -burst 100 -size 256 2>/dev/null
 echo "== T4a broadcast 1->50"; $ML -url $U1 -broadcast 50 -duration 10s -size 256 -window 8 2>/dev/null
 echo "== T4b broadcast 1->500 at 10/s"; $ML -url $U1 -broadcast 500 -rate 10 -duration 10s -size 256 2>/dev/null
-(DATABASE_URL="$DSN" BROKER_PORT=17902 MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0 LOG_LEVEL=warn /tmp/broker serve > broker2.log 2>&1 &)
+(DATABASE_URL="$DSN" BROKER_PORT=17902 MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0 MAX_HTTP_CONNS_PER_IP=0 LOG_LEVEL=warn /tmp/broker serve > broker2.log 2>&1 &)
 sleep 3
 # A fresh instance prepares its statements on each pool connection as it first uses it:
 # a 5 s run at the same rate warms both instances up, and is not reported.
