@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/api"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/buildinfo"
 	"github.com/meshbroker/meshbroker/internal/config"
@@ -171,9 +172,16 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	}})
 	hostname, _ := os.Hostname()
 
+	accounts := api.New(api.Deps{Pool: pool, Metrics: m, Log: log.With("subsystem", "api"), Config: api.Config{
+		MaxBodyBytes: int64(cfg.MaxMessageBytes), LegacyAuth: cfg.LegacyAuth, AppSecret: cfg.AppSecret,
+		CLISyncSecret: cfg.CLISyncSecret, InviteV2Enabled: cfg.InviteV2Enabled, BrokerURL: cfg.BrokerURL,
+		PublicURL: cfg.PublicURL, AppURL: cfg.AppURL, TrustProxyHeaders: cfg.TrustProxyHeaders,
+		IPRatePerMinute: cfg.APIIPRateLimitPerMin,
+	}})
 	srv := server.New(server.Deps{
 		Checker: checker, Metrics: m, Logger: log,
 		Version: buildinfo.Version, GitSHA: buildinfo.GitSHA(), WS: hub, Hook: hub.HookHandler(),
+		API: accounts, APIPrefixes: api.Prefixes,
 	})
 
 	tcpLn, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
@@ -227,6 +235,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 	go checker.Run(bg)
+	go accounts.Run(bg.Done())
 	go jobs.RunQueueDepth(bg, db.New(pool), m.QueueDepth, log)
 	go listener.Run(bg)
 	hubDone := make(chan struct{})

@@ -97,6 +97,11 @@ type Config struct {
 	Env string
 	// CLI_SYNC_SECRET: HS256 secret for /cli-sync tokens.
 	CLISyncSecret string
+	// BROKER_APP_SECRET: the trusted web app's bearer (approves device codes, mints tokens).
+	AppSecret string
+	// API_IP_RATE_LIMIT_PER_MIN: unauthenticated writes (device codes, joins, claims,
+	// syncs) per client IP per minute.
+	APIIPRateLimitPerMin int
 	// BROKER_LEGACY_AUTH=1: accept body/query user_id on /cli/* (deprecated path).
 	LegacyAuth bool
 	// BROKER_INVITE_V2_ENABLED=1: enable POST /invites/:code/claim.
@@ -157,6 +162,8 @@ var Vars = []Var{
 	{"NODE_ENV", "development", "development, production or test"},
 	{"GIT_SHA", "", "commit reported by /health (default: the build's VCS stamp)"},
 	{"CLI_SYNC_SECRET", "", "HS256 secret for /cli-sync tokens"},
+	{"BROKER_APP_SECRET", "", "the trusted web app's bearer: `Authorization: Bearer <it>` may approve device codes and mint tokens for any user (empty = only the user's own bearer may)"},
+	{"API_IP_RATE_LIMIT_PER_MIN", "60", "unauthenticated writes (device codes, /join, invite claims, /cli-sync) per client IP per minute, per instance; more are refused 429 (0 = no limit)"},
 	{"BROKER_LEGACY_AUTH", "0", "1 = accept the deprecated body/query user_id on /cli/*"},
 	{"BROKER_INVITE_V2_ENABLED", "0", "1 = enable POST /invites/:code/claim"},
 	{"BROKER_URL", "wss://ic.claudemesh.com/ws", "broker URL embedded in invites"},
@@ -206,6 +213,8 @@ func Load(getenv func(string) string) (Config, error) {
 		PresenceRetention:             r.durationAtLeast("PRESENCE_RETENTION", time.Hour),
 		Env:                           r.oneOf("NODE_ENV", "development", "production", "test"),
 		CLISyncSecret:                 r.str("CLI_SYNC_SECRET"),
+		AppSecret:                     r.str("BROKER_APP_SECRET"),
+		APIIPRateLimitPerMin:          r.intRange("API_IP_RATE_LIMIT_PER_MIN", 0, 100_000_000),
 		LegacyAuth:                    r.flag("BROKER_LEGACY_AUTH"),
 		InviteV2Enabled:               r.flag("BROKER_INVITE_V2_ENABLED"),
 		BrokerURL:                     r.url("BROKER_URL", "ws", "wss"),

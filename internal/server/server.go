@@ -1,5 +1,5 @@
-// Package server is the broker's HTTP surface on BROKER_PORT: health, readiness and metrics
-// now; the WebSocket upgrade at /ws and the hook, invite and /cli routes join it later.
+// Package server is the broker's HTTP surface on BROKER_PORT: health, readiness, metrics,
+// the WebSocket upgrade at /ws, the status hook, and the account routes (package api).
 //
 // Every response it writes itself is JSON with a stable machine-readable "error" string on
 // failure; a panic in a handler becomes a 500 {"error":"internal"} and a log line, never a
@@ -27,6 +27,9 @@ type Deps struct {
 	WS http.Handler
 	// Hook serves POST /hook/set-status (nil: 404).
 	Hook http.Handler
+	// API serves the account routes under APIPrefixes (nil: 404).
+	API         http.Handler
+	APIPrefixes []string
 }
 
 // Server routes HTTP requests.
@@ -47,6 +50,11 @@ func New(deps Deps) *Server {
 	}
 	if deps.Hook != nil {
 		s.mux.Handle("/hook/set-status", deps.Hook)
+	}
+	if deps.API != nil {
+		for _, p := range deps.APIPrefixes {
+			s.mux.Handle(p, deps.API)
+		}
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusNotFound, "not_found")
@@ -79,7 +87,7 @@ func cors(next http.Handler) http.Handler {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Access-Control-Allow-Methods", "POST, GET, OPTIONS, PATCH, DELETE")
-		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Mesh-Id, X-Member-Id")
+		h.Set("Access-Control-Allow-Headers", "Content-Type, Authorization, X-Mesh-Id, X-Member-Id, X-File-Name, X-Tags, X-Persistent, X-Target-Spec")
 		if r.Method == http.MethodOptions {
 			w.WriteHeader(http.StatusNoContent)
 			return

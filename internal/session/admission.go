@@ -1,13 +1,11 @@
 package session
 
 import (
-	"net"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/meshbroker/meshbroker/internal/auth"
-	"github.com/meshbroker/meshbroker/internal/connlimit"
 )
 
 // Admission: what a socket must get past before its hello is even read. A stranger who can
@@ -27,22 +25,6 @@ const (
 
 // fullMemory is how long a mesh found at capacity is remembered (auth.Options.KnownFull).
 const fullMemory = 2 * time.Second
-
-// ClientIP is the address a request comes from, for per-IP limits: Fly-Client-IP when the
-// proxy in front is trusted (TRUST_PROXY_HEADERS=1; anyone can send the header otherwise),
-// else the socket's peer. An IPv6 address is reduced to its /64, the block one host gets.
-func ClientIP(r *http.Request, trustProxy bool) string {
-	if trustProxy {
-		if h := r.Header.Get("Fly-Client-IP"); net.ParseIP(h) != nil {
-			return connlimit.IPKey(h)
-		}
-	}
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	return connlimit.IPKey(host)
-}
 
 // admitSocket counts a new socket against MaxSockets; false when the instance is full.
 func (h *Hub) admitSocket() bool {

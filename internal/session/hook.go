@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/connlimit"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 	"github.com/meshbroker/meshbroker/internal/protocol"
 	"github.com/meshbroker/meshbroker/internal/ratelimit"
@@ -141,7 +142,7 @@ func (h *Hub) HookHandler() http.Handler {
 		// Rate limits first, before any other database work: per client IP (all a stranger
 		// controls; its bucket on this instance in front, so a refusal costs no query), then
 		// per (pid, cwd) below.
-		ip := ClientIP(r, h.cfg.TrustProxyHeaders)
+		ip := connlimit.ClientIP(r, h.cfg.TrustProxyHeaders)
 		if !h.hookAllow(w, ctx, h.ipHooks.Get(ip), "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
 			return
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/auth"
+	"github.com/meshbroker/meshbroker/internal/connlimit"
 	"github.com/meshbroker/meshbroker/internal/corkconn"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/notifier"
@@ -110,7 +111,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			h.releaseSocket()
 		}
 	}()
-	ip := ClientIP(r, h.cfg.TrustProxyHeaders)
+	ip := connlimit.ClientIP(r, h.cfg.TrustProxyHeaders)
 	if !h.admitPreauth(ip) {
 		h.refuseUpgrade(w, http.StatusTooManyRequests, reasonPreauthPerIP, h.cfg.HandshakeTimeout)
 		return
@@ -244,7 +245,7 @@ func (h *Hub) serve(reqHTTP *http.Request, conn *websocket.Conn, raw *corkconn.C
 	}
 	// A hello that passed them costs a transaction: an IP gets so many a minute (a stranger
 	// signs hellos with keys of its own making, which pass them).
-	if !h.ipHellos.Take(ClientIP(reqHTTP, h.cfg.TrustProxyHeaders), 1) {
+	if !h.ipHellos.Take(connlimit.ClientIP(reqHTTP, h.cfg.TrustProxyHeaders), 1) {
 		cancel()
 		h.metrics.ConnectionsRejected.WithLabelValues(reasonHelloRate).Inc()
 		writeNow(ctx, conn, protocol.NewError(protocol.CodeRateLimit, "too many hellos from this address; retry later", nil))

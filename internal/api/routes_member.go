@@ -1,0 +1,4 @@
+package api
+
+// memberRoutes: filled in by the member work.
+func memberRoutes() []Route { return nil }
