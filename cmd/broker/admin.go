@@ -24,8 +24,8 @@ import (
 // stdout. A new admin subcommand is one more entry here.
 func adminCommands() *command {
 	meshFlag := flagDef{name: "mesh", value: "ID", meaning: "the mesh's id, as admin mesh create printed it", required: true}
-	return &command{name: "admin", summary: "provision meshes and members (a JSON line on stdout)",
-		subs: []*command{
+	return &command{name: "admin", summary: "provision users, tokens, meshes, members and invites (a JSON line on stdout)",
+		subs: append([]*command{
 			{name: "mesh", summary: "provision meshes", subs: []*command{
 				{name: "create", summary: `create a mesh → {"meshId","slug"}`,
 					about: `Create a mesh with a fresh invite-signing keypair and root key, and print {"meshId","slug"}. ` +
@@ -62,7 +62,7 @@ func adminCommands() *command {
 						return admin.RevokeMember(ctx, q, c.flag("mesh"), c.flag("member"))
 					})},
 			}},
-		}}
+		}, append(adminAccountCommands(), adminInviteCommands()...)...)}
 }
 
 // adminRun runs an admin function on the configured database and prints its result as JSON;

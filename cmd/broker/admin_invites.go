@@ -1,0 +1,4 @@
+package main
+
+// adminInviteCommands are `broker admin invite …`.
+func adminInviteCommands() []*command { return nil }
