@@ -10,6 +10,38 @@ import (
 	"time"
 )
 
+const callerMember = `-- name: CallerMember :one
+SELECT coalesce(m.id, '')::text AS member_id, coalesce(m.role, '')::text AS role,
+       (s.owner_user_id IS NOT DISTINCT FROM $1::text)::bool AS is_owner
+FROM meshes s
+LEFT JOIN LATERAL (
+    SELECT id, role FROM members
+    WHERE mesh_id = s.id AND user_id = $1 AND revoked_at IS NULL
+    ORDER BY (role = 'admin') DESC, joined_at, id LIMIT 1
+) m ON true
+WHERE s.id = $2
+`
+
+type CallerMemberParams struct {
+	UserID string
+	MeshID string
+}
+
+type CallerMemberRow struct {
+	MemberID string
+	Role     string
+	IsOwner  bool
+}
+
+// The user's best standing in a mesh: its unrevoked member there (an admin one first), or
+// none (member_id ”) — and whether it owns the mesh.
+func (q *Queries) CallerMember(ctx context.Context, arg CallerMemberParams) (CallerMemberRow, error) {
+	row := q.db.QueryRow(ctx, callerMember, arg.UserID, arg.MeshID)
+	var i CallerMemberRow
+	err := row.Scan(&i.MemberID, &i.Role, &i.IsOwner)
+	return i, err
+}
+
 const getMember = `-- name: GetMember :one
 SELECT id, mesh_id, user_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, dashboard_user_id, peer_grants, joined_at, last_seen_at, revoked_at FROM members WHERE id = $1
 `
@@ -184,11 +216,184 @@ func (q *Queries) InsertMember(ctx context.Context, arg InsertMemberParams) (Mem
 	return i, err
 }
 
-const recentlyRevoked = `-- name: RecentlyRevoked :many
-SELECT id FROM members WHERE revoked_at > now() - interval '1 minute'
+const insertOwnedMember = `-- name: InsertOwnedMember :one
+INSERT INTO members (id, mesh_id, user_id, peer_pubkey, display_name, role)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, mesh_id, user_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, dashboard_user_id, peer_grants, joined_at, last_seen_at, revoked_at
 `
 
-// Members revoked in the last minute (see Hub.closeRevokedMissed).
+type InsertOwnedMemberParams struct {
+	ID          string
+	MeshID      string
+	UserID      *string
+	PeerPubkey  string
+	DisplayName string
+	Role        string
+}
+
+// A member linked to a user account (mesh creation over /cli).
+func (q *Queries) InsertOwnedMember(ctx context.Context, arg InsertOwnedMemberParams) (Member, error) {
+	row := q.db.QueryRow(ctx, insertOwnedMember,
+		arg.ID,
+		arg.MeshID,
+		arg.UserID,
+		arg.PeerPubkey,
+		arg.DisplayName,
+		arg.Role,
+	)
+	var i Member
+	err := row.Scan(
+		&i.ID,
+		&i.MeshID,
+		&i.UserID,
+		&i.PeerPubkey,
+		&i.DisplayName,
+		&i.Role,
+		&i.RoleTag,
+		&i.DefaultGroups,
+		&i.MessageMode,
+		&i.DashboardUserID,
+		&i.PeerGrants,
+		&i.JoinedAt,
+		&i.LastSeenAt,
+		&i.RevokedAt,
+	)
+	return i, err
+}
+
+const mergeGrants = `-- name: MergeGrants :many
+UPDATE members SET peer_grants = jsonb_strip_nulls(peer_grants || $1::jsonb)
+WHERE mesh_id = $2 AND user_id = $3 AND revoked_at IS NULL
+RETURNING id, peer_grants
+`
+
+type MergeGrantsParams struct {
+	Patch  []byte
+	MeshID string
+	UserID *string
+}
+
+type MergeGrantsRow struct {
+	ID         string
+	PeerGrants []byte
+}
+
+// Merges a patch into the grants of a user's unrevoked members in a mesh: an array sets
+// the sender's entry, null deletes it. Returns the merged maps.
+func (q *Queries) MergeGrants(ctx context.Context, arg MergeGrantsParams) ([]MergeGrantsRow, error) {
+	rows, err := q.db.Query(ctx, mergeGrants, arg.Patch, arg.MeshID, arg.UserID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []MergeGrantsRow{}
+	for rows.Next() {
+		var i MergeGrantsRow
+		if err := rows.Scan(&i.ID, &i.PeerGrants); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const meshMembers = `-- name: MeshMembers :many
+SELECT m.id, m.mesh_id, m.user_id, m.peer_pubkey, m.display_name, m.role, m.role_tag, m.default_groups, m.message_mode, m.dashboard_user_id, m.peer_grants, m.joined_at, m.last_seen_at, m.revoked_at,
+       (SELECT count(*) FROM presences p WHERE p.member_id = m.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL)::bigint AS session_count
+FROM members m WHERE m.mesh_id = $1
+ORDER BY m.joined_at, m.id
+LIMIT $2
+`
+
+type MeshMembersParams struct {
+	MeshID string
+	Lim    int32
+}
+
+type MeshMembersRow struct {
+	ID              string
+	MeshID          string
+	UserID          *string
+	PeerPubkey      string
+	DisplayName     string
+	Role            string
+	RoleTag         *string
+	DefaultGroups   []byte
+	MessageMode     string
+	DashboardUserID *string
+	PeerGrants      []byte
+	JoinedAt        time.Time
+	LastSeenAt      *time.Time
+	RevokedAt       *time.Time
+	SessionCount    int64
+}
+
+// A mesh's members (revoked ones too) with their live-session counts, oldest first.
+func (q *Queries) MeshMembers(ctx context.Context, arg MeshMembersParams) ([]MeshMembersRow, error) {
+	rows, err := q.db.Query(ctx, meshMembers, arg.MeshID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []MeshMembersRow{}
+	for rows.Next() {
+		var i MeshMembersRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.MeshID,
+			&i.UserID,
+			&i.PeerPubkey,
+			&i.DisplayName,
+			&i.Role,
+			&i.RoleTag,
+			&i.DefaultGroups,
+			&i.MessageMode,
+			&i.DashboardUserID,
+			&i.PeerGrants,
+			&i.JoinedAt,
+			&i.LastSeenAt,
+			&i.RevokedAt,
+			&i.SessionCount,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const presenceMember = `-- name: PresenceMember :one
+SELECT member_id FROM presences WHERE id = $1 AND mesh_id = $2
+`
+
+type PresenceMemberParams struct {
+	ID     string
+	MeshID string
+}
+
+// Which member a presence of a mesh belongs to (it may have ended).
+func (q *Queries) PresenceMember(ctx context.Context, arg PresenceMemberParams) (string, error) {
+	row := q.db.QueryRow(ctx, presenceMember, arg.ID, arg.MeshID)
+	var member_id string
+	err := row.Scan(&member_id)
+	return member_id, err
+}
+
+const recentlyRevoked = `-- name: RecentlyRevoked :many
+SELECT id FROM members WHERE revoked_at > now() - interval '1 minute'
+UNION
+SELECT m.id FROM meshes s JOIN members m ON m.mesh_id = s.id
+WHERE s.archived_at > now() - interval '1 minute' AND m.revoked_at IS NULL
+`
+
+// Members revoked, or whose mesh was archived, in the last minute (see
+// Hub.closeRevokedMissed).
 func (q *Queries) RecentlyRevoked(ctx context.Context) ([]string, error) {
 	rows, err := q.db.Query(ctx, recentlyRevoked)
 	if err != nil {
@@ -245,12 +450,49 @@ func (q *Queries) RevokeMember(ctx context.Context, arg RevokeMemberParams) (Rev
 	return i, err
 }
 
-const revokedAmong = `-- name: RevokedAmong :many
-SELECT id FROM members WHERE id = ANY($1::text[]) AND revoked_at IS NOT NULL
+const revokeMemberOf = `-- name: RevokeMemberOf :one
+WITH r AS (
+    UPDATE members SET revoked_at = now()
+    WHERE id = $3 AND mesh_id = $4 AND revoked_at IS NULL
+    RETURNING id, display_name
+)
+SELECT r.id, r.display_name, pg_notify($1::text, $2::text)::text AS notified FROM r
 `
 
-// Which of these members are revoked (an instance whose LISTEN connection was down checks
-// its sessions' members when it comes back: it may have missed a revoke notification).
+type RevokeMemberOfParams struct {
+	Channel string
+	Payload string
+	ID      string
+	MeshID  string
+}
+
+type RevokeMemberOfRow struct {
+	ID          string
+	DisplayName string
+	Notified    string
+}
+
+// RevokeMember, returning what the audit event records.
+func (q *Queries) RevokeMemberOf(ctx context.Context, arg RevokeMemberOfParams) (RevokeMemberOfRow, error) {
+	row := q.db.QueryRow(ctx, revokeMemberOf,
+		arg.Channel,
+		arg.Payload,
+		arg.ID,
+		arg.MeshID,
+	)
+	var i RevokeMemberOfRow
+	err := row.Scan(&i.ID, &i.DisplayName, &i.Notified)
+	return i, err
+}
+
+const revokedAmong = `-- name: RevokedAmong :many
+SELECT m.id FROM members m JOIN meshes s ON s.id = m.mesh_id
+WHERE m.id = ANY($1::text[]) AND (m.revoked_at IS NOT NULL OR s.archived_at IS NOT NULL)
+`
+
+// Which of these members are revoked or in an archived mesh (an instance whose LISTEN
+// connection was down checks its sessions' members when it comes back: it may have missed
+// a revoke or archive notification).
 func (q *Queries) RevokedAmong(ctx context.Context, ids []string) ([]string, error) {
 	rows, err := q.db.Query(ctx, revokedAmong, ids)
 	if err != nil {
@@ -269,4 +511,56 @@ func (q *Queries) RevokedAmong(ctx context.Context, ids []string) ([]string, err
 		return nil, err
 	}
 	return items, nil
+}
+
+const updateMemberProfile = `-- name: UpdateMemberProfile :one
+UPDATE members SET
+    display_name   = coalesce($1, display_name),
+    role_tag       = CASE WHEN $2::text IS NULL THEN role_tag ELSE NULLIF($2::text, '') END,
+    default_groups = coalesce($3::jsonb, default_groups),
+    message_mode   = coalesce($4, message_mode),
+    role           = coalesce($5, role)
+WHERE id = $6 AND mesh_id = $7 AND revoked_at IS NULL
+RETURNING id, mesh_id, user_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, dashboard_user_id, peer_grants, joined_at, last_seen_at, revoked_at
+`
+
+type UpdateMemberProfileParams struct {
+	DisplayName   *string
+	RoleTag       *string
+	DefaultGroups []byte
+	MessageMode   *string
+	Role          *string
+	ID            string
+	MeshID        string
+}
+
+// Sets the given fields of a member (NULL leaves a field as it is; role_tag ” clears it).
+func (q *Queries) UpdateMemberProfile(ctx context.Context, arg UpdateMemberProfileParams) (Member, error) {
+	row := q.db.QueryRow(ctx, updateMemberProfile,
+		arg.DisplayName,
+		arg.RoleTag,
+		arg.DefaultGroups,
+		arg.MessageMode,
+		arg.Role,
+		arg.ID,
+		arg.MeshID,
+	)
+	var i Member
+	err := row.Scan(
+		&i.ID,
+		&i.MeshID,
+		&i.UserID,
+		&i.PeerPubkey,
+		&i.DisplayName,
+		&i.Role,
+		&i.RoleTag,
+		&i.DefaultGroups,
+		&i.MessageMode,
+		&i.DashboardUserID,
+		&i.PeerGrants,
+		&i.JoinedAt,
+		&i.LastSeenAt,
+		&i.RevokedAt,
+	)
+	return i, err
 }

@@ -7,7 +7,35 @@ package db
 
 import (
 	"context"
+	"time"
 )
+
+const archiveMesh = `-- name: ArchiveMesh :one
+WITH a AS (
+    UPDATE meshes SET archived_at = now() WHERE id = $3 AND archived_at IS NULL RETURNING id, slug
+)
+SELECT a.id, a.slug, pg_notify($1::text, $2::text)::text AS notified FROM a
+`
+
+type ArchiveMeshParams struct {
+	Channel string
+	Payload string
+	ID      string
+}
+
+type ArchiveMeshRow struct {
+	ID       string
+	Slug     string
+	Notified string
+}
+
+// Archives a live mesh and, when that commits, tells every instance to close its sockets.
+func (q *Queries) ArchiveMesh(ctx context.Context, arg ArchiveMeshParams) (ArchiveMeshRow, error) {
+	row := q.db.QueryRow(ctx, archiveMesh, arg.Channel, arg.Payload, arg.ID)
+	var i ArchiveMeshRow
+	err := row.Scan(&i.ID, &i.Slug, &i.Notified)
+	return i, err
+}
 
 const getMesh = `-- name: GetMesh :one
 SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE id = $1
@@ -79,4 +107,230 @@ func (q *Queries) InsertMesh(ctx context.Context, arg InsertMeshParams) (Mesh, e
 		&i.ArchivedAt,
 	)
 	return i, err
+}
+
+const insertMeshIfSlugFree = `-- name: InsertMeshIfSlugFree :one
+INSERT INTO meshes (id, name, slug, owner_user_id, owner_pubkey, owner_secret_key, root_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (slug) WHERE archived_at IS NULL DO NOTHING
+RETURNING id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at
+`
+
+type InsertMeshIfSlugFreeParams struct {
+	ID             string
+	Name           string
+	Slug           string
+	OwnerUserID    *string
+	OwnerPubkey    *string
+	OwnerSecretKey *string
+	RootKey        *string
+}
+
+// A new mesh, unless a live mesh already has the slug (no row then: try the next suffix).
+func (q *Queries) InsertMeshIfSlugFree(ctx context.Context, arg InsertMeshIfSlugFreeParams) (Mesh, error) {
+	row := q.db.QueryRow(ctx, insertMeshIfSlugFree,
+		arg.ID,
+		arg.Name,
+		arg.Slug,
+		arg.OwnerUserID,
+		arg.OwnerPubkey,
+		arg.OwnerSecretKey,
+		arg.RootKey,
+	)
+	var i Mesh
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Slug,
+		&i.OwnerUserID,
+		&i.Visibility,
+		&i.Transport,
+		&i.Tier,
+		&i.MaxPeers,
+		&i.OwnerPubkey,
+		&i.OwnerSecretKey,
+		&i.RootKey,
+		&i.SelfEditable,
+		&i.CreatedAt,
+		&i.ArchivedAt,
+	)
+	return i, err
+}
+
+const listMeshes = `-- name: ListMeshes :many
+SELECT s.id, s.name, s.slug, s.owner_user_id, s.created_at, s.archived_at,
+       (SELECT count(*) FROM members m WHERE m.mesh_id = s.id AND m.revoked_at IS NULL)::bigint AS member_count,
+       (SELECT count(*) FROM presences p WHERE p.mesh_id = s.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL)::bigint AS active_peers
+FROM meshes s
+WHERE ($1::bool OR s.archived_at IS NULL)
+ORDER BY s.created_at DESC, s.id
+LIMIT $2
+`
+
+type ListMeshesParams struct {
+	IncludeArchived bool
+	Lim             int32
+}
+
+type ListMeshesRow struct {
+	ID          string
+	Name        string
+	Slug        string
+	OwnerUserID *string
+	CreatedAt   time.Time
+	ArchivedAt  *time.Time
+	MemberCount int64
+	ActivePeers int64
+}
+
+// Every mesh, newest first, with its member and live-session counts (operator listing).
+func (q *Queries) ListMeshes(ctx context.Context, arg ListMeshesParams) ([]ListMeshesRow, error) {
+	rows, err := q.db.Query(ctx, listMeshes, arg.IncludeArchived, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListMeshesRow{}
+	for rows.Next() {
+		var i ListMeshesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Name,
+			&i.Slug,
+			&i.OwnerUserID,
+			&i.CreatedAt,
+			&i.ArchivedAt,
+			&i.MemberCount,
+			&i.ActivePeers,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const liveMesh = `-- name: LiveMesh :one
+SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE id = $1 AND archived_at IS NULL
+`
+
+func (q *Queries) LiveMesh(ctx context.Context, id string) (Mesh, error) {
+	row := q.db.QueryRow(ctx, liveMesh, id)
+	var i Mesh
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Slug,
+		&i.OwnerUserID,
+		&i.Visibility,
+		&i.Transport,
+		&i.Tier,
+		&i.MaxPeers,
+		&i.OwnerPubkey,
+		&i.OwnerSecretKey,
+		&i.RootKey,
+		&i.SelfEditable,
+		&i.CreatedAt,
+		&i.ArchivedAt,
+	)
+	return i, err
+}
+
+const liveMeshBySlug = `-- name: LiveMeshBySlug :one
+SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE slug = $1 AND archived_at IS NULL
+`
+
+func (q *Queries) LiveMeshBySlug(ctx context.Context, slug string) (Mesh, error) {
+	row := q.db.QueryRow(ctx, liveMeshBySlug, slug)
+	var i Mesh
+	err := row.Scan(
+		&i.ID,
+		&i.Name,
+		&i.Slug,
+		&i.OwnerUserID,
+		&i.Visibility,
+		&i.Transport,
+		&i.Tier,
+		&i.MaxPeers,
+		&i.OwnerPubkey,
+		&i.OwnerSecretKey,
+		&i.RootKey,
+		&i.SelfEditable,
+		&i.CreatedAt,
+		&i.ArchivedAt,
+	)
+	return i, err
+}
+
+const updateSelfEditable = `-- name: UpdateSelfEditable :exec
+UPDATE meshes SET self_editable = $1 WHERE id = $2
+`
+
+type UpdateSelfEditableParams struct {
+	SelfEditable []byte
+	ID           string
+}
+
+func (q *Queries) UpdateSelfEditable(ctx context.Context, arg UpdateSelfEditableParams) error {
+	_, err := q.db.Exec(ctx, updateSelfEditable, arg.SelfEditable, arg.ID)
+	return err
+}
+
+const userMeshes = `-- name: UserMeshes :many
+SELECT s.id, s.slug, s.name,
+       CASE WHEN s.owner_user_id = $1 OR bool_or(m.role = 'admin') THEN 'admin' ELSE 'member' END::text AS role,
+       (s.owner_user_id IS NOT DISTINCT FROM $1::text)::bool AS is_owner,
+       coalesce(min(m.joined_at), s.created_at)::timestamptz AS joined_at,
+       (SELECT count(*) FROM members c WHERE c.mesh_id = s.id AND c.revoked_at IS NULL)::bigint AS member_count,
+       (SELECT count(*) FROM presences p WHERE p.mesh_id = s.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL)::bigint AS active_peers
+FROM meshes s
+LEFT JOIN members m ON m.mesh_id = s.id AND m.user_id = $1 AND m.revoked_at IS NULL
+WHERE s.archived_at IS NULL AND (s.owner_user_id = $1 OR m.id IS NOT NULL)
+GROUP BY s.id
+ORDER BY joined_at, s.id
+`
+
+type UserMeshesRow struct {
+	ID          string
+	Slug        string
+	Name        string
+	Role        string
+	IsOwner     bool
+	JoinedAt    time.Time
+	MemberCount int64
+	ActivePeers int64
+}
+
+// The live meshes a user belongs to (an unrevoked member) or owns, with the user's role
+// (admin if owner or any of its members is), member and live-session counts.
+func (q *Queries) UserMeshes(ctx context.Context, userID *string) ([]UserMeshesRow, error) {
+	rows, err := q.db.Query(ctx, userMeshes, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []UserMeshesRow{}
+	for rows.Next() {
+		var i UserMeshesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Slug,
+			&i.Name,
+			&i.Role,
+			&i.IsOwner,
+			&i.JoinedAt,
+			&i.MemberCount,
+			&i.ActivePeers,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

@@ -123,7 +123,8 @@ func (q *Queries) EndPresence(ctx context.Context, arg EndPresenceParams) (EndPr
 
 const expiredGracePresences = `-- name: ExpiredGracePresences :many
 (SELECT p.id, p.connection_epoch,
-        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked
+        (EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL)
+         OR EXISTS (SELECT 1 FROM meshes s WHERE s.id = p.mesh_id AND s.archived_at IS NOT NULL))::bool AS revoked
  FROM presences p
  WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
    AND p.disconnected_at < now() - make_interval(secs => $1::float8)
@@ -135,6 +136,12 @@ UNION ALL
  WHERE m.revoked_at IS NOT NULL AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
    AND p.disconnected_at >= now() - make_interval(secs => $1::float8)
  LIMIT 200)
+UNION ALL
+(SELECT p.id, p.connection_epoch, true AS revoked
+ FROM meshes s JOIN presences p ON p.mesh_id = s.id
+ WHERE s.archived_at > now() - interval '1 hour' AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
+   AND p.disconnected_at >= now() - make_interval(secs => $1::float8)
+ LIMIT 200)
 `
 
 type ExpiredGracePresencesRow struct {
@@ -144,9 +151,9 @@ type ExpiredGracePresencesRow struct {
 }
 
 // Presences whose socket has been gone longer than the grace window, and those of revoked
-// members at once (no socket will take them back: the member's next hello is refused).
-// Two branches, each on its own index: an OR across them read every presence in its grace
-// window and every member, every 5 s.
+// members and of meshes archived in the last hour at once (no socket will take them back:
+// the next hello is refused). Three branches, each on its own index: an OR across them read
+// every presence in its grace window and every member, every 5 s.
 func (q *Queries) ExpiredGracePresences(ctx context.Context, graceSeconds float64) ([]ExpiredGracePresencesRow, error) {
 	rows, err := q.db.Query(ctx, expiredGracePresences, graceSeconds)
 	if err != nil {
@@ -458,6 +465,36 @@ func (q *Queries) ListLivePeers(ctx context.Context, meshID string) ([]ListLiveP
 		return nil, err
 	}
 	return items, nil
+}
+
+const livePresence = `-- name: LivePresence :one
+SELECT id, member_id, connection_epoch, disconnected_at FROM presences
+WHERE id = $1 AND mesh_id = $2 AND ended_at IS NULL
+`
+
+type LivePresenceParams struct {
+	ID     string
+	MeshID string
+}
+
+type LivePresenceRow struct {
+	ID              string
+	MemberID        string
+	ConnectionEpoch int64
+	DisconnectedAt  *time.Time
+}
+
+// A presence of the mesh that has not ended (live, or in its grace window).
+func (q *Queries) LivePresence(ctx context.Context, arg LivePresenceParams) (LivePresenceRow, error) {
+	row := q.db.QueryRow(ctx, livePresence, arg.ID, arg.MeshID)
+	var i LivePresenceRow
+	err := row.Scan(
+		&i.ID,
+		&i.MemberID,
+		&i.ConnectionEpoch,
+		&i.DisconnectedAt,
+	)
+	return i, err
 }
 
 const lockMeshPresences = `-- name: LockMeshPresences :exec

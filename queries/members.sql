@@ -17,13 +17,19 @@ WITH r AS (
 SELECT r.id, pg_notify(@channel::text, @payload::text)::text AS notified FROM r;
 
 -- name: RevokedAmong :many
--- Which of these members are revoked (an instance whose LISTEN connection was down checks
--- its sessions' members when it comes back: it may have missed a revoke notification).
-SELECT id FROM members WHERE id = ANY(@ids::text[]) AND revoked_at IS NOT NULL;
+-- Which of these members are revoked or in an archived mesh (an instance whose LISTEN
+-- connection was down checks its sessions' members when it comes back: it may have missed
+-- a revoke or archive notification).
+SELECT m.id FROM members m JOIN meshes s ON s.id = m.mesh_id
+WHERE m.id = ANY(@ids::text[]) AND (m.revoked_at IS NOT NULL OR s.archived_at IS NOT NULL);
 
 -- name: RecentlyRevoked :many
--- Members revoked in the last minute (see Hub.closeRevokedMissed).
-SELECT id FROM members WHERE revoked_at > now() - interval '1 minute';
+-- Members revoked, or whose mesh was archived, in the last minute (see
+-- Hub.closeRevokedMissed).
+SELECT id FROM members WHERE revoked_at > now() - interval '1 minute'
+UNION
+SELECT m.id FROM meshes s JOIN members m ON m.mesh_id = s.id
+WHERE s.archived_at > now() - interval '1 minute' AND m.revoked_at IS NULL;
 
 -- name: GetMember :one
 SELECT * FROM members WHERE id = @id;
@@ -65,3 +71,61 @@ CROSS JOIN LATERAL (
                 ELSE 'm:' || coalesce(m.id, '') || ':' || @session_id::text END AS identity
 ) k
 LEFT JOIN presences idp ON idp.mesh_id = @mesh_id AND idp.identity_key = k.identity AND idp.ended_at IS NULL;
+
+-- name: InsertOwnedMember :one
+-- A member linked to a user account (mesh creation over /cli).
+INSERT INTO members (id, mesh_id, user_id, peer_pubkey, display_name, role)
+VALUES (@id, @mesh_id, @user_id, @peer_pubkey, @display_name, @role)
+RETURNING *;
+
+-- name: CallerMember :one
+-- The user's best standing in a mesh: its unrevoked member there (an admin one first), or
+-- none (member_id '') — and whether it owns the mesh.
+SELECT coalesce(m.id, '')::text AS member_id, coalesce(m.role, '')::text AS role,
+       (s.owner_user_id IS NOT DISTINCT FROM @user_id::text)::bool AS is_owner
+FROM meshes s
+LEFT JOIN LATERAL (
+    SELECT id, role FROM members
+    WHERE mesh_id = s.id AND user_id = @user_id AND revoked_at IS NULL
+    ORDER BY (role = 'admin') DESC, joined_at, id LIMIT 1
+) m ON true
+WHERE s.id = @mesh_id;
+
+-- name: MeshMembers :many
+-- A mesh's members (revoked ones too) with their live-session counts, oldest first.
+SELECT m.*,
+       (SELECT count(*) FROM presences p WHERE p.member_id = m.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL)::bigint AS session_count
+FROM members m WHERE m.mesh_id = @mesh_id
+ORDER BY m.joined_at, m.id
+LIMIT @lim;
+
+-- name: MergeGrants :many
+-- Merges a patch into the grants of a user's unrevoked members in a mesh: an array sets
+-- the sender's entry, null deletes it. Returns the merged maps.
+UPDATE members SET peer_grants = jsonb_strip_nulls(peer_grants || @patch::jsonb)
+WHERE mesh_id = @mesh_id AND user_id = @user_id AND revoked_at IS NULL
+RETURNING id, peer_grants;
+
+-- name: UpdateMemberProfile :one
+-- Sets the given fields of a member (NULL leaves a field as it is; role_tag '' clears it).
+UPDATE members SET
+    display_name   = coalesce(sqlc.narg(display_name), display_name),
+    role_tag       = CASE WHEN sqlc.narg(role_tag)::text IS NULL THEN role_tag ELSE NULLIF(sqlc.narg(role_tag)::text, '') END,
+    default_groups = coalesce(sqlc.narg(default_groups)::jsonb, default_groups),
+    message_mode   = coalesce(sqlc.narg(message_mode), message_mode),
+    role           = coalesce(sqlc.narg(role), role)
+WHERE id = @id AND mesh_id = @mesh_id AND revoked_at IS NULL
+RETURNING *;
+
+-- name: RevokeMemberOf :one
+-- RevokeMember, returning what the audit event records.
+WITH r AS (
+    UPDATE members SET revoked_at = now()
+    WHERE id = @id AND mesh_id = @mesh_id AND revoked_at IS NULL
+    RETURNING id, display_name
+)
+SELECT r.id, r.display_name, pg_notify(@channel::text, @payload::text)::text AS notified FROM r;
+
+-- name: PresenceMember :one
+-- Which member a presence of a mesh belongs to (it may have ended).
+SELECT member_id FROM presences WHERE id = @id AND mesh_id = @mesh_id;

@@ -148,11 +148,12 @@ WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id 
 
 -- name: ExpiredGracePresences :many
 -- Presences whose socket has been gone longer than the grace window, and those of revoked
--- members at once (no socket will take them back: the member's next hello is refused).
--- Two branches, each on its own index: an OR across them read every presence in its grace
--- window and every member, every 5 s.
+-- members and of meshes archived in the last hour at once (no socket will take them back:
+-- the next hello is refused). Three branches, each on its own index: an OR across them read
+-- every presence in its grace window and every member, every 5 s.
 (SELECT p.id, p.connection_epoch,
-        EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL) AS revoked
+        (EXISTS (SELECT 1 FROM members m WHERE m.id = p.member_id AND m.revoked_at IS NOT NULL)
+         OR EXISTS (SELECT 1 FROM meshes s WHERE s.id = p.mesh_id AND s.archived_at IS NOT NULL))::bool AS revoked
  FROM presences p
  WHERE p.disconnected_at IS NOT NULL AND p.ended_at IS NULL
    AND p.disconnected_at < now() - make_interval(secs => @grace_seconds::float8)
@@ -162,6 +163,12 @@ UNION ALL
 (SELECT p.id, p.connection_epoch, true AS revoked
  FROM members m JOIN presences p ON p.member_id = m.id
  WHERE m.revoked_at IS NOT NULL AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
+   AND p.disconnected_at >= now() - make_interval(secs => @grace_seconds::float8)
+ LIMIT 200)
+UNION ALL
+(SELECT p.id, p.connection_epoch, true AS revoked
+ FROM meshes s JOIN presences p ON p.mesh_id = s.id
+ WHERE s.archived_at > now() - interval '1 hour' AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
    AND p.disconnected_at >= now() - make_interval(secs => @grace_seconds::float8)
  LIMIT 200);
 
@@ -254,3 +261,8 @@ DELETE FROM presences WHERE id IN (
     WHERE p.ended_at < now() - make_interval(secs => @retention_seconds::float8)
     ORDER BY p.ended_at LIMIT 5000
 );
+
+-- name: LivePresence :one
+-- A presence of the mesh that has not ended (live, or in its grace window).
+SELECT id, member_id, connection_epoch, disconnected_at FROM presences
+WHERE id = @id AND mesh_id = @mesh_id AND ended_at IS NULL;

@@ -54,38 +54,58 @@ func CreateMesh(ctx context.Context, q *db.Queries, name string) (MeshCreated, e
 	if name == "" {
 		return MeshCreated{}, inputErr("--name is required")
 	}
-	if len(name) > 200 {
-		return MeshCreated{}, inputErr("--name is longer than 200 characters")
+	if len(name) > MaxMeshNameBytes {
+		return MeshCreated{}, inputErr("--name is longer than %d characters", MaxMeshNameBytes)
 	}
-	base := Slugify(name)
+	m, err := NewMesh(ctx, q, name, Slugify(name), nil)
+	if errors.Is(err, ErrSlugsTaken) {
+		return MeshCreated{}, inputErr("%s: %q", err.Error(), name)
+	}
+	if err != nil {
+		return MeshCreated{}, err
+	}
+	return MeshCreated{MeshID: m.ID, Slug: m.Slug}, nil
+}
+
+// MaxMeshNameBytes bounds a mesh's name.
+const MaxMeshNameBytes = 200
+
+// ErrSlugsTaken: the slug and its suffixes -2 … -100 all belong to live meshes.
+var ErrSlugsTaken = errors.New("too many meshes with this name")
+
+// NewMesh inserts a mesh named name, with a fresh invite-signing keypair and root key,
+// owned by ownerUserID (nil: no web account). Its slug is base ("mesh" if empty), or
+// base-2, base-3 … up to base-100, the first no live mesh has (ErrSlugsTaken beyond). It
+// never fails on a taken slug, so it can run inside a caller's transaction.
+func NewMesh(ctx context.Context, q *db.Queries, name, base string, ownerUserID *string) (db.Mesh, error) {
 	if base == "" {
 		base = "mesh"
 	}
 	pub, sec, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
-		return MeshCreated{}, fmt.Errorf("generate owner key: %w", err)
+		return db.Mesh{}, fmt.Errorf("generate owner key: %w", err)
 	}
 	root := make([]byte, 32)
 	_, _ = rand.Read(root)
+	ownerPub, ownerSec, rootKey := hex.EncodeToString(pub), hex.EncodeToString(sec), base64.RawURLEncoding.EncodeToString(root)
 	for n := 1; n <= 100; n++ {
 		slug := base
 		if n > 1 {
 			slug = base + "-" + strconv.Itoa(n)
 		}
-		ownerPub, ownerSec, rootKey := hex.EncodeToString(pub), hex.EncodeToString(sec), base64.RawURLEncoding.EncodeToString(root)
-		m, err := q.InsertMesh(ctx, db.InsertMeshParams{
-			ID: ids.New(), Name: name, Slug: slug,
+		m, err := q.InsertMeshIfSlugFree(ctx, db.InsertMeshIfSlugFreeParams{
+			ID: ids.New(), Name: name, Slug: slug, OwnerUserID: ownerUserID,
 			OwnerPubkey: &ownerPub, OwnerSecretKey: &ownerSec, RootKey: &rootKey,
 		})
-		if isUniqueViolation(err, "meshes_slug_live_key") {
-			continue
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue // a live mesh has this slug
 		}
 		if err != nil {
-			return MeshCreated{}, fmt.Errorf("insert mesh: %w", err)
+			return db.Mesh{}, fmt.Errorf("insert mesh: %w", err)
 		}
-		return MeshCreated{MeshID: m.ID, Slug: m.Slug}, nil
+		return m, nil
 	}
-	return MeshCreated{}, inputErr("too many meshes named %q (slugs %s to %s-100 are taken)", name, base, base)
+	return db.Mesh{}, fmt.Errorf("%w (%s to %s-100 are taken)", ErrSlugsTaken, base, base)
 }
 
 // MemberAdded is the result of AddMember.

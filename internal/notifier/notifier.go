@@ -10,7 +10,9 @@
 // Wire format: "w <tokens…>" where tokens are p:<presenceID> (that presence has work) and
 // m:<memberID> (that member has work); "k <presenceID> <epoch>" (close sockets of the
 // presence older than epoch: a takeover); "r <memberID>" (the member was revoked: close its
-// sockets and end their presences); "s <json>" (a system event to fan out).
+// sockets and end their presences); "x <presenceID>" (the session was kicked: close it 4001
+// and end its presence); "a <meshID>" (the mesh was archived: close its sockets); "s <json>"
+// (a system event to fan out).
 package notifier
 
 import (
@@ -36,6 +38,8 @@ type Handler interface {
 	OnWake(presenceIDs, memberIDs []string)
 	OnKick(presenceID string, epoch int64)
 	OnRevoke(memberID string)
+	OnKickSession(presenceID string)
+	OnMeshArchived(meshID string)
 	OnSystem(payload []byte)
 	OnConnected()
 }
@@ -124,6 +128,14 @@ func (l *Listener) dispatch(payload string) {
 		if rest != "" {
 			l.h.OnRevoke(rest)
 		}
+	case "x":
+		if rest != "" {
+			l.h.OnKickSession(rest)
+		}
+	case "a":
+		if rest != "" {
+			l.h.OnMeshArchived(rest)
+		}
 	case "s":
 		l.h.OnSystem([]byte(rest))
 	default:
@@ -165,6 +177,12 @@ func KickPayload(presenceID string, epoch int64) string {
 
 // RevokePayload encodes a revocation: memberID's sockets must close, on every instance.
 func RevokePayload(memberID string) string { return "r " + memberID }
+
+// KickSessionPayload encodes a kick of one session: it closes 4001 kicked, on every instance.
+func KickSessionPayload(presenceID string) string { return "x " + presenceID }
+
+// MeshArchivedPayload encodes an archived mesh: its sockets close, on every instance.
+func MeshArchivedPayload(meshID string) string { return "a " + meshID }
 
 // SystemPayload encodes a system event (JSON) for fan-out; ok=false if it is too large.
 func SystemPayload(event []byte) (string, bool) {

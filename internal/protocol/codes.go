@@ -50,6 +50,7 @@ const (
 	ReasonSlowConsumer    = "slow_consumer"
 	ReasonRevoked         = "revoked"
 	ReasonKicked          = "kicked"
+	ReasonMeshDeleted     = "mesh_deleted" // with CloseRevoked: the mesh was archived
 )
 
 // IsHex reports whether s is n hex digits in either case (keys and signatures as sent).

@@ -180,6 +180,9 @@ func (h *Hub) register(s *Session) (revoked bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_, revoked = h.revokedAt[s.member.ID]
+	if _, archived := h.revokedAt[archivedKey(s.member.MeshID)]; archived {
+		revoked = true
+	}
 	if old := h.byPresence[s.presenceID]; old != nil && old != s {
 		// A takeover on this instance: the kick that follows would find s, not old, so old
 		// is told here (it closes with session_replaced, its presence now belongs to s).
@@ -311,7 +314,9 @@ type systemEvent struct {
 	MeshID        string `json:"meshId"`
 	ExcludeMember string `json:"excludeMember,omitempty"`
 	// ExcludePresence skips one session (the subject's own socket, for peer_visible/hidden).
-	ExcludePresence string        `json:"excludePresence,omitempty"`
+	ExcludePresence string `json:"excludePresence,omitempty"`
+	// OnlyMember, when set, limits the push to that member's sessions (profile_updated).
+	OnlyMember string        `json:"onlyMember,omitempty"`
 	Push            protocol.Push `json:"push"`
 }
 
@@ -330,7 +335,7 @@ func (h *Hub) OnSystem(payload []byte) {
 	h.mu.Lock()
 	var targets []*Session
 	for s := range h.byMesh[ev.MeshID] {
-		if s.member.ID != ev.ExcludeMember && s.presenceID != ev.ExcludePresence {
+		if s.member.ID != ev.ExcludeMember && s.presenceID != ev.ExcludePresence && (ev.OnlyMember == "" || s.member.ID == ev.OnlyMember) {
 			targets = append(targets, s)
 		}
 	}

@@ -85,6 +85,7 @@ const (
 	endReplaced              // another socket took the presence over
 	endShutdown              // this instance drains: grace window
 	endRevoked               // the member was revoked: the presence ends now
+	endKicked                // this session was kicked (or its mesh archived): the presence ends now
 )
 
 // ServeHTTP handles GET /ws.
@@ -663,6 +664,18 @@ func (s *Session) revoked() {
 	s.end(endRevoked, protocol.CloseRevoked, protocol.ReasonRevoked)
 }
 
+// kicked closes this one session: 4001 kicked, on which newer claudemesh CLIs stop
+// reconnecting; the presence ends now.
+func (s *Session) kicked() {
+	s.end(endKicked, protocol.CloseKicked, protocol.ReasonKicked)
+}
+
+// meshDeleted closes a session of an archived mesh: 4002 mesh_deleted (no reconnect: the
+// next hello is refused unauthorized).
+func (s *Session) meshDeleted() {
+	s.end(endRevoked, protocol.CloseRevoked, protocol.ReasonMeshDeleted)
+}
+
 func (s *Session) shutdown() {
 	s.end(endShutdown, websocket.StatusGoingAway, protocol.ReasonShuttingDown)
 }
@@ -712,11 +725,8 @@ func (s *Session) finish(ctx context.Context) {
 	switch kind := s.endKind.Load(); kind {
 	case endReplaced:
 		// The presence belongs to the new socket now.
-	case endNormal, endRevoked:
-		reason := "closed"
-		if kind == endRevoked {
-			reason = "revoked"
-		}
+	case endNormal, endRevoked, endKicked:
+		reason := map[int32]string{endNormal: "closed", endRevoked: "revoked", endKicked: "kicked"}[kind]
 		if err := h.endPresence(fctx, pid, s.epoch, reason); err != nil {
 			// Not ended: the dropped socket's way, rather than stay live with no socket (with
 			// a context of its own: the failure may have been fctx running out).

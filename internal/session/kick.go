@@ -1,0 +1,100 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+// Changes made over HTTP (package api) reach live sockets through notifications published
+// in the transaction that makes them: a kick closes one session, an archived mesh closes
+// all of its sessions, and a member-only system push (profile_updated) reaches that
+// member's sessions — on whichever instance holds them.
+
+// archivedKey is how an archived mesh is remembered in revokedAt (see register).
+func archivedKey(meshID string) string { return "mesh:" + meshID }
+
+// OnKickSession implements notifier.Handler: close the kicked session if it is held here.
+func (h *Hub) OnKickSession(presenceID string) {
+	h.metrics.NotificationsReceived.WithLabelValues("kick_session").Inc()
+	h.mu.Lock()
+	s := h.byPresence[presenceID]
+	h.mu.Unlock()
+	if s != nil {
+		s.kicked()
+	}
+}
+
+// OnMeshArchived implements notifier.Handler: close every session of the mesh held here
+// (4002 mesh_deleted), and remember the mesh for a minute for hellos still in flight.
+func (h *Hub) OnMeshArchived(meshID string) {
+	h.metrics.NotificationsReceived.WithLabelValues("mesh_archived").Inc()
+	h.mu.Lock()
+	h.revokedAt[archivedKey(meshID)] = time.Now()
+	var sessions []*Session
+	for s := range h.byMesh[meshID] {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+	for _, s := range sessions {
+		s.meshDeleted()
+	}
+}
+
+// MemberPushPayload is the notification that pushes a system event (subtype "system",
+// senderPubkey "system") to one member's live sessions on every instance. Publish it with
+// the change it announces (db.Queries.Notify on notifier.Channel inside the transaction).
+func MemberPushPayload(meshID, memberID, event string, data any) (string, error) {
+	raw, err := json.Marshal(data)
+	if err != nil {
+		return "", fmt.Errorf("encode %s event: %w", event, err)
+	}
+	ev := systemEvent{MeshID: meshID, OnlyMember: memberID, Push: protocol.Push{
+		Type: "push", MessageID: newUUID(), MeshID: meshID, SenderPubkey: "system", Priority: "low",
+		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: event, EventData: raw,
+	}}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return "", fmt.Errorf("encode %s event: %w", event, err)
+	}
+	payload, ok := notifier.SystemPayload(b)
+	if !ok {
+		return "", fmt.Errorf("%s event is too large for a notification (%d bytes)", event, len(b))
+	}
+	return payload, nil
+}
+
+// ErrNoSession: no live or reconnecting presence with that id in that mesh.
+var ErrNoSession = errors.New("no such session")
+
+// Kick ends one session of a mesh: a socket held by any instance is closed 4001 kicked and
+// its presence ended there; a presence waiting in its grace window is ended here, at once.
+// Either way its peers see one peer_left.
+func (h *Hub) Kick(ctx context.Context, meshID, presenceID string) error {
+	p, err := h.q.LivePresence(ctx, db.LivePresenceParams{ID: presenceID, MeshID: meshID})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNoSession
+	}
+	if err != nil {
+		return fmt.Errorf("look up session: %w", err)
+	}
+	if p.DisconnectedAt != nil {
+		if err := h.endPresence(ctx, presenceID, p.ConnectionEpoch, "kicked"); err != nil {
+			return fmt.Errorf("end kicked session: %w", err)
+		}
+	}
+	// Also when it was in its grace window: a reconnect may be taking it over right now.
+	if err := h.q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.KickSessionPayload(presenceID)}); err != nil {
+		return fmt.Errorf("publish kick: %w", err)
+	}
+	return nil
+}
