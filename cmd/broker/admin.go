@@ -53,13 +53,13 @@ func adminCommands() *command {
 					})},
 				{name: "revoke", summary: `revoke a member → {"memberId","revoked":true}`,
 					about: `Revoke a member and print {"memberId","revoked":true}: its open sockets are closed ` +
-						"(1008 unauthorized, on every instance), its presences end, and its next hello is refused.",
+						"(4002 revoked, on every instance), its presences end, and its next hello is refused.",
 					flags: []flagDef{
 						meshFlag,
 						{name: "member", value: "ID", meaning: "the member's id, as admin member add printed it", required: true},
 					},
-					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
-						return admin.RevokeMember(ctx, q, c.flag("mesh"), c.flag("member"))
+					run: adminPoolRun(func(ctx context.Context, pool *pgxpool.Pool, c *call) (any, error) {
+						return admin.RevokeMember(ctx, pool, c.flag("mesh"), c.flag("member"), "")
 					})},
 			}},
 		}, append(adminAccountCommands(), adminInviteCommands()...)...)}
@@ -68,9 +68,16 @@ func adminCommands() *command {
 // adminRun runs an admin function on the configured database and prints its result as JSON;
 // its *admin.InputError is bad input (exit 2).
 func adminRun(fn func(ctx context.Context, q *db.Queries, c *call) (any, error)) func(c *call) error {
+	return adminPoolRun(func(ctx context.Context, pool *pgxpool.Pool, c *call) (any, error) {
+		return fn(ctx, db.New(pool), c)
+	})
+}
+
+// adminPoolRun is adminRun for functions that need the pool (their own transactions).
+func adminPoolRun(fn func(ctx context.Context, pool *pgxpool.Pool, c *call) (any, error)) func(c *call) error {
 	return func(c *call) error {
-		return withQueries(c.stderr, func(ctx context.Context, q *db.Queries) error {
-			res, err := fn(ctx, q, c)
+		return withPool(c.stderr, func(ctx context.Context, pool *pgxpool.Pool) error {
+			res, err := fn(ctx, pool, c)
 			var ie *admin.InputError
 			if errors.As(err, &ie) {
 				return inputError{ie.Msg}

@@ -14,11 +14,13 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/notifier"
 )
@@ -155,13 +157,27 @@ type MemberRevoked struct {
 }
 
 // RevokeMember revokes a member: its next hello is refused with unauthorized, and the
-// instances holding its open sockets close them (1008 unauthorized) and end their presences
-// when the revocation commits.
-func RevokeMember(ctx context.Context, q *db.Queries, meshID, memberID string) (MemberRevoked, error) {
+// instances holding its open sockets close them (4002 revoked) and end their presences
+// when the revocation commits, in one transaction with its member_revoked audit event (on
+// conn, a pool or a transaction). actorID is the member acting ("" for the operator).
+func RevokeMember(ctx context.Context, conn Beginner, meshID, memberID, actorID string) (res MemberRevoked, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		res, err = revokeMember(ctx, db.New(tx), meshID, memberID, actorID)
+		return err
+	})
+	return res, err
+}
+
+// Beginner starts a transaction: a pool, a connection or a transaction (a savepoint).
+type Beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+func revokeMember(ctx context.Context, q *db.Queries, meshID, memberID, actorID string) (MemberRevoked, error) {
 	if meshID == "" || memberID == "" {
 		return MemberRevoked{}, inputErr("--mesh and --member are required")
 	}
-	row, err := q.RevokeMember(ctx, db.RevokeMemberParams{ID: memberID, MeshID: meshID,
+	row, err := q.RevokeMemberOf(ctx, db.RevokeMemberOfParams{ID: memberID, MeshID: meshID,
 		Channel: notifier.Channel, Payload: notifier.RevokePayload(memberID)})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return MemberRevoked{}, inputErr("no unrevoked member %q in mesh %q", memberID, meshID)
@@ -169,7 +185,49 @@ func RevokeMember(ctx context.Context, q *db.Queries, meshID, memberID string) (
 	if err != nil {
 		return MemberRevoked{}, fmt.Errorf("revoke member: %w", err)
 	}
+	ev := audit.Event{MeshID: meshID, Type: "member_revoked", ActorID: actorID,
+		Payload: map[string]any{"memberId": memberID, "displayName": row.DisplayName}}
+	if err := audit.Append(ctx, q, []audit.Event{ev}, time.Now()); err != nil {
+		return MemberRevoked{}, err
+	}
 	return MemberRevoked{MemberID: row.ID, Revoked: true}, nil
+}
+
+// MeshArchived is the result of ArchiveMesh.
+type MeshArchived struct {
+	MeshID   string `json:"meshId"`
+	Slug     string `json:"slug"`
+	Archived bool   `json:"archived"`
+}
+
+// ArchiveMesh archives a live mesh: it disappears from joins, listings and hellos, its
+// slug is free again, and when the archive commits every instance closes its sockets
+// (4002 mesh_deleted), in one transaction with its mesh_deleted audit event (on conn, a
+// pool or a transaction). actorID is the member acting ("" for the operator).
+func ArchiveMesh(ctx context.Context, conn Beginner, meshID, actorID string) (res MeshArchived, err error) {
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		res, err = archiveMesh(ctx, db.New(tx), meshID, actorID)
+		return err
+	})
+	return res, err
+}
+
+func archiveMesh(ctx context.Context, q *db.Queries, meshID, actorID string) (MeshArchived, error) {
+	if meshID == "" {
+		return MeshArchived{}, inputErr("a mesh id is required")
+	}
+	row, err := q.ArchiveMesh(ctx, db.ArchiveMeshParams{ID: meshID, Channel: notifier.Channel, Payload: notifier.MeshArchivedPayload(meshID)})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return MeshArchived{}, inputErr("no live mesh %q", meshID)
+	}
+	if err != nil {
+		return MeshArchived{}, fmt.Errorf("archive mesh: %w", err)
+	}
+	ev := audit.Event{MeshID: meshID, Type: "mesh_deleted", ActorID: actorID, Payload: map[string]any{"slug": row.Slug}}
+	if err := audit.Append(ctx, q, []audit.Event{ev}, time.Now()); err != nil {
+		return MeshArchived{}, err
+	}
+	return MeshArchived{MeshID: row.ID, Slug: row.Slug, Archived: true}, nil
 }
 
 func isUniqueViolation(err error, constraint string) bool {

@@ -12,6 +12,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,29 +44,41 @@ type Config struct {
 	IPRatePerMinute int
 }
 
+// Sessions is what the API asks of the instance's live sessions (session.Hub).
+type Sessions interface {
+	// Kick ends one live or reconnecting session of a mesh (closed 4001 kicked wherever it
+	// is held); found is false when there is none.
+	Kick(ctx context.Context, meshID, presenceID string) (found bool, err error)
+	// MemberPushPayload is the notification that pushes a system event to one member's
+	// live sessions on every instance (published inside the caller's transaction).
+	MemberPushPayload(meshID, memberID, event string, data any) (string, error)
+}
+
 // Deps are the API's collaborators.
 type Deps struct {
-	Pool    *pgxpool.Pool
-	Metrics *metrics.Metrics
-	Log     *slog.Logger
-	Config  Config
+	Sessions Sessions
+	Pool     *pgxpool.Pool
+	Metrics  *metrics.Metrics
+	Log      *slog.Logger
+	Config   Config
 }
 
 // API is the account surface. Safe for concurrent use.
 type API struct {
-	cfg     Config
-	pool    *pgxpool.Pool
-	q       *db.Queries
-	metrics *metrics.Metrics
-	log     *slog.Logger
-	seen    *lastSeen          // bearer last_seen_at bumps, written in batches
-	ipLimit *ratelimit.Buckets // unauthenticated writes per client IP
-	mux     *http.ServeMux
+	cfg      Config
+	sessions Sessions
+	pool     *pgxpool.Pool
+	q        *db.Queries
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	seen     *lastSeen          // bearer last_seen_at bumps, written in batches
+	ipLimit  *ratelimit.Buckets // unauthenticated writes per client IP
+	mux      *http.ServeMux
 }
 
 // New builds the API and its router.
 func New(d Deps) *API {
-	a := &API{cfg: d.Config, pool: d.Pool, q: db.New(d.Pool), metrics: d.Metrics, log: d.Log,
+	a := &API{cfg: d.Config, sessions: d.Sessions, pool: d.Pool, q: db.New(d.Pool), metrics: d.Metrics, log: d.Log,
 		ipLimit: ratelimit.NewBuckets(ratelimit.PerMinute(d.Config.IPRatePerMinute)), mux: http.NewServeMux()}
 	a.seen = newLastSeen(a.q, d.Log)
 	byPattern := map[string]map[string]Route{}

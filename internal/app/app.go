@@ -172,7 +172,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	}})
 	hostname, _ := os.Hostname()
 
-	accounts := api.New(api.Deps{Pool: pool, Metrics: m, Log: log.With("subsystem", "api"), Config: api.Config{
+	accounts := api.New(api.Deps{Sessions: hub, Pool: pool, Metrics: m, Log: log.With("subsystem", "api"), Config: api.Config{
 		MaxBodyBytes: int64(cfg.MaxMessageBytes), LegacyAuth: cfg.LegacyAuth, AppSecret: cfg.AppSecret,
 		CLISyncSecret: cfg.CLISyncSecret, InviteV2Enabled: cfg.InviteV2Enabled, BrokerURL: cfg.BrokerURL,
 		PublicURL: cfg.PublicURL, AppURL: cfg.AppURL, TrustProxyHeaders: cfg.TrustProxyHeaders,

@@ -185,7 +185,7 @@ func TestRevokedMemberAndArchivedMeshAreUnauthorized(t *testing.T) {
 	t.Parallel()
 	st, p := setup(t)
 	ctx, now := context.Background(), time.Now()
-	if _, err := admin.RevokeMember(ctx, st.Q, p.meshID, p.member); err != nil {
+	if _, err := admin.RevokeMember(ctx, st.Pool, p.meshID, p.member, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := VerifyHello(ctx, st, p.hello(now), now, Options{}); code(err) != protocol.CodeUnauthorized {

@@ -113,7 +113,7 @@ func TestHookTokenActsOnItsMemberOnly(t *testing.T) {
 	}
 	stillOpen(t, "carol's SessionEnd", bob)
 	// Revoked: the token goes with the member.
-	if _, err := admin.RevokeMember(ctx, q, ids["bob"].MeshID, ids["bob"].MemberID); err != nil {
+	if _, err := admin.RevokeMember(ctx, d.Pool, ids["bob"].MeshID, ids["bob"].MemberID, ""); err != nil {
 		t.Fatal(err)
 	}
 	if code, m := postHookWith(t, i2.HTTP, `{"cwd":"/shared","status":"idle"}`, auth(t2)); code != 401 {

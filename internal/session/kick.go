@@ -73,28 +73,31 @@ func MemberPushPayload(meshID, memberID, event string, data any) (string, error)
 	return payload, nil
 }
 
-// ErrNoSession: no live or reconnecting presence with that id in that mesh.
-var ErrNoSession = errors.New("no such session")
-
 // Kick ends one session of a mesh: a socket held by any instance is closed 4001 kicked and
 // its presence ended there; a presence waiting in its grace window is ended here, at once.
-// Either way its peers see one peer_left.
-func (h *Hub) Kick(ctx context.Context, meshID, presenceID string) error {
+// Either way its peers see one peer_left. found is false when the mesh has no such live or
+// reconnecting presence.
+func (h *Hub) Kick(ctx context.Context, meshID, presenceID string) (found bool, err error) {
 	p, err := h.q.LivePresence(ctx, db.LivePresenceParams{ID: presenceID, MeshID: meshID})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return ErrNoSession
+		return false, nil
 	}
 	if err != nil {
-		return fmt.Errorf("look up session: %w", err)
+		return false, fmt.Errorf("look up session: %w", err)
 	}
 	if p.DisconnectedAt != nil {
 		if err := h.endPresence(ctx, presenceID, p.ConnectionEpoch, "kicked"); err != nil {
-			return fmt.Errorf("end kicked session: %w", err)
+			return true, fmt.Errorf("end kicked session: %w", err)
 		}
 	}
 	// Also when it was in its grace window: a reconnect may be taking it over right now.
 	if err := h.q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.KickSessionPayload(presenceID)}); err != nil {
-		return fmt.Errorf("publish kick: %w", err)
+		return true, fmt.Errorf("publish kick: %w", err)
 	}
-	return nil
+	return true, nil
+}
+
+// MemberPushPayload is the package function, for callers that hold the hub.
+func (h *Hub) MemberPushPayload(meshID, memberID, event string, data any) (string, error) {
+	return MemberPushPayload(meshID, memberID, event, data)
 }

@@ -453,7 +453,7 @@ func TestRevokeClosesTheMembersOpenSockets(t *testing.T) {
 		}
 	}
 
-	if _, err := admin.RevokeMember(ctx, q, ids["bob"].MeshID, ids["bob"].MemberID); err != nil {
+	if _, err := admin.RevokeMember(ctx, d.Pool, ids["bob"].MeshID, ids["bob"].MemberID, ""); err != nil {
 		t.Fatal(err)
 	}
 	for i, b := range bobs {

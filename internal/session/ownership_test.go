@@ -113,7 +113,7 @@ func TestAnotherMemberCannotTakeOrShadowASession(t *testing.T) {
 	back.Close()
 	// A revoked member's ids are free again (the same person rejoining as a new member keeps
 	// its Claude Code session).
-	if _, err := admin.RevokeMember(ctx, db.New(d.Pool), ids["m1"].MeshID, ids["m1"].MemberID); err != nil {
+	if _, err := admin.RevokeMember(ctx, d.Pool, ids["m1"].MeshID, ids["m1"].MemberID, ""); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, "M1's presences ended by the revocation", func() bool {
