@@ -40,16 +40,19 @@ LIMIT @lim;
 
 -- name: UserMeshes :many
 -- The live meshes a user belongs to (an unrevoked member) or owns, with the user's role
--- (admin if owner or any of its members is), member and live-session counts.
+-- (admin if owner or any of its members is), member and live-session counts. Found through
+-- the user indexes on members and meshes.
 SELECT s.id, s.slug, s.name,
-       CASE WHEN s.owner_user_id = @user_id OR bool_or(m.role = 'admin') THEN 'admin' ELSE 'member' END::text AS role,
+       CASE WHEN s.owner_user_id = @user_id::text OR bool_or(m.role = 'admin') THEN 'admin' ELSE 'member' END::text AS role,
        (s.owner_user_id IS NOT DISTINCT FROM @user_id::text)::bool AS is_owner,
        coalesce(min(m.joined_at), s.created_at)::timestamptz AS joined_at,
        (SELECT count(*) FROM members c WHERE c.mesh_id = s.id AND c.revoked_at IS NULL)::bigint AS member_count,
        (SELECT count(*) FROM presences p WHERE p.mesh_id = s.id AND p.ended_at IS NULL AND p.disconnected_at IS NULL)::bigint AS active_peers
 FROM meshes s
-LEFT JOIN members m ON m.mesh_id = s.id AND m.user_id = @user_id AND m.revoked_at IS NULL
-WHERE s.archived_at IS NULL AND (s.owner_user_id = @user_id OR m.id IS NOT NULL)
+LEFT JOIN members m ON m.mesh_id = s.id AND m.user_id = @user_id::text AND m.revoked_at IS NULL
+WHERE s.archived_at IS NULL
+  AND s.id IN (SELECT mesh_id FROM members WHERE user_id = @user_id::text AND revoked_at IS NULL
+               UNION ALL SELECT id FROM meshes WHERE owner_user_id = @user_id::text)
 GROUP BY s.id
 ORDER BY joined_at, s.id;
 

@@ -37,6 +37,25 @@ func adminCommands() *command {
 					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
 						return admin.CreateMesh(ctx, q, c.flag("name"))
 					})},
+				{name: "list", summary: `list meshes → {"meshes":[…]}`,
+					about: `Print {"meshes":[{meshId, name, slug, ownerUserId, createdAt, archivedAt, memberCount, activePeers}]}, ` +
+						"newest first, at most 1000; activePeers counts live sessions on every instance.",
+					flags: []flagDef{
+						{name: "archived", value: "0|1", meaning: "1 = include archived meshes", def: "0"},
+					},
+					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
+						if a := c.flag("archived"); a != "0" && a != "1" {
+							return nil, &admin.InputError{Msg: "--archived must be 0 or 1"}
+						}
+						return admin.ListMeshes(ctx, q, c.flag("archived") == "1")
+					})},
+				{name: "archive", summary: `archive a mesh → {"meshId","slug","archived":true}`,
+					about: "Archive a mesh: joins, listings and hellos stop seeing it, its slug is free again, and its open " +
+						"sockets are closed (4002 mesh_deleted, on every instance). Recorded as mesh_deleted in its audit chain.",
+					args: []argDef{{"ID", "the mesh's id"}},
+					run: adminPoolRun(func(ctx context.Context, pool *pgxpool.Pool, c *call) (any, error) {
+						return admin.ArchiveMesh(ctx, pool, c.args[0], "")
+					})},
 			}},
 			{name: "member", summary: "provision members", subs: []*command{
 				{name: "add", summary: `add a member (an ed25519 public key) to a mesh → {"memberId"}`,
@@ -50,6 +69,13 @@ func adminCommands() *command {
 					},
 					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
 						return admin.AddMember(ctx, q, c.flag("mesh"), c.flag("pubkey"), c.flag("name"), c.flag("role"))
+					})},
+				{name: "list", summary: `list a mesh's members → {"members":[…]}`,
+					about: `Print {"members":[{memberId, displayName, pubkey, role, userId, joinedAt, revokedAt, sessions}]}, ` +
+						"oldest first, revoked members included; sessions counts live sessions on every instance.",
+					flags: []flagDef{meshFlag},
+					run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
+						return admin.ListMembers(ctx, q, c.flag("mesh"))
 					})},
 				{name: "revoke", summary: `revoke a member → {"memberId","revoked":true}`,
 					about: `Revoke a member and print {"memberId","revoked":true}: its open sockets are closed ` +

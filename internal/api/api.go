@@ -20,10 +20,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/metrics"
 	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
@@ -286,4 +288,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
 	_ = enc.Encode(v)
+}
+
+// formatTimePtr renders an optional timestamp as the broker does (null when unset).
+func formatTimePtr(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return audit.FormatTime(*t)
 }
