@@ -317,7 +317,7 @@ type systemEvent struct {
 	ExcludePresence string `json:"excludePresence,omitempty"`
 	// OnlyMember, when set, limits the push to that member's sessions (profile_updated).
 	OnlyMember string        `json:"onlyMember,omitempty"`
-	Push            protocol.Push `json:"push"`
+	Push       protocol.Push `json:"push"`
 }
 
 // OnSystem implements notifier.Handler: fan a system push out to local sessions.
