@@ -85,7 +85,7 @@ func New(d Deps) *API {
 	a.seen = newLastSeen(a.q, d.Log)
 	byPattern := map[string]map[string]Route{}
 	var order []string
-	for _, rt := range a.Routes() {
+	for _, rt := range Routes() {
 		if byPattern[rt.Pattern] == nil {
 			byPattern[rt.Pattern] = map[string]Route{}
 			order = append(order, rt.Pattern)

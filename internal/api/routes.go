@@ -3,7 +3,7 @@ package api
 // Routes is the API's route table: every route, how it authenticates, and whether it
 // writes. docs/http-api.md documents each; the route-walk test checks every writing route
 // refuses a caller without its credential.
-func (a *API) Routes() []Route {
+func Routes() []Route {
 	var rs []Route
 	rs = append(rs, loginRoutes()...)
 	rs = append(rs, inviteRoutes()...)
