@@ -31,11 +31,16 @@ type walkAttempt struct {
 
 // walkFixture is a mesh with an owner, a stranger with a valid bearer, and ids to fill in.
 type walkFixture struct {
-	o          owned
-	stranger   string // bearer of a user with no membership anywhere
-	presenceID string
-	memberID   string // a plain member of the mesh
-	other      map[string]string
+	o           owned
+	stranger    string // bearer of a user with no membership anywhere
+	presenceID  string // a session of the owner's member (in its grace window)
+	memberToken string // bearer of a plain member of the mesh (bob): an insider attacker
+	other       map[string]string
+}
+
+// asMember is an attempt by a plain member of the mesh on something that is not its own.
+func asMember(f walkFixture, body any) walkAttempt {
+	return walkAttempt{name: "another member's bearer", token: f.memberToken, body: body, statuses: []int{403}}
 }
 
 // bearerAttempts are the refusals every bearer route must give: no credential, another
@@ -62,11 +67,10 @@ func TestRouteWalkNoWriteWithoutCredential(t *testing.T) {
 	e := newEnv(t, nil)
 	f := walkFixture{o: e.createMesh("walk"), other: map[string]string{}}
 	_, f.stranger = e.user("stranger@example.com")
-	bob, _ := e.member(f.o.meshID, "bob", "member")
-	f.memberID = bob.MemberID
+	_, f.memberToken = e.member(f.o.meshID, "bob", "member")
 	f.presenceID = ids.New()
 	if _, err := e.d.Pool.Exec(context.Background(), `INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, pid, cwd, disconnected_at)
-		VALUES ($1, $2, $3, 'k:walk', 'walk-session', 1, '/w', now())`, f.presenceID, f.o.meshID, bob.MemberID); err != nil {
+		VALUES ($1, $2, $3, 'k:walk', 'walk-session', 1, '/w', now())`, f.presenceID, f.o.meshID, f.o.owner.MemberID); err != nil {
 		t.Fatal(err)
 	}
 	cases := walkCases(t, e, f)
@@ -121,23 +125,26 @@ var openWrites = map[string]string{}
 func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 	o := f.o
 	mesh := "/mesh/" + o.meshID
+	victim := o.owner.MemberID
+	perms := map[string]any{"requester_id": o.ownerID, "member_id": victim, "permissions": map[string]bool{"canDeleteMesh": false}}
 	return map[string]walkCase{
 		"POST /cli/mesh/create": {path: "/cli/mesh/create",
 			attempts: bearerAttempts(f, map[string]any{"name": "x", "pubkey": o.owner.Pubkey})[:3]},
 		"POST /cli/mesh/{slug}/grants": {path: "/cli/mesh/" + o.slug + "/grants",
 			attempts: bearerAttempts(f, map[string]any{"grants": map[string]any{o.owner.Pubkey: []string{}}}, 403)},
 		"DELETE /cli/mesh/{slug}": {path: "/cli/mesh/" + o.slug,
-			attempts: bearerAttempts(f, map[string]any{}, 403)},
+			attempts: append(bearerAttempts(f, map[string]any{}, 403), asMember(f, map[string]any{}))},
 		"POST /cli/mesh/{slug}/permissions": {path: "/cli/mesh/" + o.slug + "/permissions",
-			attempts: bearerAttempts(f, map[string]any{"requester_id": o.ownerID, "member_id": f.memberID, "permissions": map[string]bool{"canInvite": true}}, 403)},
-		"PATCH /mesh/{meshId}/member/{memberId}": {path: mesh + "/member/" + f.memberID,
-			attempts: bearerAttempts(f, map[string]any{"roleTag": "x"}, 403)},
-		"DELETE /mesh/{meshId}/member/{memberId}": {path: mesh + "/member/" + f.memberID,
-			attempts: bearerAttempts(f, map[string]any{}, 403)},
+			attempts: append(bearerAttempts(f, perms, 403), asMember(f, perms))},
+		"PATCH /mesh/{meshId}/member/{memberId}": {path: mesh + "/member/" + victim,
+			attempts: append(bearerAttempts(f, map[string]any{"roleTag": "x"}, 403), asMember(f, map[string]any{"roleTag": "x"}))},
+		"DELETE /mesh/{meshId}/member/{memberId}": {path: mesh + "/member/" + victim,
+			attempts: append(bearerAttempts(f, map[string]any{}, 403), asMember(f, map[string]any{}))},
 		"PATCH /mesh/{meshId}/settings": {path: mesh + "/settings",
-			attempts: bearerAttempts(f, map[string]any{"selfEditable": map[string]any{"roleTag": false}}, 403)},
+			attempts: append(bearerAttempts(f, map[string]any{"selfEditable": map[string]any{"roleTag": false}}, 403),
+				asMember(f, map[string]any{"selfEditable": map[string]any{"roleTag": false}}))},
 		"DELETE /mesh/{meshId}/session/{presenceId}": {path: mesh + "/session/" + f.presenceID,
-			attempts: bearerAttempts(f, map[string]any{}, 403)},
+			attempts: append(bearerAttempts(f, map[string]any{}, 403), asMember(f, map[string]any{}))},
 	}
 }
 
