@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { testdb.Main(m) }
 
 // env is one broker instance on a fresh database, with helpers to call the API.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	d    *testdb.DB
 	q    *db.Queries
 	inst *brokertest.Instance
@@ -30,7 +30,7 @@ type env struct {
 const appSecret = "test-app-secret-0123456789"
 
 // newEnv starts a broker on a fresh database; extra overrides environment variables.
-func newEnv(t *testing.T, extra map[string]string) *env {
+func newEnv(t testing.TB, extra map[string]string) *env {
 	t.Helper()
 	d := testdb.New(t)
 	vars := map[string]string{"DATABASE_URL": d.URL, "BROKER_APP_SECRET": appSecret,
@@ -59,7 +59,7 @@ func (e *env) call(method, path, token string, body any) reply {
 	return callAt(e.t, e.inst.HTTP, method, path, token, body)
 }
 
-func callAt(t *testing.T, base, method, path, token string, body any) reply {
+func callAt(t testing.TB, base, method, path, token string, body any) reply {
 	t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
@@ -112,7 +112,7 @@ func (e *env) user(email string) (userID, token string) {
 }
 
 // expect fails the test unless r has the status and (if msg != "") the error string.
-func expect(t *testing.T, r reply, status int, msg string) {
+func expect(t testing.TB, r reply, status int, msg string) {
 	t.Helper()
 	if r.Status != status {
 		t.Fatalf("status %d, want %d (body %s)", r.Status, status, r.Raw)
