@@ -37,6 +37,18 @@ func (q *Queries) ArchiveMesh(ctx context.Context, arg ArchiveMeshParams) (Archi
 	return i, err
 }
 
+const countOwnedMeshes = `-- name: CountOwnedMeshes :one
+SELECT count(*) FROM meshes WHERE owner_user_id = $1::text AND archived_at IS NULL
+`
+
+// Live meshes a user owns (bounded per user).
+func (q *Queries) CountOwnedMeshes(ctx context.Context, userID string) (int64, error) {
+	row := q.db.QueryRow(ctx, countOwnedMeshes, userID)
+	var count int64
+	err := row.Scan(&count)
+	return count, err
+}
+
 const getMesh = `-- name: GetMesh :one
 SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE id = $1
 `
@@ -336,4 +348,14 @@ func (q *Queries) UserMeshes(ctx context.Context, userID string) ([]UserMeshesRo
 		return nil, err
 	}
 	return items, nil
+}
+
+const xactLock = `-- name: XactLock :exec
+SELECT pg_advisory_xact_lock($1::bigint)
+`
+
+// A transaction-scoped advisory lock (serialises a check-then-insert, e.g. per user).
+func (q *Queries) XactLock(ctx context.Context, lockKey int64) error {
+	_, err := q.db.Exec(ctx, xactLock, lockKey)
+	return err
 }

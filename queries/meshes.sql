@@ -58,3 +58,11 @@ ORDER BY joined_at, s.id;
 
 -- name: UpdateSelfEditable :exec
 UPDATE meshes SET self_editable = @self_editable WHERE id = @id;
+
+-- name: CountOwnedMeshes :one
+-- Live meshes a user owns (bounded per user).
+SELECT count(*) FROM meshes WHERE owner_user_id = @user_id::text AND archived_at IS NULL;
+
+-- name: XactLock :exec
+-- A transaction-scoped advisory lock (serialises a check-then-insert, e.g. per user).
+SELECT pg_advisory_xact_lock(@lock_key::bigint);

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +30,12 @@ const (
 	maxListedMeshes     = 1000
 	maxListedMembers    = 5000
 	maxDescriptionBytes = 1024
+	// maxOwnedMeshes bounds the live meshes one user owns (each holds keys, members and
+	// an audit chain).
+	maxOwnedMeshes = 100
+	// maxGrantEntries bounds the sender entries on one member's grants (they are read on
+	// every delivery to it).
+	maxGrantEntries = 1024
 )
 
 var (
@@ -81,7 +89,17 @@ func (a *API) createMesh(c *Call) error {
 	var member db.Member
 	err = pgx.BeginFunc(c.R.Context(), a.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		var err error
+		// Serialised per user, so concurrent creates cannot all pass the count.
+		if err := q.XactLock(c.R.Context(), userLockKey(p.UserID)); err != nil {
+			return fmt.Errorf("lock user: %w", err)
+		}
+		owned, err := q.CountOwnedMeshes(c.R.Context(), p.UserID)
+		if err != nil {
+			return fmt.Errorf("count meshes: %w", err)
+		}
+		if owned >= maxOwnedMeshes {
+			return Fail(http.StatusConflict, fmt.Sprintf("you own %d meshes, the most one user may (delete one first)", owned))
+		}
 		if mesh, err = admin.NewMesh(c.R.Context(), q, name, slug, &p.UserID); err != nil {
 			return err
 		}
@@ -213,6 +231,10 @@ func (a *API) setGrants(c *Call) error {
 		}
 		events := make([]audit.Event, 0, len(rows))
 		for _, r := range rows {
+			var m map[string]json.RawMessage
+			if err := json.Unmarshal(r.PeerGrants, &m); err == nil && len(m) > maxGrantEntries {
+				return Fail(http.StatusBadRequest, fmt.Sprintf("too many grant entries: at most %d per member", maxGrantEntries))
+			}
 			if r.ID == caller.MemberID || merged == nil {
 				merged = r.PeerGrants
 			}
@@ -227,6 +249,12 @@ func (a *API) setGrants(c *Call) error {
 	var grants map[string]any
 	_ = json.Unmarshal(merged, &grants)
 	return c.OK(map[string]any{"ok": true, "grants": grants})
+}
+
+// userLockKey is the transaction lock that serialises one user's mesh creations.
+func userLockKey(userID string) int64 {
+	sum := sha256.Sum256([]byte("user-meshes:" + userID))
+	return int64(binary.BigEndian.Uint64(sum[:8]) & 0x7fffffffffffffff)
 }
 
 // capSet validates a grant entry and returns it as a set (sorted, no duplicates).

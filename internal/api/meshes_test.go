@@ -281,3 +281,34 @@ func TestPermissions(t *testing.T) {
 		}
 	}
 }
+
+// What one user can make the broker store is bounded: live meshes it owns, and grant
+// entries on its member.
+func TestMeshAndGrantBounds(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("bounds")
+	pub, _ := client.NewKey()
+	for i := 1; i < 100; i++ {
+		expect(t, e.call("POST", "/cli/mesh/create", o.ownerToken, map[string]any{"name": "m", "pubkey": pub}), 200, "")
+	}
+	r := e.call("POST", "/cli/mesh/create", o.ownerToken, map[string]any{"name": "m", "pubkey": pub})
+	expect(t, r, 409, "you own 100 meshes, the most one user may (delete one first)")
+	// Deleting one frees a place.
+	expect(t, e.call("DELETE", "/cli/mesh/m-2", o.ownerToken, nil), 200, "")
+	expect(t, e.call("POST", "/cli/mesh/create", o.ownerToken, map[string]any{"name": "m", "pubkey": pub}), 200, "")
+
+	path := "/cli/mesh/" + o.slug + "/grants"
+	for batch := 0; batch < 4; batch++ {
+		g := map[string]any{}
+		for i := 0; i < 256; i++ {
+			k, _ := client.NewKey()
+			g[k] = []string{"dm"}
+		}
+		expect(t, e.call("POST", path, o.ownerToken, map[string]any{"grants": g}), 200, "")
+	}
+	k, _ := client.NewKey()
+	expect(t, e.call("POST", path, o.ownerToken, map[string]any{"grants": map[string]any{k: []string{"dm"}}}), 400, "too many grant entries: at most 1024 per member")
+	if n := e.count(`SELECT count(*) FROM jsonb_object_keys((SELECT peer_grants FROM members WHERE id = $1))`, o.owner.MemberID); n != 1024 {
+		t.Fatalf("%d grant entries stored", n)
+	}
+}
