@@ -194,4 +194,3 @@ func stillOpenFor(t *testing.T, c *client.Client, d time.Duration) {
 	case <-time.After(d):
 	}
 }
-
