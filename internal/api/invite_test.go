@@ -540,3 +540,44 @@ func TestClaimLifecycle(t *testing.T) {
 		t.Fatalf("refused claims consumed uses of %d invites", n)
 	}
 }
+
+// The body is decoded before authentication (the legacy path reads user_id from it), and
+// with BROKER_LEGACY_AUTH=1 a body user_id authenticates, with the deprecation headers.
+func TestCreateInviteBodyBeforeAuthAndLegacy(t *testing.T) {
+	e := newEnv(t, map[string]string{"BROKER_LEGACY_AUTH": "1"})
+	m := e.ownedMesh("legacy")
+	expect(t, e.call("POST", "/cli/mesh/"+m.Slug+"/invite", "", "{oops"), http.StatusBadRequest, "Invalid body")
+	expect(t, e.call("POST", "/cli/mesh/"+m.Slug+"/invite", "", map[string]any{"role": 5}), http.StatusBadRequest, "Invalid body")
+	r := e.call("POST", "/cli/mesh/"+m.Slug+"/invite", "", map[string]any{"user_id": m.OwnerID})
+	expect(t, r, http.StatusOK, "")
+	if r.Header.Get("Deprecation") == "" || r.Header.Get("Warning") == "" {
+		t.Fatalf("legacy answer lacks the deprecation headers: %v", r.Header)
+	}
+	other, _ := e.user("legacy-other@example.com")
+	expect(t, e.call("POST", "/cli/mesh/"+m.Slug+"/invite", "", map[string]any{"user_id": other}), http.StatusForbidden, "Only the owner can invite (for now)")
+}
+
+// Joins and claims are unauthenticated writes: counted per client IP.
+func TestJoinAndClaimAreIPLimited(t *testing.T) {
+	e := newEnv(t, map[string]string{"API_IP_RATE_LIMIT_PER_MIN": "2", "BROKER_INVITE_V2_ENABLED": "1"})
+	var last reply
+	for range 3 {
+		last = e.call("POST", "/join", "", map[string]any{})
+	}
+	expect(t, last, http.StatusTooManyRequests, "rate limited")
+	if last.Body["ok"] != false || last.Header.Get("Retry-After") != "60" {
+		t.Fatalf("429 answer %s %v", last.Raw, last.Header)
+	}
+	// The claim shares the same per-IP budget, now spent.
+	expect(t, e.call("POST", "/invites/ABCDEFGH/claim", "", map[string]any{}), http.StatusTooManyRequests, "rate limited")
+}
+
+// A body over MAX_MESSAGE_BYTES is refused 413 in the route's shape.
+func TestJoinBodyTooLarge(t *testing.T) {
+	e := newEnv(t, map[string]string{"MAX_MESSAGE_BYTES": "1024"})
+	r := e.call("POST", "/join", "", `{"invite_token":"`+strings.Repeat("a", 2000)+`"}`)
+	expect(t, r, http.StatusRequestEntityTooLarge, "payload too large")
+	if r.Body["ok"] != false {
+		t.Fatalf("413 answer %s", r.Raw)
+	}
+}
