@@ -37,6 +37,9 @@ const (
 // is already unlikely; three in a row means something else is wrong).
 const codeAttempts = 3
 
+// newCode draws a short code (a variable so a test can make codes collide).
+var newCode = invite.NewCode
+
 // Params describe an invite to create.
 type Params struct {
 	Mesh      db.Mesh       // a live mesh
@@ -101,7 +104,7 @@ func Create(ctx context.Context, pool *pgxpool.Pool, p Params) (Created, error) 
 		capability := invite.SignCapability(invite.CanonicalV2(mesh.ID, id, expires, p.Role, payload.OwnerPubkey), secret)
 		var row db.Invite
 		for attempt := 1; ; attempt++ {
-			code := invite.NewCode()
+			code := newCode()
 			row, err = q.InsertInvite(ctx, db.InsertInviteParams{ID: id, MeshID: mesh.ID, Token: token,
 				TokenBytes: &canonical, Code: &code, MaxUses: int32(p.MaxUses), Role: p.Role, ExpiresAt: expires,
 				CreatedBy: p.CreatedBy, Version: 2, CapabilityV2: &capability})
