@@ -49,10 +49,10 @@ func parseClaimBody(raw []byte) (claimRequest, bool) {
 // claimV2Disabled is the original's 501 detail.
 const claimV2Disabled = "v2 claim flow is behind BROKER_INVITE_V2_ENABLED=1 until the ed25519 binding step ships"
 
-// claim is POST /invites/{code}/claim (reference §3.5, with the joiner's ed25519 key in
+// inviteClaim is POST /invites/{code}/claim (reference §3.5, with the joiner's ed25519 key in
 // peer_pubkey): the short code admits the key as a member and returns the mesh root key
 // sealed to the caller's x25519 key.
-func claim(a *API, c *Call) error {
+func inviteClaim(a *API, c *Call) error {
 	if err := a.readBody(c); err != nil {
 		return err
 	}
@@ -123,12 +123,12 @@ func claim(a *API, c *Call) error {
 	}
 	// A key that is already a member costs no use (as /join): here the invite still has a
 	// use left, or this key made its last claim, so a new claim would have been admitted.
-	if id, ok, err := a.liveMember(ctx, mesh.ID, req.PeerPubkey); err != nil {
+	if id, ok, err := a.inviteLiveMember(ctx, mesh.ID, req.PeerPubkey); err != nil {
 		return err
 	} else if ok {
 		return answer(id, true)
 	}
-	p := parsePreset(inv.Preset)
+	p := parseInvitePreset(inv.Preset)
 	name := p.DisplayName
 	if name == "" {
 		name = req.DisplayName
@@ -136,11 +136,11 @@ func claim(a *API, c *Call) error {
 	if name == "" {
 		name = "member-" + req.PeerPubkey[:8]
 	}
-	memberID, err := a.admit(ctx, inv, req.PeerPubkey, name, p, &req.PeerPubkey)
+	memberID, err := a.admitInvited(ctx, inv, req.PeerPubkey, name, p, &req.PeerPubkey)
 	switch {
-	case errors.Is(err, errUsedUp):
+	case errors.Is(err, errInviteUsedUp):
 		return Fail(http.StatusGone, "exhausted")
-	case errors.Is(err, errAlreadyMember):
+	case errors.Is(err, errInviteAlreadyMember):
 		return answer(memberID, true)
 	case err != nil:
 		return err

@@ -10,10 +10,10 @@ import (
 	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
-// createInvite is POST /cli/mesh/{slug}/invite (reference §3.6): the mesh owner makes a
+// inviteCreate is POST /cli/mesh/{slug}/invite (reference §3.6): the mesh owner makes a
 // one-use invite valid for 7 days. No e-mail is sent (the broker sends no mail): emailed is
 // always false and the caller passes the link on itself.
-func createInvite(a *API, c *Call) error {
+func inviteCreate(a *API, c *Call) error {
 	var body struct {
 		Email     any    `json:"email"`
 		ExpiresIn any    `json:"expires_in"` // ignored, as by the original

@@ -82,9 +82,9 @@ func parseJoinBody(raw []byte) (joinRequest, string) {
 	return r, ""
 }
 
-// join is POST /join (reference §3.4): a v1 invite token and its signed payload make the
+// inviteJoin is POST /join (reference §3.4): a v1 invite token and its signed payload make the
 // caller's key a member of the mesh, using one of the invite's uses.
-func join(a *API, c *Call) error {
+func inviteJoin(a *API, c *Call) error {
 	if err := a.readBody(c); err != nil {
 		return err
 	}
@@ -126,23 +126,23 @@ func join(a *API, c *Call) error {
 		return Fail(http.StatusBadRequest, joinExpired)
 	}
 	// Joining twice with the same key is not an error and costs no use.
-	if id, ok, err := a.liveMember(ctx, mesh.ID, req.PeerPubkey); err != nil {
+	if id, ok, err := a.inviteLiveMember(ctx, mesh.ID, req.PeerPubkey); err != nil {
 		return err
 	} else if ok {
 		return c.OK(map[string]any{"ok": true, "memberId": id, "alreadyMember": true})
 	}
-	p := parsePreset(inv.Preset)
+	p := parseInvitePreset(inv.Preset)
 	name := req.DisplayName
 	if p.DisplayName != "" {
 		name = p.DisplayName
 	}
-	memberID, err := a.admit(ctx, inv, req.PeerPubkey, name, p, nil)
+	memberID, err := a.admitInvited(ctx, inv, req.PeerPubkey, name, p, nil)
 	switch {
-	case errors.Is(err, errUsedUp):
+	case errors.Is(err, errInviteUsedUp):
 		return Fail(http.StatusBadRequest, joinExhausted)
-	case errors.Is(err, errAlreadyMember):
+	case errors.Is(err, errInviteAlreadyMember):
 		return c.OK(map[string]any{"ok": true, "memberId": memberID, "alreadyMember": true})
-	case errors.Is(err, errInsertMember):
+	case errors.Is(err, errInviteInsertMember):
 		a.log.Error("join: insert member", "mesh", mesh.ID, "err", err)
 		return Fail(http.StatusBadRequest, joinInsertFailed)
 	case err != nil:
@@ -151,8 +151,8 @@ func join(a *API, c *Call) error {
 	return c.OK(map[string]any{"ok": true, "memberId": memberID})
 }
 
-// liveMember returns the unrevoked member with this key in the mesh, if any.
-func (a *API) liveMember(ctx context.Context, meshID, pubkey string) (string, bool, error) {
+// inviteLiveMember returns the unrevoked member with this key in the mesh, if any.
+func (a *API) inviteLiveMember(ctx context.Context, meshID, pubkey string) (string, bool, error) {
 	m, err := a.q.InviteLiveMember(ctx, db.InviteLiveMemberParams{MeshID: meshID, PeerPubkey: pubkey})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
@@ -164,23 +164,23 @@ func (a *API) liveMember(ctx context.Context, meshID, pubkey string) (string, bo
 }
 
 var (
-	errUsedUp        = errors.New("invite has no use left")
-	errAlreadyMember = errors.New("key is already a member")
-	errInsertMember  = errors.New("insert member")
+	errInviteUsedUp        = errors.New("invite has no use left")
+	errInviteAlreadyMember = errors.New("key is already a member")
+	errInviteInsertMember  = errors.New("insert member")
 )
 
-// admit consumes one use of inv and inserts the member, with its member_joined audit event,
+// admitInvited consumes one use of inv and inserts the member, with its member_joined audit event,
 // in one transaction: a member exists exactly when its use was counted. It returns
-// errUsedUp when the invite has no use left (or was revoked or expired meanwhile), and
-// errAlreadyMember with the member's id when a concurrent request with the same key won
+// errInviteUsedUp when the invite has no use left (or was revoked or expired meanwhile), and
+// errInviteAlreadyMember with the member's id when a concurrent request with the same key won
 // (its use is given back by the rollback). claimedBy is recorded on the invite (v2 claims).
-func (a *API) admit(ctx context.Context, inv db.Invite, pubkey, name string, p preset, claimedBy *string) (string, error) {
+func (a *API) admitInvited(ctx context.Context, inv db.Invite, pubkey, name string, p invitePreset, claimedBy *string) (string, error) {
 	memberID := ids.New()
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		_, err := q.UseInvite(ctx, db.UseInviteParams{ID: inv.ID, ClaimedBy: claimedBy})
 		if errors.Is(err, pgx.ErrNoRows) {
-			return errUsedUp
+			return errInviteUsedUp
 		}
 		if err != nil {
 			return fmt.Errorf("use invite: %w", err)
@@ -190,43 +190,43 @@ func (a *API) admit(ctx context.Context, inv db.Invite, pubkey, name string, p p
 			DefaultGroups: p.Groups, MessageMode: p.MessageMode})
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "members_mesh_pubkey_live_key" {
-			return errAlreadyMember
+			return errInviteAlreadyMember
 		}
 		if err != nil {
-			return fmt.Errorf("%w: %v", errInsertMember, err)
+			return fmt.Errorf("%w: %v", errInviteInsertMember, err)
 		}
 		return audit.Append(ctx, q, []audit.Event{{MeshID: inv.MeshID, Type: "member_joined",
 			ActorID: memberID, ActorName: name,
 			Payload: map[string]any{"memberId": memberID, "role": inv.Role, "via": "invite", "inviteId": inv.ID}}}, time.Now())
 	})
-	if errors.Is(err, errUsedUp) || errors.Is(err, errAlreadyMember) {
+	if errors.Is(err, errInviteUsedUp) || errors.Is(err, errInviteAlreadyMember) {
 		// A request with the same key may have committed first (the CAS waited for it, then
 		// found the use gone, or the member index refused the second row).
-		id, ok, lerr := a.liveMember(ctx, inv.MeshID, pubkey)
+		id, ok, lerr := a.inviteLiveMember(ctx, inv.MeshID, pubkey)
 		if lerr != nil {
 			return "", lerr
 		}
 		if ok {
-			return id, errAlreadyMember
+			return id, errInviteAlreadyMember
 		}
-		return "", errUsedUp
+		return "", errInviteUsedUp
 	}
 	if err != nil {
-		return "", fmt.Errorf("admit member: %w", err)
+		return "", fmt.Errorf("admitInvited member: %w", err)
 	}
 	return memberID, nil
 }
 
-// preset is what an invite sets on the members it admits (invites.preset), with the
+// invitePreset is what an invite sets on the members it admits (invites.preset), with the
 // original's defaults; values of the wrong type are ignored.
-type preset struct {
+type invitePreset struct {
 	DisplayName string
 	RoleTag     *string
 	Groups      []byte // a JSON array
 	MessageMode string
 }
 
-func parsePreset(raw []byte) preset {
+func parseInvitePreset(raw []byte) invitePreset {
 	var in struct {
 		DisplayName any             `json:"displayName"`
 		RoleTag     any             `json:"roleTag"`
@@ -234,7 +234,7 @@ func parsePreset(raw []byte) preset {
 		MessageMode any             `json:"messageMode"`
 	}
 	_ = json.Unmarshal(raw, &in) // the broker wrote it; anything unreadable is no preset
-	p := preset{Groups: []byte("[]"), MessageMode: "push"}
+	p := invitePreset{Groups: []byte("[]"), MessageMode: "push"}
 	if s, ok := in.DisplayName.(string); ok {
 		p.DisplayName = protocol.TruncateUTF8(strings.TrimSpace(s), protocol.MaxDisplayNameBytes)
 	}

@@ -7,11 +7,11 @@ import "time"
 func inviteRoutes() []Route {
 	return []Route{
 		{Method: "POST", Pattern: "/join", Auth: AuthInvite, Writes: true, Shape: OKFalse, IPLimited: true,
-			Handler: join, Doc: "join a mesh with a signed v1 invite token (one use; re-joining with a member key costs none)"},
+			Handler: inviteJoin, Doc: "join a mesh with a signed v1 invite token (one use; re-joining with a member key costs none)"},
 		{Method: "POST", Pattern: "/invites/{code}/claim", Auth: AuthInvite, Writes: true, Shape: Plain, IPLimited: true,
-			Handler: claim, Doc: "claim a v2 invite code: join with an ed25519 key, get the root key sealed to an x25519 key (BROKER_INVITE_V2_ENABLED=1)"},
+			Handler: inviteClaim, Doc: "claim a v2 invite code: join with an ed25519 key, get the root key sealed to an x25519 key (BROKER_INVITE_V2_ENABLED=1)"},
 		{Method: "POST", Pattern: "/cli/mesh/{slug}/invite", Auth: AuthBearer, Writes: true, Shape: Plain,
-			Handler: createInvite, Doc: "the mesh owner creates a one-use invite valid for 7 days"},
+			Handler: inviteCreate, Doc: "the mesh owner creates a one-use invite valid for 7 days"},
 	}
 }
 
