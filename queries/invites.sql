@@ -1,0 +1,53 @@
+-- Invites: creation, the /join and /invites/:code/claim lookups, and the single-use CAS.
+-- Query names start with Invite so they never collide with other files' mesh or member
+-- queries.
+
+-- name: InviteMeshByID :one
+-- A non-archived mesh (archived meshes are invisible to invites, joins and claims).
+SELECT * FROM meshes WHERE id = @id AND archived_at IS NULL;
+
+-- name: InviteMeshBySlug :one
+SELECT * FROM meshes WHERE slug = @slug AND archived_at IS NULL;
+
+-- name: InviteHealMeshKeys :one
+-- Fills a mesh's missing invite-signing keypair (both halves, or neither) and root key with
+-- the given fresh ones and returns the mesh as it now is. Concurrent callers serialise on the
+-- row: the second sees the first's keys and keeps them, so every invite of a mesh is signed
+-- by the key the mesh ends up with.
+UPDATE meshes SET
+    owner_pubkey = CASE WHEN owner_pubkey IS NULL OR owner_secret_key IS NULL THEN @owner_pubkey::text ELSE owner_pubkey END,
+    owner_secret_key = CASE WHEN owner_pubkey IS NULL OR owner_secret_key IS NULL THEN @owner_secret_key::text ELSE owner_secret_key END,
+    root_key = coalesce(root_key, @root_key::text)
+WHERE id = @id
+RETURNING *;
+
+-- name: InsertInvite :one
+-- A new invite; no row when its code is taken (the caller draws another code).
+INSERT INTO invites (id, mesh_id, token, token_bytes, code, max_uses, role, expires_at, created_by, version, capability_v2)
+VALUES (@id, @mesh_id, @token, @token_bytes, @code, @max_uses, @role, @expires_at, sqlc.narg(created_by), @version, @capability_v2)
+ON CONFLICT (code) WHERE code IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: InviteByToken :one
+SELECT * FROM invites WHERE token = @token;
+
+-- name: InviteByCode :one
+SELECT * FROM invites WHERE code = @code;
+
+-- name: UseInvite :one
+-- Consumes one use of a live invite, atomically: concurrent callers serialise on the row,
+-- and only as many as max_uses get a row back. claimed_by is recorded when given (v2 claims).
+UPDATE invites SET used_count = used_count + 1,
+    claimed_by_pubkey = coalesce(sqlc.narg(claimed_by)::text, claimed_by_pubkey)
+WHERE id = @id AND used_count < max_uses AND revoked_at IS NULL AND expires_at > now()
+RETURNING id, used_count, max_uses;
+
+-- name: InviteLiveMember :one
+-- The unrevoked member with this key in the mesh, if any.
+SELECT id, role FROM members WHERE mesh_id = @mesh_id AND peer_pubkey = @peer_pubkey AND revoked_at IS NULL;
+
+-- name: InsertInvitedMember :one
+-- A member who joined with an invite, with the invite's preset applied.
+INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode)
+VALUES (@id, @mesh_id, @peer_pubkey, @display_name, @role, sqlc.narg(role_tag), @default_groups, @message_mode)
+RETURNING id;
