@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +22,15 @@ type claimRequest struct {
 	Recipient   [32]byte // x25519 public key the root key is sealed to
 	PeerPubkey  string   // the joiner's ed25519 key (lowercase hex): what the member row holds
 	DisplayName string   // optional
+	// PeerSig (optional) proves PeerPubkey: its signature over ClaimProofMessage. Only a
+	// re-claim of a used-up invite needs it.
+	PeerSig []byte
+}
+
+// ClaimProofMessage is what peer_sig signs: the code and the recipient key, so a proof
+// cannot be replayed to have the root key sealed to another key.
+func ClaimProofMessage(code string, recipient [32]byte) []byte {
+	return []byte("meshbroker-claim|" + strings.ToUpper(code) + "|" + hex.EncodeToString(recipient[:]))
 }
 
 // parseClaimBody reads a claim body; ok is false for anything malformed. Everything is
@@ -30,6 +41,7 @@ func parseClaimBody(raw []byte) (claimRequest, bool) {
 		Recipient   string `json:"recipient_x25519_pubkey"`
 		PeerPubkey  string `json:"peer_pubkey"`
 		DisplayName string `json:"display_name"`
+		PeerSig     string `json:"peer_sig"`
 	}
 	if json.Unmarshal(raw, &in) != nil {
 		return claimRequest{}, false
@@ -43,7 +55,20 @@ func parseClaimBody(raw []byte) (claimRequest, bool) {
 	if !invite.IsPubkeyHex(r.PeerPubkey) || len(r.DisplayName) > protocol.MaxDisplayNameBytes || !utf8.ValidString(r.DisplayName) {
 		return claimRequest{}, false
 	}
+	if in.PeerSig != "" {
+		sig, err := hex.DecodeString(in.PeerSig)
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			return claimRequest{}, false
+		}
+		r.PeerSig = sig
+	}
 	return r, true
+}
+
+// mustPub decodes a key parseClaimBody checked (64 hex).
+func mustPub(h string) ed25519.PublicKey {
+	b, _ := hex.DecodeString(h)
+	return ed25519.PublicKey(b)
 }
 
 // claimV2Disabled is the original's 501 detail.
@@ -77,8 +102,11 @@ func inviteClaim(a *API, c *Call) error {
 		return fmt.Errorf("claim: load invite: %w", err)
 	}
 	// A repeated claim by the key that last claimed this invite is answered again (the
-	// client may have lost the answer), even when that claim used the last use.
-	reclaim := inv.ClaimedByPubkey != nil && *inv.ClaimedByPubkey == req.PeerPubkey
+	// client may have lost the answer), even when that claim used the last use — but then
+	// only with proof of that key: otherwise the code and a member's public key would get
+	// the root key sealed to anyone's key for as long as the invite lives.
+	reclaim := inv.ClaimedByPubkey != nil && *inv.ClaimedByPubkey == req.PeerPubkey && req.PeerSig != nil &&
+		ed25519.Verify(mustPub(req.PeerPubkey), ClaimProofMessage(code, req.Recipient), req.PeerSig)
 	switch {
 	case inv.RevokedAt != nil:
 		return Fail(http.StatusGone, "revoked")

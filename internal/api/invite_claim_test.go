@@ -2,7 +2,9 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/hex"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,6 +12,7 @@ import (
 
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/meshbroker/meshbroker/internal/api"
 	"github.com/meshbroker/meshbroker/internal/client"
 )
 
@@ -87,8 +90,14 @@ func TestClaim(t *testing.T) {
 	}
 
 	// The claimant re-claims (it lost the answer): the same member, no use consumed, though
-	// the invite is used up; anyone else is told it is exhausted.
-	again, _, _ := claimBody(t, peer)
+	// the invite is used up — with proof of its key; without it (anyone who knows the code
+	// and the member's public key) it is told the invite is exhausted, as anyone else is.
+	again, againPub, _ := claimBody(t, peer)
+	expect(t, e.call("POST", path, "", again), http.StatusGone, "exhausted")
+	again["peer_sig"] = hex.EncodeToString(ed25519.Sign(sec, api.ClaimProofMessage(code, *againPub)))
+	other, _, _ := claimBody(t, peer)
+	other["peer_sig"] = again["peer_sig"] // a proof for another recipient key does not transfer
+	expect(t, e.call("POST", path, "", other), http.StatusGone, "exhausted")
 	r = e.call("POST", path, "", again)
 	expect(t, r, http.StatusOK, "")
 	if r.Body["member_id"] != memberID || r.Body["already_member"] != true {

@@ -2,13 +2,17 @@ package api_test
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/meshbroker/meshbroker/internal/api"
+	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/invite"
+	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
 // walkCase is how the route walk calls one writing route without its credential.
@@ -64,7 +68,7 @@ func bearerAttempts(f walkFixture, body map[string]any, strangerStatuses ...int)
 // must have a case here (a new route without one fails this test), and each of its
 // credential-less attempts must be refused and leave every table as it was.
 func TestRouteWalkNoWriteWithoutCredential(t *testing.T) {
-	e := newEnv(t, nil)
+	e := newEnv(t, map[string]string{"BROKER_INVITE_V2_ENABLED": "1"})
 	f := walkFixture{o: e.createMesh("walk"), other: map[string]string{}}
 	_, f.stranger = e.user("stranger@example.com")
 	_, f.memberToken = e.member(f.o.meshID, "bob", "member")
@@ -126,6 +130,33 @@ func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 	o := f.o
 	mesh := "/mesh/" + o.meshID
 	victim := o.owner.MemberID
+	// A real invite whose one use is spent (what a leaked, used link is), and a forged one:
+	// signed by the attacker's key, naming it as the owner.
+	mesh0, err := e.q.GetMesh(context.Background(), o.meshID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spent, err := invitestore.Create(context.Background(), e.d.Pool, invitestore.Params{Mesh: mesh0, Role: "member", BrokerURL: "ws://x/ws", AppURL: "http://x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Pool.Exec(context.Background(), `UPDATE invites SET used_count = max_uses WHERE id = $1`, spent.ID); err != nil {
+		t.Fatal(err)
+	}
+	spentPayload, err := invite.DecodeToken(spent.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := spentPayload
+	attackerPub, attackerSec := client.NewKey()
+	forged.OwnerPubkey, forged.Role, forged.Nonce = attackerPub, "admin", invite.NewNonce()
+	forged.Sign(attackerSec)
+	joiner, _ := client.NewKey()
+	join := func(p invite.Payload, tok string) map[string]any {
+		return map[string]any{"invite_token": tok, "invite_payload": p, "peer_pubkey": joiner, "display_name": "mallory"}
+	}
+	x25519 := base64.RawURLEncoding.EncodeToString(make([]byte, 32))
+	claim := map[string]any{"recipient_x25519_pubkey": x25519, "peer_pubkey": joiner, "display_name": "mallory"}
 	perms := map[string]any{"requester_id": o.ownerID, "member_id": victim, "permissions": map[string]bool{"canDeleteMesh": false}}
 	return map[string]walkCase{
 		"POST /cli/mesh/create": {path: "/cli/mesh/create",
@@ -143,6 +174,16 @@ func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 		"PATCH /mesh/{meshId}/settings": {path: mesh + "/settings",
 			attempts: append(bearerAttempts(f, map[string]any{"selfEditable": map[string]any{"roleTag": false}}, 403),
 				asMember(f, map[string]any{"selfEditable": map[string]any{"roleTag": false}}))},
+		"POST /join": {path: "/join", attempts: []walkAttempt{
+			{name: "spent invite", body: join(spentPayload, spent.Token), statuses: []int{400}},
+			{name: "forged invite", body: join(forged, forged.Token()), statuses: []int{400}},
+			{name: "no invite", body: join(invite.Payload{}, ""), statuses: []int{400}},
+		}},
+		"POST /invites/{code}/claim": {path: "/invites/" + spent.Code + "/claim", attempts: []walkAttempt{
+			{name: "spent code", body: claim, statuses: []int{410}},
+		}},
+		"POST /cli/mesh/{slug}/invite": {path: "/cli/mesh/" + o.slug + "/invite",
+			attempts: append(bearerAttempts(f, map[string]any{"role": "admin"}, 403), asMember(f, map[string]any{"role": "admin"}))},
 		"DELETE /mesh/{meshId}/session/{presenceId}": {path: mesh + "/session/" + f.presenceID,
 			attempts: append(bearerAttempts(f, map[string]any{}, 403), asMember(f, map[string]any{}))},
 	}
