@@ -69,8 +69,8 @@ func (q *Queries) InsertInvite(ctx context.Context, arg InsertInviteParams) (Inv
 }
 
 const insertInvitedMember = `-- name: InsertInvitedMember :one
-INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, user_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id
 `
 
@@ -83,9 +83,11 @@ type InsertInvitedMemberParams struct {
 	RoleTag       *string
 	DefaultGroups []byte
 	MessageMode   string
+	UserID        *string
 }
 
-// A member who joined with an invite, with the invite's preset applied.
+// A member who joined with an invite, with the invite's preset applied, linked to the
+// joiner's account when the join carried its bearer (user_id NULL otherwise).
 func (q *Queries) InsertInvitedMember(ctx context.Context, arg InsertInvitedMemberParams) (string, error) {
 	row := q.db.QueryRow(ctx, insertInvitedMember,
 		arg.ID,
@@ -96,6 +98,7 @@ func (q *Queries) InsertInvitedMember(ctx context.Context, arg InsertInvitedMemb
 		arg.RoleTag,
 		arg.DefaultGroups,
 		arg.MessageMode,
+		arg.UserID,
 	)
 	var id string
 	err := row.Scan(&id)

@@ -47,7 +47,8 @@ RETURNING id, used_count, max_uses;
 SELECT id, role FROM members WHERE mesh_id = @mesh_id AND peer_pubkey = @peer_pubkey AND revoked_at IS NULL;
 
 -- name: InsertInvitedMember :one
--- A member who joined with an invite, with the invite's preset applied.
-INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode)
-VALUES (@id, @mesh_id, @peer_pubkey, @display_name, @role, sqlc.narg(role_tag), @default_groups, @message_mode)
+-- A member who joined with an invite, with the invite's preset applied, linked to the
+-- joiner's account when the join carried its bearer (user_id NULL otherwise).
+INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, user_id)
+VALUES (@id, @mesh_id, @peer_pubkey, @display_name, @role, sqlc.narg(role_tag), @default_groups, @message_mode, sqlc.narg(user_id))
 RETURNING id;

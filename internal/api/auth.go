@@ -88,6 +88,20 @@ func (a *API) Authenticate(c *Call, legacyUserID string) (Principal, error) {
 	return Principal{}, Fail(http.StatusUnauthorized, "missing_bearer_token")
 }
 
+// optionalUser is the user of a request that may carry a bearer (a join links the new
+// member to the joiner's account when it does): nil without Authorization, 401 for a bad
+// bearer.
+func (a *API) optionalUser(c *Call) (*string, error) {
+	if _, ok := bearer(c.R); !ok {
+		return nil, nil
+	}
+	p, err := a.Authenticate(c, "")
+	if err != nil {
+		return nil, err
+	}
+	return &p.UserID, nil
+}
+
 // IsApp reports whether the request carries the trusted web app's secret
 // (Authorization: Bearer <BROKER_APP_SECRET>). With no secret configured nobody is the app.
 func (a *API) IsApp(r *http.Request) bool {

@@ -164,7 +164,11 @@ func inviteClaim(a *API, c *Call) error {
 	if name == "" {
 		name = "member-" + req.PeerPubkey[:8]
 	}
-	memberID, err := a.admitInvited(ctx, inv, req.PeerPubkey, name, p, &req.PeerPubkey)
+	userID, err := a.optionalUser(c)
+	if err != nil {
+		return err
+	}
+	memberID, err := a.admitInvited(ctx, inv, req.PeerPubkey, name, p, &req.PeerPubkey, userID)
 	switch {
 	case errors.Is(err, errInviteUsedUp):
 		return Fail(http.StatusGone, "exhausted")

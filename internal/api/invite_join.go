@@ -93,6 +93,10 @@ func inviteJoin(a *API, c *Call) error {
 		return Fail(http.StatusBadRequest, msg)
 	}
 	ctx := c.R.Context()
+	userID, err := a.optionalUser(c)
+	if err != nil {
+		return err
+	}
 	if err := req.Payload.Verify(); err != nil {
 		return Fail(http.StatusBadRequest, joinBadSignature)
 	}
@@ -136,7 +140,7 @@ func inviteJoin(a *API, c *Call) error {
 	if p.DisplayName != "" {
 		name = p.DisplayName
 	}
-	memberID, err := a.admitInvited(ctx, inv, req.PeerPubkey, name, p, nil)
+	memberID, err := a.admitInvited(ctx, inv, req.PeerPubkey, name, p, nil, userID)
 	switch {
 	case errors.Is(err, errInviteUsedUp):
 		return Fail(http.StatusBadRequest, joinExhausted)
@@ -174,7 +178,7 @@ var (
 // errInviteUsedUp when the invite has no use left (or was revoked or expired meanwhile), and
 // errInviteAlreadyMember with the member's id when a concurrent request with the same key won
 // (its use is given back by the rollback). claimedBy is recorded on the invite (v2 claims).
-func (a *API) admitInvited(ctx context.Context, inv db.Invite, pubkey, name string, p invitePreset, claimedBy *string) (string, error) {
+func (a *API) admitInvited(ctx context.Context, inv db.Invite, pubkey, name string, p invitePreset, claimedBy, userID *string) (string, error) {
 	memberID := ids.New()
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
@@ -187,7 +191,7 @@ func (a *API) admitInvited(ctx context.Context, inv db.Invite, pubkey, name stri
 		}
 		_, err = q.InsertInvitedMember(ctx, db.InsertInvitedMemberParams{ID: memberID, MeshID: inv.MeshID,
 			PeerPubkey: pubkey, DisplayName: name, Role: inv.Role, RoleTag: p.RoleTag,
-			DefaultGroups: p.Groups, MessageMode: p.MessageMode})
+			DefaultGroups: p.Groups, MessageMode: p.MessageMode, UserID: userID})
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && pe.Code == "23505" && pe.ConstraintName == "members_mesh_pubkey_live_key" {
 			return errInviteAlreadyMember
