@@ -1,12 +1,15 @@
-// Command meshpeer is a minimal claudemesh peer for trying a broker by hand: make a key,
-// listen for messages, send one. Direct messages are end-to-end encrypted exactly as the
-// claudemesh CLI does (crypto_box between ed25519 identities); the broker sees ciphertext.
+// Command meshpeer is a minimal claudemesh peer for trying a broker by hand: join a mesh
+// with an invite, listen for messages, send one. Direct messages are end-to-end encrypted
+// exactly as the claudemesh CLI does (crypto_box between ed25519 identities); the broker
+// sees ciphertext.
 //
-//	meshpeer keygen alice.key                       # writes the key, prints its public key
-//	meshpeer listen -mesh M -member ID -key bob.key # prints each message as it arrives
-//	meshpeer send -mesh M -member ID -key alice.key -to BOB_PUBKEY -text "hello"
+//	meshpeer join -name alice -out alice.json 'ic://join/…'  # a fresh identity, enrolled
+//	meshpeer listen -identity bob.json                        # prints each message as it arrives
+//	meshpeer send -identity alice.json -to BOB_PUBKEY -text "hello"
+//	meshpeer keygen alice.key                                 # a bare key, for `broker admin member add`
+//	meshpeer listen -mesh M -member ID -key bob.key           # … and connecting with it
 //
-// -url defaults to ws://127.0.0.1:7900/ws.
+// -url defaults to the identity's broker, else ws://127.0.0.1:7900/ws.
 package main
 
 import (
@@ -31,15 +34,19 @@ import (
 )
 
 const usage = `usage:
+  meshpeer join   [-name NAME] [-out FILE] [-url ws(s)://HOST/ws] LINK|TOKEN|CODE
+                  enroll a fresh identity with an invite (-url is needed for a code, and
+                  overrides the invite's broker); writes FILE (default <mesh slug>.identity.json)
+  meshpeer listen -identity FILE [-url …]
+  meshpeer send   -identity FILE -to PUBKEY|*|@group -text TEXT [-priority now|next|low] [-url …]
   meshpeer keygen FILE
-  meshpeer listen -mesh MESH_ID -member MEMBER_ID -key FILE [-url ws://127.0.0.1:7900/ws]
-  meshpeer send   -mesh MESH_ID -member MEMBER_ID -key FILE -to PUBKEY|*|@group -text TEXT [-priority now|next|low] [-url …]
+  meshpeer listen|send -mesh MESH_ID -member MEMBER_ID -key FILE …   (instead of -identity)
 `
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "meshpeer:", err)
 		var ue usageErr
 		if errors.As(err, &ue) {
@@ -59,7 +66,7 @@ type keyFile struct {
 	SecretKey string `json:"secretKey"` // 128 hex: libsodium's 64-byte ed25519 secret key
 }
 
-func run(ctx context.Context, args []string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageErr{"no command"}
 	}
@@ -75,13 +82,16 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintln(stdout, hex.EncodeToString(pub))
 		return nil
+	case "join":
+		return join(ctx, args[1:], stdout, stderr)
 	case "listen", "send":
 	default:
 		return usageErr{fmt.Sprintf("unknown command %q", args[0])}
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	url := fs.String("url", "ws://127.0.0.1:7900/ws", "")
+	url := fs.String("url", "", "")
+	identity := fs.String("identity", "", "")
 	mesh := fs.String("mesh", "", "")
 	member := fs.String("member", "", "")
 	keyPath := fs.String("key", "", "")
@@ -91,25 +101,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageErr{err.Error()}
 	}
-	if *mesh == "" || *member == "" || *keyPath == "" {
-		return usageErr{"-mesh, -member and -key are required"}
-	}
-	raw, err := os.ReadFile(*keyPath)
+	id, err := identityFromFlags(*identity, *mesh, *member, *keyPath, url)
 	if err != nil {
 		return err
 	}
-	var kf keyFile
-	if err := json.Unmarshal(raw, &kf); err != nil {
-		return fmt.Errorf("%s is not a meshpeer key file: %w", *keyPath, err)
-	}
-	sec, err2 := hex.DecodeString(kf.SecretKey)
-	if err2 != nil || len(sec) != ed25519.PrivateKeySize {
-		return fmt.Errorf("%s: secretKey must be 128 hex characters", *keyPath)
-	}
-	id := client.Identity{MeshID: *mesh, MemberID: *member, Pubkey: kf.Pubkey, Secret: ed25519.PrivateKey(sec)}
+	fmt.Fprintf(stderr, "connecting to %s …\n", *url)
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(dctx, *url, id, client.Options{SessionID: fmt.Sprintf("meshpeer-%d", os.Getpid()), Pid: os.Getpid(), Cwd: cwd()})
+	c, err := client.Dial(dctx, *url, id, client.Options{SessionID: fmt.Sprintf("meshpeer-%d-%x", os.Getpid(), randBytes(4)), Pid: os.Getpid(), Cwd: cwd()})
 	if err != nil {
 		return err
 	}
@@ -170,7 +169,50 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 }
 
+// identityFromFlags is the identity to connect as: a file join wrote (-identity), or a
+// mesh, member and key given one by one. url is filled from the identity when not given.
+func identityFromFlags(identity, mesh, member, keyPath string, url *string) (client.Identity, error) {
+	if identity != "" {
+		if mesh != "" || member != "" || keyPath != "" {
+			return client.Identity{}, usageErr{"-identity replaces -mesh, -member and -key: give one or the other"}
+		}
+		f, id, err := loadIdentity(identity)
+		if err != nil {
+			return client.Identity{}, err
+		}
+		if *url == "" {
+			*url = f.BrokerURL
+		}
+		return id, nil
+	}
+	if *url == "" {
+		*url = "ws://127.0.0.1:7900/ws"
+	}
+	if mesh == "" || member == "" || keyPath == "" {
+		return client.Identity{}, usageErr{"-identity FILE, or -mesh, -member and -key, are required"}
+	}
+	raw, err := os.ReadFile(keyPath)
+	if err != nil {
+		return client.Identity{}, err
+	}
+	var kf keyFile
+	if err := json.Unmarshal(raw, &kf); err != nil {
+		return client.Identity{}, fmt.Errorf("%s is not a meshpeer key file: %w", keyPath, err)
+	}
+	sec, err := hex.DecodeString(kf.SecretKey)
+	if err != nil || len(sec) != ed25519.PrivateKeySize {
+		return client.Identity{}, fmt.Errorf("%s: secretKey must be 128 hex characters", keyPath)
+	}
+	return client.Identity{MeshID: mesh, MemberID: member, Pubkey: kf.Pubkey, Secret: ed25519.PrivateKey(sec)}, nil
+}
+
 func cwd() string {
 	d, _ := os.Getwd()
 	return d
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
 }
