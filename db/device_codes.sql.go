@@ -95,6 +95,11 @@ func (q *Queries) ExpireDeviceCode(ctx context.Context, id string) error {
 }
 
 const insertDeviceCode = `-- name: InsertDeviceCode :execrows
+WITH purged AS (
+    DELETE FROM device_codes WHERE id IN (
+        SELECT o.id FROM device_codes o WHERE o.expires_at < now() - interval '1 hour'
+        LIMIT 16 FOR UPDATE SKIP LOCKED)
+)
 INSERT INTO device_codes (id, device_code, user_code, session_id, hostname, platform, arch, ip_address, expires_at)
 SELECT $1::text, $2::text, $3::text, $4::text, $5::text,
        $6::text, $7::text, $8::text, $9::timestamptz
@@ -114,7 +119,8 @@ type InsertDeviceCodeParams struct {
 }
 
 // 0 rows: a pending code already has this user code (the caller draws another), so the
-// user-code fallback of approval finds one code.
+// user-code fallback of approval finds one code. Deletes up to 16 codes that expired over
+// an hour ago on the way: each new code removes more old ones than it adds.
 func (q *Queries) InsertDeviceCode(ctx context.Context, arg InsertDeviceCodeParams) (int64, error) {
 	result, err := q.db.Exec(ctx, insertDeviceCode,
 		arg.ID,

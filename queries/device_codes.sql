@@ -12,7 +12,13 @@ SELECT count(*)::int FROM (
 
 -- name: InsertDeviceCode :execrows
 -- 0 rows: a pending code already has this user code (the caller draws another), so the
--- user-code fallback of approval finds one code.
+-- user-code fallback of approval finds one code. Deletes up to 16 codes that expired over
+-- an hour ago on the way: each new code removes more old ones than it adds.
+WITH purged AS (
+    DELETE FROM device_codes WHERE id IN (
+        SELECT o.id FROM device_codes o WHERE o.expires_at < now() - interval '1 hour'
+        LIMIT 16 FOR UPDATE SKIP LOCKED)
+)
 INSERT INTO device_codes (id, device_code, user_code, session_id, hostname, platform, arch, ip_address, expires_at)
 SELECT @id::text, @device_code::text, @user_code::text, @session_id::text, sqlc.narg(hostname)::text,
        sqlc.narg(platform)::text, sqlc.narg(arch)::text, sqlc.narg(ip_address)::text, @expires_at::timestamptz

@@ -431,3 +431,31 @@ func TestTokenHashIsTheAPIs(t *testing.T) {
 		t.Fatalf("tokens %q %q", a, b)
 	}
 }
+
+// Codes that expired over an hour ago are deleted by later logins, a few at a time; the
+// tokens they became stay.
+func TestOldDeviceCodesArePurged(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	start := e.startLogin(nil)
+	expect(t, e.call("POST", "/cli/device-code/"+str(start, "session_id")+"/approve", appSecret,
+		map[string]any{"user_id": "u1", "email": "u1@example.com"}), 200, "")
+	tok := str(e.call("GET", "/cli/device-code/"+str(start, "device_code"), "", nil), "session_token")
+	if _, err := e.d.Pool.Exec(ctx, `UPDATE device_codes SET expires_at = now() - interval '2 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Pool.Exec(ctx, `INSERT INTO device_codes (id, device_code, user_code, session_id, status, expires_at)
+		SELECT 'id'||i, 'dc'||i, 'uc'||i, 'sid'||i, 'expired', now() - interval '2 hours' FROM generate_series(1, 20) i`); err != nil {
+		t.Fatal(err)
+	}
+	e.startLogin(nil)
+	var old int
+	if err := e.d.Pool.QueryRow(ctx, `SELECT count(*) FROM device_codes WHERE expires_at < now() - interval '1 hour'`).Scan(&old); err != nil || old != 21-16 {
+		t.Fatalf("%d old codes left after one login, want 5 (%v)", old, err)
+	}
+	e.startLogin(nil)
+	if err := e.d.Pool.QueryRow(ctx, `SELECT count(*) FROM device_codes WHERE expires_at < now() - interval '1 hour'`).Scan(&old); err != nil || old != 0 {
+		t.Fatalf("%d old codes left after two logins (%v)", old, err)
+	}
+	expect(t, e.call("GET", "/cli/sessions", tok, nil), 200, "")
+}
