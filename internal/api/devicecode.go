@@ -64,6 +64,8 @@ func parseDeviceInfo(raw []byte) (deviceInfo, error) {
 	if body.Arch != nil {
 		d.Arch = *body.Arch
 	}
+	// Informational: NULs (which text cannot hold) are dropped rather than refused.
+	d.Hostname, d.Platform, d.Arch = dropNUL(d.Hostname), dropNUL(d.Platform), dropNUL(d.Arch)
 	if err := firstErr(tooLong("hostname", d.Hostname, maxDeviceField), tooLong("platform", d.Platform, maxDeviceField),
 		tooLong("arch", d.Arch, maxDeviceField)); err != nil {
 		return deviceInfo{}, err
@@ -118,7 +120,7 @@ func (a *API) createDeviceCode(c *Call) error {
 // approved code is handed out to exactly one poll.
 func (a *API) pollDeviceCode(c *Call) error {
 	code := c.R.PathValue("code")
-	if code == "" || len(code) > maxCodeInPath {
+	if code == "" || len(code) > maxCodeInPath || !storable(code) {
 		return c.OK(map[string]any{"status": "expired"})
 	}
 	ctx := c.R.Context()
@@ -206,7 +208,7 @@ func (a *API) approveDeviceCode(c *Call) error {
 		return err
 	}
 	code := c.R.PathValue("code")
-	if code == "" || len(code) > maxCodeInPath {
+	if code == "" || len(code) > maxCodeInPath || !storable(code) {
 		return Fail(http.StatusNotFound, "Code not found or expired")
 	}
 	expired := false
@@ -253,6 +255,8 @@ func (a *API) approveDeviceCode(c *Call) error {
 	}
 	return c.OK(map[string]any{"ok": true})
 }
+
+func dropNUL(s string) string { return strings.ReplaceAll(s, "\x00", "") }
 
 func deref(s *string) string {
 	if s == nil {

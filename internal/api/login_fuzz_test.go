@@ -46,7 +46,7 @@ func FuzzParseJWT(f *testing.F) {
 			c, reason := parseSyncJWT(tok, fuzzSecret, now)
 			switch {
 			case reason == "":
-				if c.Jti == "" || len(c.Jti) > maxJtiLen || c.Exp.Before(now.Add(-time.Second)) || c.Exp.Unix() > maxSyncExp {
+				if c.Jti == "" || len(c.Jti) > maxJtiLen || strings.ContainsRune(c.Jti+c.Sub+c.Email, 0) || c.Exp.Before(now.Add(-time.Second)) || c.Exp.Unix() > maxSyncExp {
 					t.Fatalf("accepted %q with claims %+v", tok, c)
 				}
 				for _, m := range c.Meshes {
@@ -85,7 +85,7 @@ func FuzzDeviceCodeBody(f *testing.F) {
 			return
 		}
 		for _, v := range []string{d.Hostname, d.Platform, d.Arch} {
-			if utf8.RuneCountInString(v) > maxDeviceField {
+			if utf8.RuneCountInString(v) > maxDeviceField || strings.ContainsRune(v, 0) {
 				t.Fatalf("accepted %+v", d)
 			}
 		}

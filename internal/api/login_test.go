@@ -459,3 +459,43 @@ func TestOldDeviceCodesArePurged(t *testing.T) {
 	}
 	expect(t, e.call("GET", "/cli/sessions", tok, nil), 200, "")
 }
+
+// Postgres text cannot hold NUL: every field a caller sends with one is refused or dropped
+// with a 4xx or a normal answer, never a 500.
+func TestNULCharactersAreBadInputNot500(t *testing.T) {
+	e := newEnv(t, map[string]string{"BROKER_LEGACY_AUTH": "1"})
+	uid, tok := e.user("nul@example.com")
+	r := e.startLogin(map[string]any{"hostname": "ho\x00st", "platform": "\x00", "arch": "x"})
+	var host string
+	if err := e.d.Pool.QueryRow(context.Background(), `SELECT hostname FROM device_codes WHERE device_code = $1`, str(r, "device_code")).Scan(&host); err != nil || host != "host" {
+		t.Fatalf("hostname %q %v", host, err)
+	}
+	sid := str(r, "session_id")
+	for _, f := range []string{"user_id", "email", "name"} {
+		body := map[string]any{"user_id": "u1", "email": "a@b"}
+		body[f] = "a\x00b"
+		expect(t, e.call("POST", "/cli/device-code/"+sid+"/approve", appSecret, body), 400, f+" contains a NUL character")
+		expect(t, e.call("POST", "/cli/token", appSecret, body), 400, f+" contains a NUL character")
+	}
+	expect(t, e.call("POST", "/cli/token", appSecret, map[string]any{"user_id": "u1", "email": "a@b", "hostname": "\x00"}), 400, "hostname contains a NUL character")
+	expect(t, e.call("POST", "/cli/device-code/%00/approve", appSecret, map[string]any{"user_id": "u1", "email": "a@b"}), 404, "Code not found or expired")
+	if r := e.call("GET", "/cli/device-code/%00", "", nil); r.Status != 200 || r.Body["status"] != "expired" {
+		t.Fatalf("poll %%00: %s", r.Raw)
+	}
+	expect(t, e.call("GET", "/cli/sessions?user_id=%00", "", nil), 401, "missing_bearer_token")
+	expect(t, e.call("GET", "/cli/sessions?user_id="+uid, "", nil), 200, "")
+	if r := e.call("POST", "/cli/session/revoke", tok, map[string]any{"session_id": "\x00"}); r.Status != 200 || r.Body["found"] != false {
+		t.Fatalf("revoke by NUL id: %s", r.Raw)
+	}
+	if r := e.call("POST", "/cli/session/revoke", "", map[string]any{"token": "\x00"}); r.Status != 200 || r.Body["found"] != false {
+		t.Fatalf("revoke NUL token: %s", r.Raw)
+	}
+	mesh := e.mesh("nul", false)
+	body := syncBody(signJWT(syncSecret, hs256, syncClaims("u\x00x", map[string]any{"id": mesh})))
+	expect(t, e.call("POST", "/cli-sync", "", body), 400, "sync token invalid: malformed JWT")
+	body = syncBody(signJWT(syncSecret, hs256, syncClaims("u2", map[string]any{"id": mesh + "\x00"})))
+	expect(t, e.call("POST", "/cli-sync", "", body), 400, "sync token invalid: malformed JWT")
+	body = syncBody(signJWT(syncSecret, hs256, syncClaims("u2", map[string]any{"id": mesh})))
+	body["display_name"] = "a\x00"
+	expect(t, e.call("POST", "/cli-sync", "", body), 400, "display_name contains a NUL character")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -22,13 +23,21 @@ const (
 	maxUserIDField = 200
 )
 
-// tooLong is nil when v is within max characters, else the 400 naming the field.
+// tooLong is nil when v is within max characters and storable, else the 400 naming the
+// field. Postgres text cannot hold NUL: refused here, it would otherwise fail the statement
+// (a 500 for bad input).
 func tooLong(field, v string, max int) error {
 	if utf8.RuneCountInString(v) > max {
 		return Fail(400, fmt.Sprintf("%s longer than %d characters", field, max))
 	}
+	if strings.ContainsRune(v, 0) {
+		return Fail(400, field+" contains a NUL character")
+	}
 	return nil
 }
+
+// storable reports whether s can be a text parameter (no NUL).
+func storable(s string) bool { return !strings.ContainsRune(s, 0) }
 
 // firstErr returns the first non-nil error.
 func firstErr(errs ...error) error {

@@ -87,6 +87,12 @@ func parseSyncJWT(token, secret string, now time.Time) (syncClaims, string) {
 	if !decodeSegment(parts[1], &claims) {
 		return c, "malformed JWT"
 	}
+	for _, raw := range claims {
+		// Claims become text columns, which cannot hold NUL.
+		if bytes.Contains(raw, []byte(`\u0000`)) {
+			return c, "malformed JWT"
+		}
+	}
 	exp, hasExp, ok := numberClaim(claims, "exp")
 	if !ok {
 		return c, "malformed JWT"

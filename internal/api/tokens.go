@@ -55,7 +55,11 @@ type sessionJSON struct {
 // listSessions: GET /cli/sessions — the caller's own unrevoked tokens, oldest first (with
 // BROKER_LEGACY_AUTH=1 the user_id query parameter names the caller).
 func (a *API) listSessions(c *Call) error {
-	p, err := a.Authenticate(c, c.R.URL.Query().Get("user_id"))
+	legacyID := c.R.URL.Query().Get("user_id")
+	if !storable(legacyID) {
+		legacyID = "" // no such user; text cannot hold NUL
+	}
+	p, err := a.Authenticate(c, legacyID)
 	if err != nil {
 		return err
 	}
@@ -94,6 +98,9 @@ func (a *API) revokeSession(c *Call) error {
 		}
 		if p.Legacy {
 			return Fail(http.StatusUnauthorized, "missing_bearer_token")
+		}
+		if !storable(b.SessionID) {
+			return c.OK(map[string]any{"ok": true, "found": false})
 		}
 		_, err = a.q.RevokeUserCliSession(ctx, db.RevokeUserCliSessionParams{ID: b.SessionID, UserID: p.UserID})
 	default:
