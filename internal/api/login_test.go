@@ -499,3 +499,39 @@ func TestNULCharactersAreBadInputNot500(t *testing.T) {
 	body["display_name"] = "a\x00"
 	expect(t, e.call("POST", "/cli-sync", "", body), 400, "display_name contains a NUL character")
 }
+
+// The web app vouching for a new user with an email another transaction is giving to
+// another user at that moment: 409, not a 500 (the unique index decides once the other
+// commits).
+func TestVouchedEmailRaceIsAConflict(t *testing.T) {
+	e := newEnv(t, nil)
+	ctx := context.Background()
+	tx, err := e.d.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `INSERT INTO users (id, email) VALUES ('first', 'race@example.com')`); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan reply, 1)
+	go func() {
+		done <- callAt(t, e.inst.HTTP, "POST", "/cli/token", appSecret, map[string]any{"user_id": "second", "email": "race@example.com"})
+	}()
+	// Wait until the request's insert waits on the uncommitted row.
+	deadline := time.Now().Add(15 * time.Second)
+	for waiting := 0; waiting == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the request never waited on the uncommitted user")
+		}
+		if err := e.d.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO users%'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, <-done, http.StatusConflict, "email belongs to another user")
+}
