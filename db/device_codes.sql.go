@@ -94,6 +94,27 @@ func (q *Queries) ExpireDeviceCode(ctx context.Context, id string) error {
 	return err
 }
 
+const expireUncollectedDeviceCodes = `-- name: ExpireUncollectedDeviceCodes :exec
+WITH e AS (
+    UPDATE device_codes SET status = 'expired', session_token = NULL
+    WHERE id IN (
+        SELECT o.id FROM device_codes o
+        WHERE o.status = 'approved' AND o.expires_at <= now()
+        LIMIT $1::int FOR UPDATE SKIP LOCKED)
+    RETURNING id
+)
+UPDATE cli_sessions SET revoked_at = now()
+WHERE device_code_id IN (SELECT id FROM e) AND revoked_at IS NULL
+`
+
+// Approved codes whose time ran out before any poll collected them: up to @lim of them lose
+// their bearer (cleared from the row, its token revoked), so a bearer nobody received is
+// neither kept in plain text nor left usable.
+func (q *Queries) ExpireUncollectedDeviceCodes(ctx context.Context, lim int32) error {
+	_, err := q.db.Exec(ctx, expireUncollectedDeviceCodes, lim)
+	return err
+}
+
 const insertDeviceCode = `-- name: InsertDeviceCode :execrows
 WITH purged AS (
     DELETE FROM device_codes WHERE id IN (

@@ -71,3 +71,18 @@ WITH e AS (
 )
 SELECT (CASE WHEN EXISTS (SELECT 1 FROM e) THEN 'expired' ELSE d.status END)::text AS status
 FROM device_codes d WHERE d.device_code = @device_code;
+
+-- name: ExpireUncollectedDeviceCodes :exec
+-- Approved codes whose time ran out before any poll collected them: up to @lim of them lose
+-- their bearer (cleared from the row, its token revoked), so a bearer nobody received is
+-- neither kept in plain text nor left usable.
+WITH e AS (
+    UPDATE device_codes SET status = 'expired', session_token = NULL
+    WHERE id IN (
+        SELECT o.id FROM device_codes o
+        WHERE o.status = 'approved' AND o.expires_at <= now()
+        LIMIT @lim::int FOR UPDATE SKIP LOCKED)
+    RETURNING id
+)
+UPDATE cli_sessions SET revoked_at = now()
+WHERE device_code_id IN (SELECT id FROM e) AND revoked_at IS NULL;

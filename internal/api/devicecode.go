@@ -91,6 +91,12 @@ func (a *API) createDeviceCode(c *Call) error {
 		c.W.Header().Set("Retry-After", "60")
 		return Fail(http.StatusServiceUnavailable, "Too many logins in progress, try again later")
 	}
+	// Housekeeping on the way, a few rows at a time: approvals nobody collected lose their
+	// bearer here (a poll does it too, but the CLI may be gone), and the insert deletes
+	// codes that expired an hour ago.
+	if err := a.q.ExpireUncollectedDeviceCodes(ctx, 16); err != nil {
+		return fmt.Errorf("expire uncollected device codes: %w", err)
+	}
 	expires := time.Now().Add(deviceCodeTTL)
 	ip := a.clientIP(c.R)
 	// A pending code with the same user code makes the insert a no-op: draw again. With

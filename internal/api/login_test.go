@@ -433,31 +433,54 @@ func TestTokenHashIsTheAPIs(t *testing.T) {
 }
 
 // Codes that expired over an hour ago are deleted by later logins, a few at a time; the
-// tokens they became stay.
+// tokens they became stay. An approval nobody collected loses its bearer at the next login.
 func TestOldDeviceCodesArePurged(t *testing.T) {
 	e := newEnv(t, nil)
 	ctx := context.Background()
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := e.d.Pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldCodes := func() int {
+		t.Helper()
+		var n int
+		if err := e.d.Pool.QueryRow(ctx, `SELECT count(*) FROM device_codes WHERE expires_at < now() - interval '1 hour'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
 	start := e.startLogin(nil)
 	expect(t, e.call("POST", "/cli/device-code/"+str(start, "session_id")+"/approve", appSecret,
 		map[string]any{"user_id": "u1", "email": "u1@example.com"}), 200, "")
 	tok := str(e.call("GET", "/cli/device-code/"+str(start, "device_code"), "", nil), "session_token")
-	if _, err := e.d.Pool.Exec(ctx, `UPDATE device_codes SET expires_at = now() - interval '2 hours'`); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.d.Pool.Exec(ctx, `INSERT INTO device_codes (id, device_code, user_code, session_id, status, expires_at)
-		SELECT 'id'||i, 'dc'||i, 'uc'||i, 'sid'||i, 'expired', now() - interval '2 hours' FROM generate_series(1, 20) i`); err != nil {
-		t.Fatal(err)
+	exec(`UPDATE device_codes SET expires_at = now() - interval '2 hours'`)
+	exec(`INSERT INTO device_codes (id, device_code, user_code, session_id, status, expires_at)
+		SELECT 'id'||i, 'dc'||i, 'uc'||i, 'sid'||i, 'expired', now() - interval '2 hours' FROM generate_series(1, 20) i`)
+	e.startLogin(nil)
+	if n := oldCodes(); n != 21-16 {
+		t.Fatalf("%d old codes left after one login, want 5", n)
 	}
 	e.startLogin(nil)
-	var old int
-	if err := e.d.Pool.QueryRow(ctx, `SELECT count(*) FROM device_codes WHERE expires_at < now() - interval '1 hour'`).Scan(&old); err != nil || old != 21-16 {
-		t.Fatalf("%d old codes left after one login, want 5 (%v)", old, err)
-	}
-	e.startLogin(nil)
-	if err := e.d.Pool.QueryRow(ctx, `SELECT count(*) FROM device_codes WHERE expires_at < now() - interval '1 hour'`).Scan(&old); err != nil || old != 0 {
-		t.Fatalf("%d old codes left after two logins (%v)", old, err)
+	if n := oldCodes(); n != 0 {
+		t.Fatalf("%d old codes left after two logins", n)
 	}
 	expect(t, e.call("GET", "/cli/sessions", tok, nil), 200, "")
+
+	late := e.startLogin(nil)
+	expect(t, e.call("POST", "/cli/device-code/"+str(late, "session_id")+"/approve", appSecret,
+		map[string]any{"user_id": "u1", "email": "u1@example.com"}), 200, "")
+	exec(`UPDATE device_codes SET expires_at = now() - interval '1 second' WHERE device_code = $1`, str(late, "device_code"))
+	e.startLogin(nil)
+	var kept *string
+	var status string
+	var revoked bool
+	if err := e.d.Pool.QueryRow(ctx, `SELECT d.session_token, d.status, c.revoked_at IS NOT NULL FROM device_codes d
+		JOIN cli_sessions c ON c.device_code_id = d.id WHERE d.device_code = $1`, str(late, "device_code")).Scan(&kept, &status, &revoked); err != nil ||
+		kept != nil || status != "expired" || !revoked {
+		t.Fatalf("uncollected approval after the next login: token %v, status %s, revoked %v (%v)", kept, status, revoked, err)
+	}
 }
 
 // Postgres text cannot hold NUL: every field a caller sends with one is refused or dropped
