@@ -7,6 +7,7 @@ package db
 
 import (
 	"context"
+	"time"
 )
 
 const authenticateBearer = `-- name: AuthenticateBearer :one
@@ -27,6 +28,181 @@ func (q *Queries) AuthenticateBearer(ctx context.Context, tokenHash string) (Aut
 	var i AuthenticateBearerRow
 	err := row.Scan(&i.ID, &i.UserID)
 	return i, err
+}
+
+const insertCliSession = `-- name: InsertCliSession :one
+INSERT INTO cli_sessions (id, user_id, device_code_id, hostname, platform, arch, label, token_hash)
+VALUES ($1, $2, $3, $4, $5,
+        $6, $7, $8)
+RETURNING id, created_at
+`
+
+type InsertCliSessionParams struct {
+	ID           string
+	UserID       string
+	DeviceCodeID *string
+	Hostname     *string
+	Platform     *string
+	Arch         *string
+	Label        *string
+	TokenHash    string
+}
+
+type InsertCliSessionRow struct {
+	ID        string
+	CreatedAt time.Time
+}
+
+// Mints a bearer: the token itself is never stored, only @token_hash (its SHA-256).
+func (q *Queries) InsertCliSession(ctx context.Context, arg InsertCliSessionParams) (InsertCliSessionRow, error) {
+	row := q.db.QueryRow(ctx, insertCliSession,
+		arg.ID,
+		arg.UserID,
+		arg.DeviceCodeID,
+		arg.Hostname,
+		arg.Platform,
+		arg.Arch,
+		arg.Label,
+		arg.TokenHash,
+	)
+	var i InsertCliSessionRow
+	err := row.Scan(&i.ID, &i.CreatedAt)
+	return i, err
+}
+
+const listLiveCliSessions = `-- name: ListLiveCliSessions :many
+SELECT id, hostname, platform, arch, label, last_seen_at, created_at FROM cli_sessions
+WHERE user_id = $1 AND revoked_at IS NULL
+ORDER BY created_at, id
+`
+
+type ListLiveCliSessionsRow struct {
+	ID         string
+	Hostname   *string
+	Platform   *string
+	Arch       *string
+	Label      *string
+	LastSeenAt time.Time
+	CreatedAt  time.Time
+}
+
+// A user's unrevoked tokens, oldest first (GET /cli/sessions; served by cli_sessions_user_idx).
+func (q *Queries) ListLiveCliSessions(ctx context.Context, userID string) ([]ListLiveCliSessionsRow, error) {
+	rows, err := q.db.Query(ctx, listLiveCliSessions, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListLiveCliSessionsRow{}
+	for rows.Next() {
+		var i ListLiveCliSessionsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Hostname,
+			&i.Platform,
+			&i.Arch,
+			&i.Label,
+			&i.LastSeenAt,
+			&i.CreatedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const listUserCliSessions = `-- name: ListUserCliSessions :many
+SELECT id, label, hostname, created_at, last_seen_at, revoked_at FROM cli_sessions
+WHERE user_id = $1
+ORDER BY created_at, id
+`
+
+type ListUserCliSessionsRow struct {
+	ID         string
+	Label      *string
+	Hostname   *string
+	CreatedAt  time.Time
+	LastSeenAt time.Time
+	RevokedAt  *time.Time
+}
+
+// Every token of a user, revoked ones too (broker admin token list).
+func (q *Queries) ListUserCliSessions(ctx context.Context, userID string) ([]ListUserCliSessionsRow, error) {
+	rows, err := q.db.Query(ctx, listUserCliSessions, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListUserCliSessionsRow{}
+	for rows.Next() {
+		var i ListUserCliSessionsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Label,
+			&i.Hostname,
+			&i.CreatedAt,
+			&i.LastSeenAt,
+			&i.RevokedAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const revokeCliSession = `-- name: RevokeCliSession :one
+UPDATE cli_sessions SET revoked_at = now()
+WHERE id = $1 AND revoked_at IS NULL
+RETURNING id
+`
+
+// Revokes one unrevoked token by id (broker admin token revoke).
+func (q *Queries) RevokeCliSession(ctx context.Context, id string) (string, error) {
+	row := q.db.QueryRow(ctx, revokeCliSession, id)
+	var id_2 string
+	err := row.Scan(&id_2)
+	return id_2, err
+}
+
+const revokeCliSessionByHash = `-- name: RevokeCliSessionByHash :one
+UPDATE cli_sessions SET revoked_at = now()
+WHERE token_hash = $1 AND revoked_at IS NULL
+RETURNING id
+`
+
+// Revokes the unrevoked token with this hash (the bearer itself proves the right to).
+func (q *Queries) RevokeCliSessionByHash(ctx context.Context, tokenHash string) (string, error) {
+	row := q.db.QueryRow(ctx, revokeCliSessionByHash, tokenHash)
+	var id string
+	err := row.Scan(&id)
+	return id, err
+}
+
+const revokeUserCliSession = `-- name: RevokeUserCliSession :one
+UPDATE cli_sessions SET revoked_at = now()
+WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL
+RETURNING id
+`
+
+type RevokeUserCliSessionParams struct {
+	ID     string
+	UserID string
+}
+
+// Revokes one unrevoked token by id, only if it belongs to @user_id.
+func (q *Queries) RevokeUserCliSession(ctx context.Context, arg RevokeUserCliSessionParams) (string, error) {
+	row := q.db.QueryRow(ctx, revokeUserCliSession, arg.ID, arg.UserID)
+	var id string
+	err := row.Scan(&id)
+	return id, err
 }
 
 const touchCliSessions = `-- name: TouchCliSessions :exec

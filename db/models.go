@@ -56,6 +56,13 @@ type CliSession struct {
 	LastSeenAt   time.Time
 	CreatedAt    time.Time
 	RevokedAt    *time.Time
+	Label        *string
+}
+
+type CliSyncJti struct {
+	Jti       string
+	UsedAt    time.Time
+	ExpiresAt time.Time
 }
 
 type Delivery struct {

@@ -485,7 +485,15 @@ func TestHelpAtEveryLevel(t *testing.T) {
 		{"migrate up", nil},
 		{"migrate status", nil},
 		{"migrate down-to", []string{"N"}},
-		{"admin", []string{"admin mesh create", "admin member add", "admin member revoke", "admin invite create"}},
+		{"admin", []string{"admin mesh create", "admin mesh list", "admin mesh archive ID", "admin member add", "admin member list", "admin member revoke",
+			"admin user create", "admin user list", "admin token create", "admin token list", "admin token revoke ID", "admin invite create"}},
+		{"admin user", []string{"admin user create", "admin user list"}},
+		{"admin user create", []string{"--email EMAIL", "--name NAME"}},
+		{"admin user list", nil},
+		{"admin token", []string{"admin token create", "admin token list", "admin token revoke ID"}},
+		{"admin token create", []string{"--user ID", "--label LABEL"}},
+		{"admin token list", []string{"--user ID"}},
+		{"admin token revoke", []string{"ID"}},
 		{"admin mesh", []string{"admin mesh create"}},
 		{"admin mesh create", []string{"--name NAME"}},
 		{"admin member", []string{"admin member add", "admin member revoke"}},
@@ -556,7 +564,12 @@ func TestUsageErrorsBeforeTheDatabase(t *testing.T) {
 		{[]string{"version", "--short"}, "version: flag provided but not defined: -short", "usage: broker version"},
 		{[]string{"migrate", "up", "extra"}, `migrate up: unexpected argument "extra"`, "usage: broker migrate up"},
 		{[]string{"migrate", "down-to"}, "migrate down-to: missing argument N", "usage: broker migrate down-to N"},
-		{[]string{"admin"}, "admin needs a subcommand: mesh, member or invite", "usage: broker admin COMMAND"},
+		{[]string{"admin"}, "admin needs a subcommand: mesh, member, user, token or invite", "usage: broker admin COMMAND"},
+		{[]string{"admin", "user", "create"}, "admin user create: missing required flag: --email", "usage: broker admin user create --email EMAIL [--name NAME]"},
+		{[]string{"admin", "token", "create", "--label", "x"}, "admin token create: missing required flag: --user", "usage: broker admin token create --user ID [--label LABEL]"},
+		{[]string{"admin", "token", "revoke"}, "admin token revoke: missing argument ID", "usage: broker admin token revoke ID"},
+		{[]string{"admin", "token", "revoke", "a", "b"}, `admin token revoke: unexpected argument "b"`, "usage: broker admin token revoke ID"},
+		{[]string{"admin", "user", "list", "x"}, `admin user list: unexpected argument "x"`, "usage: broker admin user list"},
 		{[]string{"admin", "member", "remove"}, `unknown admin member subcommand "remove"`, "usage: broker admin member COMMAND"},
 		{[]string{"help", "admin", "nothing"}, `unknown admin subcommand "nothing"`, "usage: broker admin COMMAND"},
 	}
@@ -569,5 +582,107 @@ func TestUsageErrorsBeforeTheDatabase(t *testing.T) {
 	}
 	if _, err := os.Stat(dataDir); !os.IsNotExist(err) {
 		t.Errorf("a usage error touched the embedded database's directory (%v)", err)
+	}
+}
+
+// Accounts and bearers from the command line: a user, a token that authenticates on a
+// running broker until it is revoked, the lists (never the token), and bad input exit 2.
+func TestAdminAccounts(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	env := baseEnv("DATABASE_URL=" + d.URL)
+	decode := func(out string) map[string]any {
+		t.Helper()
+		var m map[string]any
+		if strings.Count(out, "\n") != 1 || json.Unmarshal([]byte(out), &m) != nil {
+			t.Fatalf("stdout is not one JSON line: %q", out)
+		}
+		return m
+	}
+	code, out, errOut := run(t, env, "admin", "user", "create", "--email", "ops@example.com", "--name", "Ops")
+	if code != 0 {
+		t.Fatalf("user create: %d %s", code, errOut)
+	}
+	u := decode(out)
+	userID, _ := u["userId"].(string)
+	if len(userID) != 32 || u["email"] != "ops@example.com" || u["name"] != "Ops" {
+		t.Fatalf("user create output %s", out)
+	}
+	code, out, _ = run(t, env, "admin", "user", "list")
+	if users, _ := decode(out)["users"].([]any); code != 0 || len(users) != 1 || users[0].(map[string]any)["userId"] != userID {
+		t.Fatalf("user list: %s", out)
+	}
+
+	code, out, errOut = run(t, env, "admin", "token", "create", "--user", userID, "--label", "ci")
+	if code != 0 {
+		t.Fatalf("token create: %d %s", code, errOut)
+	}
+	tok := decode(out)
+	token, _ := tok["token"].(string)
+	tokenID, _ := tok["tokenId"].(string)
+	if !strings.HasPrefix(token, "cm_") || tok["userId"] != userID || tok["label"] != "ci" || tokenID == "" {
+		t.Fatalf("token create output %s", out)
+	}
+	var stored string
+	if err := d.Pool.QueryRow(context.Background(), "SELECT token_hash FROM cli_sessions WHERE id = $1", tokenID).Scan(&stored); err != nil ||
+		strings.Contains(stored, token) || len(stored) != 64 {
+		t.Fatalf("stored %q (%v): only the hash may be stored", stored, err)
+	}
+	code, out, _ = run(t, env, "admin", "token", "list", "--user", userID)
+	if code != 0 || strings.Contains(out, token) {
+		t.Fatalf("token list shows the token or failed: %d %s", code, out)
+	}
+	list, _ := decode(out)["tokens"].([]any)
+	if len(list) != 1 || list[0].(map[string]any)["id"] != tokenID || list[0].(map[string]any)["label"] != "ci" ||
+		list[0].(map[string]any)["revoked"] != false || list[0].(map[string]any)["lastSeenAt"] == nil {
+		t.Fatalf("token list: %s", out)
+	}
+
+	// The token works on a running broker, and not after revocation.
+	p := startServe(t, "DATABASE_URL="+d.URL)
+	p.waitStatus(t, "/health/ready", 200, 15*time.Second)
+	sessions := func() int {
+		req, _ := http.NewRequest("GET", p.base+"/cli/sessions", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := sessions(); s != 200 {
+		t.Fatalf("GET /cli/sessions with the minted token: %d", s)
+	}
+	code, out, errOut = run(t, env, "admin", "token", "revoke", tokenID)
+	if code != 0 || decode(out)["revoked"] != true || decode(out)["tokenId"] != tokenID {
+		t.Fatalf("token revoke: %d %s %s", code, out, errOut)
+	}
+	if s := sessions(); s != 401 {
+		t.Fatalf("revoked token answered %d", s)
+	}
+	_, out, _ = run(t, env, "admin", "token", "list", "--user", userID)
+	if list, _ := decode(out)["tokens"].([]any); len(list) != 1 || list[0].(map[string]any)["revoked"] != true {
+		t.Fatalf("token list after revoke: %s", out)
+	}
+
+	bad := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"user", "create", "--email", "OPS@example.com"}, `a user with email "OPS@example.com" already exists`},
+		{[]string{"user", "create", "--email", "not-an-email"}, "--email must be an email address"},
+		{[]string{"user", "create", "--email", "a@b", "--name", strings.Repeat("n", 201)}, "--name is longer than 200 characters"},
+		{[]string{"token", "create", "--user", "nobody"}, `no user with id "nobody"`},
+		{[]string{"token", "create", "--user", userID, "--label", strings.Repeat("l", 201)}, "--label is longer than 200 characters"},
+		{[]string{"token", "list", "--user", "nobody"}, `no user with id "nobody"`},
+		{[]string{"token", "revoke", "nope"}, `no unrevoked token with id "nope"`},
+		{[]string{"token", "revoke", tokenID}, "no unrevoked token with id"},
+	}
+	for _, b := range bad {
+		code, out, errOut := run(t, env, append([]string{"admin"}, b.args...)...)
+		if code != 2 || out != "" || !strings.Contains(errOut, b.want) {
+			t.Errorf("admin %v: exit %d, stdout %q, stderr %q; want exit 2 and %q", b.args, code, out, errOut, b.want)
+		}
 	}
 }

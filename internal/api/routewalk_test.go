@@ -80,6 +80,9 @@ func TestRouteWalkNoWriteWithoutCredential(t *testing.T) {
 	cases := walkCases(t, e, f)
 
 	for _, rt := range api.Routes() {
+		if rt.Doc == "" || rt.Handler == nil {
+			t.Errorf("%s %s: no Doc or handler", rt.Method, rt.Pattern)
+		}
 		if !rt.Writes {
 			continue
 		}
@@ -123,13 +126,19 @@ func TestRouteWalkNoWriteWithoutCredential(t *testing.T) {
 }
 
 // openWrites are the routes anyone may call that write, and why that is safe.
-var openWrites = map[string]string{}
+var openWrites = map[string]string{
+	"POST /cli/device-code": "starts a login: a pending code that grants nothing until a user's app or bearer approves it; bounded per IP and globally, purged after expiry",
+}
 
 // walkCases builds the per-route attempts.
 func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 	o := f.o
 	mesh := "/mesh/" + o.meshID
 	victim := o.owner.MemberID
+	var ownerSession string
+	if err := e.d.Pool.QueryRow(context.Background(), `SELECT id FROM cli_sessions WHERE user_id = $1`, o.ownerID).Scan(&ownerSession); err != nil {
+		t.Fatal(err)
+	}
 	// A real invite whose one use is spent (what a leaked, used link is), and a forged one:
 	// signed by the attacker's key, naming it as the owner.
 	mesh0, err := e.q.GetMesh(context.Background(), o.meshID)
@@ -157,6 +166,16 @@ func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 	}
 	x25519 := base64.RawURLEncoding.EncodeToString(make([]byte, 32))
 	claim := map[string]any{"recipient_x25519_pubkey": x25519, "peer_pubkey": joiner, "display_name": "mallory"}
+	// A pending device code, and an approval or a token asked for the owner's account.
+	login := e.startLogin(map[string]any{"hostname": "victim"})
+	forOwner := map[string]any{"user_id": o.ownerID, "email": "owner@example.com", "name": "Owner"}
+	approverAttempts := []walkAttempt{
+		{name: "no credential", body: forOwner, statuses: []int{401}},
+		{name: "garbage bearer", token: "cm_" + ids.New(), body: forOwner, statuses: []int{401}},
+		{name: "another user's bearer", token: f.stranger, body: forOwner, statuses: []int{403}},
+		{name: "a member's bearer", token: f.memberToken, body: forOwner, statuses: []int{403}},
+	}
+	syncForged := signJWT("not-the-secret", hs256, syncClaims(o.ownerID, map[string]any{"id": o.meshID, "slug": o.slug, "role": "admin"}))
 	perms := map[string]any{"requester_id": o.ownerID, "member_id": victim, "permissions": map[string]bool{"canDeleteMesh": false}}
 	return map[string]walkCase{
 		"POST /cli/mesh/create": {path: "/cli/mesh/create",
@@ -184,6 +203,35 @@ func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 		}},
 		"POST /cli/mesh/{slug}/invite": {path: "/cli/mesh/" + o.slug + "/invite",
 			attempts: append(bearerAttempts(f, map[string]any{"role": "admin"}, 403), asMember(f, map[string]any{"role": "admin"}))},
+		"GET /cli/device-code/{code}": {path: "/cli/device-code/" + ids.New()[:16], attempts: []walkAttempt{
+			{name: "unknown device code", statuses: []int{200}, check: func(r reply) error {
+				if r.Body["status"] != "expired" || r.Body["session_token"] != nil {
+					return fmt.Errorf("answered %s", r.Raw)
+				}
+				return nil
+			}},
+		}},
+		"POST /cli/device-code/{code}/approve": {path: "/cli/device-code/" + str(login, "session_id") + "/approve", attempts: approverAttempts},
+		"POST /cli/token":                      {path: "/cli/token", attempts: approverAttempts},
+		"POST /cli/session/revoke": {path: "/cli/session/revoke", attempts: []walkAttempt{
+			{name: "unknown token", body: map[string]any{"token": "cm_" + ids.New()}, statuses: []int{200}, check: func(r reply) error {
+				if r.Body["found"] != false {
+					return fmt.Errorf("answered %s", r.Raw)
+				}
+				return nil
+			}},
+			{name: "another's session id, no bearer", body: map[string]any{"session_id": ids.New()}, statuses: []int{400, 401}},
+			{name: "another's session id, a stranger's bearer", token: f.stranger,
+				body: map[string]any{"session_id": ownerSession}, statuses: []int{200, 404}, check: func(r reply) error {
+					if r.Body["found"] != false {
+						return fmt.Errorf("answered %s", r.Raw)
+					}
+					return nil
+				}},
+		}},
+		"POST /cli-sync": {path: "/cli-sync", attempts: []walkAttempt{
+			{name: "token signed with another secret", body: map[string]any{"sync_token": syncForged, "peer_pubkey": joiner, "display_name": "mallory"}, statuses: []int{400}},
+		}},
 		"DELETE /mesh/{meshId}/session/{presenceId}": {path: mesh + "/session/" + f.presenceID,
 			attempts: append(bearerAttempts(f, map[string]any{}, 403), asMember(f, map[string]any{}))},
 	}
