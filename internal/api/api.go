@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -202,6 +203,11 @@ func (e *Error) Error() string { return fmt.Sprintf("%d %s", e.Status, e.Msg) }
 func Fail(status int, msg string) *Error { return &Error{Status: status, Msg: msg} }
 
 func (rt Route) handle(a *API, w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	defer func() {
+		a.metrics.APIRequests.WithLabelValues(rt.Method+" "+rt.Pattern, strconv.Itoa(sw.code)).Inc()
+	}()
+	w = sw
 	c := &Call{W: w, R: r, Route: rt}
 	if rt.IPLimited && a.cfg.IPRatePerMinute > 0 && !a.ipLimit.Take(a.clientIP(r), 1) {
 		w.Header().Set("Retry-After", "60")
@@ -219,6 +225,17 @@ func (rt Route) handle(a *API, w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Error("api handler failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	c.fail(Fail(http.StatusInternalServerError, "internal"))
+}
+
+// statusWriter remembers the status a handler wrote, for broker_api_requests_total.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	s.code = code
+	s.ResponseWriter.WriteHeader(code)
 }
 
 // fail writes e in the route's shape.

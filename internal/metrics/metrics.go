@@ -65,10 +65,13 @@ type Metrics struct {
 	Takeovers             prometheus.Counter
 	SendBatchSize         prometheus.Histogram
 	SendBatchDuration     prometheus.Histogram
+	// APIRequests counts the account routes' answers by route ("POST /cli/mesh/create") and
+	// status code.
+	APIRequests *prometheus.CounterVec
 }
 
 // NotificationKinds label broker_notifications_received_total.
-var NotificationKinds = []string{"wake", "kick", "revoke", "system"}
+var NotificationKinds = []string{"wake", "kick", "revoke", "system", "kick_session", "mesh_archived"}
 
 // latencyBuckets span 0.5 ms to 10 s: the targets are single-digit milliseconds, the
 // original broker's p99 was seconds.
@@ -120,7 +123,10 @@ func New() *Metrics {
 		SendBatchDuration: f.histogram("broker_send_batch_seconds",
 			"Duration of one write transaction storing a batch of sends"),
 	}
+	m.APIRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "broker_api_requests_total",
+		Help: "Requests to the account routes (/cli, /cli-sync, /join, /invites, /mesh), by route and HTTP status"}, []string{"route", "code"})
 	r.MustRegister(
+		m.APIRequests,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
