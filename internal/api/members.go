@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -175,9 +176,31 @@ func (a *API) patchMember(c *Call) error {
 		if err != nil {
 			return fmt.Errorf("update member: %w", err)
 		}
+		// The audit event names the fields changed (and a new role, a privilege), not the
+		// profile values.
+		fields := make([]string, 0, len(changes))
+		for _, f := range append(slices.Clone(selfEditableFields), "permission") {
+			if _, ok := changes[f]; ok {
+				fields = append(fields, f)
+			}
+		}
+		ev := map[string]any{"memberId": m.ID, "fields": fields}
+		if b.Permission != nil {
+			ev["permission"] = *b.Permission
+		}
+		if err := audit.Append(c.R.Context(), q, []audit.Event{{MeshID: st.mesh.ID, Type: "member_updated", ActorID: st.member,
+			Payload: ev}}, time.Now()); err != nil {
+			return err
+		}
 		payload, err := a.sessions.MemberPushPayload(st.mesh.ID, m.ID, "profile_updated", changes)
 		if err != nil {
-			return err
+			// Valid changes can exceed a notification (8000 bytes: 32 groups of names JSON
+			// escapes six-fold): push the field names, the next hello_ack has the values.
+			payload, err = a.sessions.MemberPushPayload(st.mesh.ID, m.ID, "profile_updated",
+				map[string]any{"fields": fields, "truncated": true})
+			if err != nil {
+				return err
+			}
 		}
 		return q.Notify(c.R.Context(), db.NotifyParams{Channel: notifier.Channel, Payload: payload})
 	})
@@ -238,23 +261,37 @@ func (a *API) patchSettings(c *Call) error {
 	if !st.admin {
 		return Fail(http.StatusForbidden, "admin access required")
 	}
-	policy := map[string]bool{}
-	_ = json.Unmarshal(st.mesh.SelfEditable, &policy)
-	n := 0
+	patch := map[string]bool{}
 	for k, v := range b.SelfEditable {
 		if !slices.Contains(selfEditableFields, k) {
 			return Fail(http.StatusBadRequest, "unknown selfEditable field: "+truncate(k, 64))
 		}
 		if v != nil {
-			policy[k], n = *v, n+1
+			patch[k] = *v
 		}
 	}
-	if n == 0 {
+	if len(patch) == 0 {
 		return Fail(http.StatusBadRequest, "no settings to update")
 	}
-	raw, _ := json.Marshal(policy)
-	if err := a.q.UpdateSelfEditable(c.R.Context(), db.UpdateSelfEditableParams{SelfEditable: raw, ID: st.mesh.ID}); err != nil {
-		return fmt.Errorf("update settings: %w", err)
+	raw, _ := json.Marshal(patch)
+	var policy map[string]bool
+	// The merge is one statement (concurrent admins lose nothing) and its audit event
+	// commits with it: who may edit what is a privilege.
+	err = pgx.BeginFunc(c.R.Context(), a.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		merged, err := q.UpdateSelfEditable(c.R.Context(), db.UpdateSelfEditableParams{Patch: raw, ID: st.mesh.ID})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Fail(http.StatusBadRequest, "mesh not found") // archived meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("update settings: %w", err)
+		}
+		_ = json.Unmarshal(merged, &policy)
+		return audit.Append(c.R.Context(), q, []audit.Event{{MeshID: st.mesh.ID, Type: "settings_changed", ActorID: st.member,
+			Payload: map[string]any{"selfEditable": patch}}}, time.Now())
+	})
+	if err != nil {
+		return err
 	}
 	return c.OK(map[string]any{"ok": true, "selfEditable": policy})
 }

@@ -30,8 +30,9 @@ const (
 	maxListedMeshes     = 1000
 	maxListedMembers    = 5000
 	maxDescriptionBytes = 1024
-	// maxOwnedMeshes bounds the live meshes one user owns (each holds keys, members and
-	// an audit chain).
+	// maxOwnedMeshes bounds the meshes one user owns (each holds keys, members and an
+	// audit chain, kept after archiving): live ones and ones archived in the last day, so
+	// creating and deleting in a loop is bounded too.
 	maxOwnedMeshes = 100
 	// maxGrantEntries bounds the sender entries on one member's grants (they are read on
 	// every delivery to it).
@@ -98,7 +99,7 @@ func (a *API) createMesh(c *Call) error {
 			return fmt.Errorf("count meshes: %w", err)
 		}
 		if owned >= maxOwnedMeshes {
-			return Fail(http.StatusConflict, fmt.Sprintf("you own %d meshes, the most one user may (delete one first)", owned))
+			return Fail(http.StatusConflict, fmt.Sprintf("you own %d meshes (counting those deleted in the last day), the most one user may", owned))
 		}
 		if mesh, err = admin.NewMesh(c.R.Context(), q, name, slug, &p.UserID); err != nil {
 			return err

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
 )
 
@@ -118,7 +120,9 @@ func (a *API) setPermissions(c *Call) error {
 		var target *db.MeshPermissionsRow
 		callerMay, callerIsMember := false, false
 		for i, r := range rows {
-			if r.UserID != nil && *r.UserID == p.UserID {
+			// Only the caller's live members give it standing: a revoked admin's bearer
+			// must not keep managing the mesh.
+			if r.UserID != nil && *r.UserID == p.UserID && !r.Revoked {
 				callerIsMember = true
 				callerMay = callerMay || effectivePermissions(r, mesh.OwnerUserID)["canManagePermissions"]
 			}
@@ -148,7 +152,15 @@ func (a *API) setPermissions(c *Call) error {
 		}); err != nil {
 			return fmt.Errorf("store permissions: %w", err)
 		}
-		return nil
+		actor := ""
+		for _, r := range rows { // the caller's live member, if it has one
+			if r.UserID != nil && *r.UserID == p.UserID && !r.Revoked {
+				actor = r.MemberID
+				break
+			}
+		}
+		return audit.Append(c.R.Context(), q, []audit.Event{{MeshID: mesh.ID, Type: "permissions_changed", ActorID: actor,
+			Payload: map[string]any{"memberId": target.MemberID, "permissions": b.Permissions}}}, time.Now())
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,144 @@
+package api_test
+
+// Attacks on the account surface by the two parties of docs/security.md: a stranger who
+// reaches the port (with or without a bearer of its own), and another member of the same
+// mesh. Each test fails against a broker that lets the attack through.
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/ids"
+)
+
+// A member's standing ends with its revocation: a revoked admin's bearer could still set
+// anyone's permissions, because the check read revoked members too.
+func TestAttackRevokedAdminCannotManagePermissions(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("revoked-admin")
+	alice, aliceToken := e.member(o.meshID, "alice", "admin")
+	bob, _ := e.member(o.meshID, "bob", "member")
+	expect(t, e.call("DELETE", "/mesh/"+o.meshID+"/member/"+alice.MemberID, o.ownerToken, nil), 200, "")
+
+	path := "/cli/mesh/" + o.slug + "/permissions"
+	grant := map[string]any{"member_id": bob.MemberID, "permissions": map[string]bool{"canManagePermissions": true}}
+	expect(t, e.call("POST", path, aliceToken, grant), 403, "Not a member of this mesh")
+	if n := e.count(`SELECT count(*) FROM permissions WHERE member_id = $1`, bob.MemberID); n != 0 {
+		t.Fatal("a revoked admin's bearer wrote a permissions row")
+	}
+	expect(t, e.call("GET", path, aliceToken, nil), 403, "Not a member of this mesh")
+}
+
+// Ids from another mesh in the path reach nothing: an admin of mesh B cannot edit, revoke or
+// kick in mesh A by naming A's member or session under B.
+func TestAttackCrossMeshIDsInPath(t *testing.T) {
+	e := newEnv(t, nil)
+	a := e.createMesh("mesh-a")
+	b := e.createMesh("mesh-b")
+	victim, _ := e.member(a.meshID, "victim", "member")
+	sock := dial(t, e.inst.WS, victim)
+	presence := sock.Ack.Str("presenceId")
+
+	expect(t, e.call("PATCH", "/mesh/"+b.meshID+"/member/"+victim.MemberID, b.ownerToken, map[string]any{"displayName": "pwned"}), 404, "member not found")
+	expect(t, e.call("DELETE", "/mesh/"+b.meshID+"/member/"+victim.MemberID, b.ownerToken, nil), 404, "member not found")
+	expect(t, e.call("DELETE", "/mesh/"+b.meshID+"/session/"+presence, b.ownerToken, nil), 404, "session not found")
+	// And B's owner is a stranger to A.
+	expect(t, e.call("DELETE", "/mesh/"+a.meshID+"/session/"+presence, b.ownerToken, nil), 403, "caller not a member of this mesh")
+	expect(t, e.call("POST", "/cli/mesh/"+b.slug+"/permissions", b.ownerToken,
+		map[string]any{"member_id": victim.MemberID, "permissions": map[string]bool{"canSend": false}}), 404, "Member not found")
+	stillOpenFor(t, sock, 200*time.Millisecond)
+	if n := e.count(`SELECT count(*) FROM members WHERE id = $1 AND revoked_at IS NULL AND display_name = 'victim'`, victim.MemberID); n != 1 {
+		t.Fatal("the victim's member changed")
+	}
+}
+
+// A plain member cannot raise itself: not through PATCH permission, the settings, or the
+// permissions route, and a policy that forbids self-edits holds.
+func TestAttackPlainMemberCannotEscalate(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("escalate")
+	bob, bobToken := e.member(o.meshID, "bob", "member")
+	self := "/mesh/" + o.meshID + "/member/" + bob.MemberID
+	expect(t, e.call("PATCH", self, bobToken, map[string]any{"permission": "admin", "roleTag": "x"}), 400, "admin-managed fields: permission")
+	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/settings", bobToken, map[string]any{"selfEditable": map[string]bool{"roleTag": true}}), 403, "admin access required")
+	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/member/"+o.owner.MemberID, bobToken, map[string]any{"permission": "member"}), 403, "")
+	expect(t, e.call("POST", "/cli/mesh/"+o.slug+"/permissions", bobToken,
+		map[string]any{"member_id": bob.MemberID, "permissions": map[string]bool{"canManagePermissions": true}}), 403, "")
+	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/settings", o.ownerToken, map[string]any{"selfEditable": map[string]bool{"displayName": false}}), 200, "")
+	expect(t, e.call("PATCH", self, bobToken, map[string]any{"displayName": "Owner"}), 400, "admin-managed fields: displayName")
+	if n := e.count(`SELECT count(*) FROM members WHERE id = $1 AND role = 'member' AND display_name = 'bob'`, bob.MemberID); n != 1 {
+		t.Fatal("bob's member changed")
+	}
+}
+
+// A change of who may do what leaves a trace in the mesh's audit chain: a role change
+// through PATCH permission, a permissions row, and the selfEditable policy.
+func TestAttackPrivilegeChangesAreAudited(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("audited")
+	bob, _ := e.member(o.meshID, "bob", "member")
+	events := func(typ string) int {
+		return e.count(`SELECT count(*) FROM audit_log WHERE mesh_id = $1 AND event_type = $2`, o.meshID, typ)
+	}
+	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/member/"+bob.MemberID, o.ownerToken, map[string]any{"permission": "admin"}), 200, "")
+	if events("member_updated") != 1 {
+		t.Fatal("a role change left no member_updated event")
+	}
+	expect(t, e.call("POST", "/cli/mesh/"+o.slug+"/permissions", o.ownerToken,
+		map[string]any{"member_id": bob.MemberID, "permissions": map[string]bool{"canManagePermissions": true}}), 200, "")
+	if events("permissions_changed") != 1 {
+		t.Fatal("a permissions change left no permissions_changed event")
+	}
+	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/settings", o.ownerToken, map[string]any{"selfEditable": map[string]bool{"groups": false}}), 200, "")
+	if events("settings_changed") != 1 {
+		t.Fatal("a policy change left no settings_changed event")
+	}
+}
+
+// A valid profile edit whose push does not fit a notification is not a 500: 32 groups with
+// names of characters JSON escapes (6 bytes each) make an event over Postgres' 8000 bytes.
+func TestAttackLargeProfilePushIsNot500(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("bigpush")
+	bob, bobToken := e.member(o.meshID, "bob", "member")
+	sock := dial(t, e.inst.WS, bob)
+	groups := make([]map[string]string, 32)
+	for i := range groups {
+		groups[i] = map[string]string{"name": strings.Repeat("<", 62) + string(rune('A'+i%26)) + string(rune('a'+i/26)), "role": strings.Repeat(">", 32)}
+	}
+	r := e.call("PATCH", "/mesh/"+o.meshID+"/member/"+bob.MemberID, bobToken, map[string]any{"groups": groups, "displayName": strings.Repeat("&", 128)})
+	expect(t, r, 200, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		f, err := sock.Next(ctx, "push")
+		if err != nil {
+			t.Fatalf("no profile_updated on the member's socket: %v", err)
+		}
+		if f.Str("event") == "profile_updated" {
+			break
+		}
+	}
+}
+
+// Creating and deleting meshes in a loop does not grow the meshes table without bound: the
+// owned-mesh cap counts meshes archived in the last day.
+func TestAttackMeshCreateDeleteChurnIsBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	uid, tok := e.user("churn@example.com")
+	for i := 0; i < 99; i++ {
+		e.exec(`INSERT INTO meshes (id, name, slug, owner_user_id, archived_at) VALUES ($1, 'old', $2, $3, now())`, ids.New(), "old-"+ids.New(), uid)
+	}
+	pub, _ := client.NewKey()
+	r := e.call("POST", "/cli/mesh/create", tok, map[string]any{"name": "last", "pubkey": pub})
+	expect(t, r, 200, "")
+	expect(t, e.call("DELETE", "/cli/mesh/"+r.Body["slug"].(string), tok, nil), 200, "")
+	r = e.call("POST", "/cli/mesh/create", tok, map[string]any{"name": "one more", "pubkey": pub})
+	expect(t, r, 409, "")
+	// A day later the archived ones no longer count.
+	e.exec(`UPDATE meshes SET archived_at = now() - interval '25 hours' WHERE owner_user_id = $1`, uid)
+	expect(t, e.call("POST", "/cli/mesh/create", tok, map[string]any{"name": "one more", "pubkey": pub}), 200, "")
+}
