@@ -6,6 +6,7 @@ package api_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +123,34 @@ func TestAttackLargeProfilePushIsNot500(t *testing.T) {
 			break
 		}
 	}
+}
+
+// What one user can make the broker store is bounded: bearers it mints for itself.
+func TestAttackTokensPerUserAreBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	uid, tok := e.user("hoarder@example.com")
+	body := map[string]any{"user_id": uid, "email": "hoarder@example.com"}
+	refused := false
+	for i := 0; i < 120; i++ {
+		r := e.call("POST", "/cli/token", tok, body)
+		if r.Status == http.StatusConflict {
+			refused = true
+			break
+		}
+		expect(t, r, 200, "")
+	}
+	if !refused {
+		t.Fatalf("a user minted %d live tokens for itself", e.count(`SELECT count(*) FROM cli_sessions WHERE user_id = $1`, uid))
+	}
+	if n := e.count(`SELECT count(*) FROM cli_sessions WHERE user_id = $1 AND revoked_at IS NULL`, uid); n > 100 {
+		t.Fatalf("%d live tokens", n)
+	}
+	// Revoking makes room again.
+	r := e.call("GET", "/cli/sessions", tok, nil)
+	expect(t, r, 200, "")
+	last := r.Body["sessions"].([]any)[len(r.Body["sessions"].([]any))-1].(map[string]any)["id"]
+	expect(t, e.call("POST", "/cli/session/revoke", tok, map[string]any{"session_id": last}), 200, "")
+	expect(t, e.call("POST", "/cli/token", tok, body), 200, "")
 }
 
 // Creating and deleting meshes in a loop does not grow the meshes table without bound: the

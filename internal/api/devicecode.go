@@ -246,7 +246,7 @@ func (a *API) approveDeviceCode(c *Call) error {
 		m, err := clitoken.Mint(ctx, q, clitoken.Params{UserID: b.UserID, DeviceCodeID: dc.ID,
 			Hostname: deref(dc.Hostname), Platform: deref(dc.Platform), Arch: deref(dc.Arch)})
 		if err != nil {
-			return err
+			return tooManyTokens(err)
 		}
 		if _, err := q.ApproveDeviceCode(ctx, db.ApproveDeviceCodeParams{ID: dc.ID, UserID: &b.UserID, SessionToken: &m.Token}); err != nil {
 			return fmt.Errorf("approve device code: %w", err)
