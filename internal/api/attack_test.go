@@ -171,3 +171,60 @@ func TestAttackMeshCreateDeleteChurnIsBounded(t *testing.T) {
 	e.exec(`UPDATE meshes SET archived_at = now() - interval '25 hours' WHERE owner_user_id = $1`, uid)
 	expect(t, e.call("POST", "/cli/mesh/create", tok, map[string]any{"name": "one more", "pubkey": pub}), 200, "")
 }
+
+// Bad input is a 400 or 404, never a 500: NUL characters (which Postgres text cannot hold)
+// in path parameters and in every stored string field, and odd JSON types.
+func TestAttackNULAndOddInputIsNot500(t *testing.T) {
+	e := newEnv(t, map[string]string{"BROKER_INVITE_V2_ENABLED": "1"})
+	o := e.createMesh("nul")
+	bob, bobToken := e.member(o.meshID, "bob", "member")
+	pub, _ := client.NewKey()
+	nul := "a\x00b"
+	m := "/mesh/" + o.meshID
+	cases := []struct {
+		method, path, token string
+		body                any
+	}{
+		{"GET", "/mesh/a%00b/members", bobToken, nil},
+		{"PATCH", m + "/member/a%00b", bobToken, map[string]any{"roleTag": "x"}},
+		{"DELETE", m + "/member/a%00b", o.ownerToken, nil},
+		{"DELETE", m + "/session/a%00b", o.ownerToken, nil},
+		{"PATCH", m + "/member/" + bob.MemberID, bobToken, map[string]any{"displayName": nul}},
+		{"PATCH", m + "/member/" + bob.MemberID, bobToken, map[string]any{"roleTag": nul}},
+		{"PATCH", m + "/member/" + bob.MemberID, bobToken, map[string]any{"groups": []map[string]string{{"name": nul, "role": nul}}}},
+		{"PATCH", m + "/member/" + bob.MemberID, bobToken, map[string]any{"displayName": 5}},
+		{"PATCH", m + "/settings", o.ownerToken, map[string]any{"selfEditable": map[string]any{"roleTag": "yes"}}},
+		{"GET", "/cli/mesh/a%00b/permissions", bobToken, nil},
+		{"POST", "/cli/mesh/" + o.slug + "/permissions", o.ownerToken, map[string]any{"member_id": nul, "permissions": map[string]bool{"canSend": true}}},
+		{"POST", "/cli/mesh/" + o.slug + "/grants", bobToken, map[string]any{"grants": map[string]any{pub: []string{nul}}}},
+		{"POST", "/cli/mesh/a%00b/grants", bobToken, map[string]any{"grants": map[string]any{pub: []string{"dm"}}}},
+		{"DELETE", "/cli/mesh/a%00b", o.ownerToken, nil},
+		{"POST", "/cli/mesh/a%00b/invite", o.ownerToken, map[string]any{}},
+		{"POST", "/cli/mesh/create", bobToken, map[string]any{"name": nul, "pubkey": pub}},
+		{"POST", "/cli/mesh/create", bobToken, map[string]any{"name": "n", "pubkey": pub, "description": nul, "template": nul}},
+		{"POST", "/cli/mesh/create", bobToken, map[string]any{"name": "n", "pubkey": pub, "slug": 1e300}},
+		{"POST", "/invites/a%00b/claim", "", map[string]any{"recipient_x25519_pubkey": strings.Repeat("A", 43), "peer_pubkey": pub}},
+		{"POST", "/join", "", map[string]any{"invite_token": nul, "invite_payload": map[string]any{"v": 1e300}, "peer_pubkey": pub, "display_name": "x"}},
+		{"GET", "/cli/device-code/a%00b", "", nil},
+		{"POST", "/cli/session/revoke", bobToken, map[string]any{"session_id": nul}},
+		{"POST", "/cli/session/revoke", "", map[string]any{"token": nul}},
+	}
+	for _, c := range cases {
+		r := e.call(c.method, c.path, c.token, c.body)
+		if r.Status >= 500 {
+			t.Errorf("%s %s %v: %d %s", c.method, c.path, c.body, r.Status, r.Raw)
+		}
+	}
+	// A v1 join and a v2 claim with a NUL in the display name.
+	inv := e.invite(e.ownedMesh("nul join"), map[string]any{})
+	r := e.call("POST", "/join", "", joinBody(t, inv.Body["token"].(string), pub, nul))
+	if r.Status >= 500 {
+		t.Errorf("join with a NUL name: %d %s", r.Status, r.Raw)
+	}
+	body, _, _ := claimBody(t, pub)
+	body["display_name"] = nul
+	r = e.call("POST", "/invites/"+inv.Body["code"].(string)+"/claim", "", body)
+	if r.Status >= 500 {
+		t.Errorf("claim with a NUL name: %d %s", r.Status, r.Raw)
+	}
+}

@@ -28,7 +28,11 @@ func inviteCreate(a *API, c *Call) error {
 		return err
 	}
 	ctx := c.R.Context()
-	mesh, err := a.q.InviteMeshBySlug(ctx, c.R.PathValue("slug"))
+	slug := c.R.PathValue("slug")
+	if !storable(slug) {
+		return Fail(http.StatusNotFound, "Mesh not found")
+	}
+	mesh, err := a.q.InviteMeshBySlug(ctx, slug)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail(http.StatusNotFound, "Mesh not found")
 	}

@@ -33,7 +33,11 @@ func (a *API) standingIn(c *Call) (standing, error) {
 	if err != nil {
 		return standing{}, err
 	}
-	mesh, err := a.q.LiveMesh(c.R.Context(), c.R.PathValue("meshId"))
+	meshID := c.R.PathValue("meshId")
+	if !storable(meshID) { // no id holds a NUL; looking it up would fail the statement
+		return standing{}, Fail(http.StatusBadRequest, "mesh not found")
+	}
+	mesh, err := a.q.LiveMesh(c.R.Context(), meshID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return standing{}, Fail(http.StatusBadRequest, "mesh not found")
 	}
@@ -52,7 +56,11 @@ func (a *API) standingIn(c *Call) (standing, error) {
 
 // target loads a member of the standing's mesh (404 member not found).
 func (a *API) target(c *Call, st standing) (db.Member, error) {
-	m, err := a.q.GetMember(c.R.Context(), c.R.PathValue("memberId"))
+	id := c.R.PathValue("memberId")
+	if !storable(id) {
+		return db.Member{}, Fail(http.StatusNotFound, "member not found")
+	}
+	m, err := a.q.GetMember(c.R.Context(), id)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && m.MeshID != st.mesh.ID) {
 		return db.Member{}, Fail(http.StatusNotFound, "member not found")
 	}
@@ -119,13 +127,13 @@ func (a *API) patchMember(c *Call) error {
 	p := db.UpdateMemberProfileParams{ID: m.ID, MeshID: st.mesh.ID}
 	if b.DisplayName != nil {
 		name := strings.TrimSpace(*b.DisplayName)
-		if name == "" || len(name) > protocol.MaxDisplayNameBytes {
+		if name == "" || len(name) > protocol.MaxDisplayNameBytes || !storable(name) {
 			return Fail(http.StatusBadRequest, fmt.Sprintf("displayName must be 1 to %d bytes", protocol.MaxDisplayNameBytes))
 		}
 		p.DisplayName, changes["displayName"] = &name, name
 	}
 	if b.RoleTag != nil {
-		if len(*b.RoleTag) > protocol.MaxTitleBytes {
+		if len(*b.RoleTag) > protocol.MaxTitleBytes || !storable(*b.RoleTag) {
 			return Fail(http.StatusBadRequest, fmt.Sprintf("roleTag must be at most %d bytes", protocol.MaxTitleBytes))
 		}
 		p.RoleTag, changes["roleTag"] = b.RoleTag, *b.RoleTag
@@ -133,6 +141,11 @@ func (a *API) patchMember(c *Call) error {
 	if b.Groups != nil {
 		if e := protocol.CheckGroups("groups", *b.Groups); e != "" {
 			return Fail(http.StatusBadRequest, string(e))
+		}
+		for _, g := range *b.Groups {
+			if !storable(g.Name) || !storable(g.Role) { // jsonb cannot hold \u0000 either
+				return Fail(http.StatusBadRequest, "groups contains a NUL character")
+			}
 		}
 		raw, _ := json.Marshal(*b.Groups)
 		p.DefaultGroups, changes["groups"] = raw, *b.Groups
@@ -304,6 +317,9 @@ func (a *API) kickSession(c *Call) error {
 		return err
 	}
 	presenceID := c.R.PathValue("presenceId")
+	if !storable(presenceID) {
+		return Fail(http.StatusNotFound, "session not found")
+	}
 	owner, err := a.q.PresenceMember(c.R.Context(), db.PresenceMemberParams{ID: presenceID, MeshID: st.mesh.ID})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail(http.StatusNotFound, "session not found")

@@ -69,6 +69,8 @@ func (a *API) createMesh(c *Call) error {
 	switch {
 	case name == "":
 		return Fail(http.StatusBadRequest, "name required")
+	case !storable(name):
+		return Fail(http.StatusBadRequest, "name contains a NUL character")
 	case len(name) > admin.MaxMeshNameBytes:
 		return Fail(http.StatusBadRequest, fmt.Sprintf("name longer than %d bytes", admin.MaxMeshNameBytes))
 	case !hex64.MatchString(b.Pubkey):
@@ -161,6 +163,9 @@ func (a *API) wsURL(r *http.Request) string {
 
 // meshForCaller loads a live mesh by slug and the caller's standing in it.
 func (a *API) meshForCaller(ctx context.Context, slug, userID string) (db.Mesh, db.CallerMemberRow, error) {
+	if !storable(slug) { // no slug holds a NUL; looking it up would fail the statement
+		return db.Mesh{}, db.CallerMemberRow{}, Fail(http.StatusNotFound, "Mesh not found")
+	}
 	mesh, err := a.q.LiveMeshBySlug(ctx, slug)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return db.Mesh{}, db.CallerMemberRow{}, Fail(http.StatusNotFound, "Mesh not found")
@@ -266,7 +271,7 @@ func capSet(caps []string) ([]string, error) {
 	seen := map[string]bool{}
 	out := make([]string, 0, len(caps))
 	for _, c := range caps {
-		if c == "" || len(c) > maxGrantCapBytes {
+		if c == "" || len(c) > maxGrantCapBytes || !storable(c) { // jsonb cannot hold \u0000
 			return nil, Fail(http.StatusBadRequest, fmt.Sprintf("capabilities are 1 to %d bytes", maxGrantCapBytes))
 		}
 		if !seen[c] {
