@@ -10,6 +10,18 @@ import (
 	"time"
 )
 
+const countRecentInvites = `-- name: CountRecentInvites :one
+SELECT count(*)::int FROM invites WHERE mesh_id = $1 AND created_at > now() - interval '1 day'
+`
+
+// Invites made for a mesh in the last day (the API's per-mesh cap; invites_mesh_idx).
+func (q *Queries) CountRecentInvites(ctx context.Context, meshID string) (int32, error) {
+	row := q.db.QueryRow(ctx, countRecentInvites, meshID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const insertInvite = `-- name: InsertInvite :one
 INSERT INTO invites (id, mesh_id, token, token_bytes, code, max_uses, role, expires_at, created_by, version, capability_v2)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
