@@ -228,3 +228,37 @@ func TestAttackNULAndOddInputIsNot500(t *testing.T) {
 		t.Errorf("claim with a NUL name: %d %s", r.Status, r.Raw)
 	}
 }
+
+// A member's bearer alone cannot append audit events (kept for ever) as fast as it can
+// send requests: a user's writes are rate limited across instances.
+func TestAttackUserWritesAreRateLimited(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("flood")
+	bob, bobToken := e.member(o.meshID, "bob", "member")
+	second := e.second()
+	path := "/mesh/" + o.meshID + "/member/" + bob.MemberID
+	limited := false
+	for i := 0; i < 400 && !limited; i++ {
+		base := e.inst.HTTP
+		if i%2 == 1 {
+			base = second.HTTP // the budget is the user's, not each instance's
+		}
+		r := callAt(t, base, "PATCH", path, bobToken, map[string]any{"roleTag": "t" + string(rune('a'+i%26))})
+		if r.Status == http.StatusTooManyRequests {
+			limited = true
+			if r.Header.Get("Retry-After") == "" || r.Body["error"] != "rate limited" {
+				t.Fatalf("refusal: %v %s", r.Header, r.Raw)
+			}
+			break
+		}
+		expect(t, r, 200, "")
+	}
+	if !limited {
+		t.Fatal("400 profile edits by one user in a row were all accepted")
+	}
+	if n := e.count(`SELECT count(*) FROM audit_log WHERE mesh_id = $1 AND event_type = 'member_updated'`, o.meshID); n > 310 {
+		t.Fatalf("%d member_updated events", n)
+	}
+	// Another user is not affected.
+	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/member/"+bob.MemberID, o.ownerToken, map[string]any{"roleTag": "ok"}), 200, "")
+}
