@@ -262,3 +262,19 @@ func TestAttackUserWritesAreRateLimited(t *testing.T) {
 	// Another user is not affected.
 	expect(t, e.call("PATCH", "/mesh/"+o.meshID+"/member/"+bob.MemberID, o.ownerToken, map[string]any{"roleTag": "ok"}), 200, "")
 }
+
+// With BROKER_LEGACY_AUTH=1 a body user_id is a credential, and user ids are no secret
+// (members see each other's dashboardUserId): the permissions routes, which were never on
+// the legacy list, do not take one.
+func TestAttackLegacyUserIDDoesNotReachPermissions(t *testing.T) {
+	e := newEnv(t, map[string]string{"BROKER_LEGACY_AUTH": "1"})
+	o := e.createMesh("legacy")
+	bob, _ := e.member(o.meshID, "bob", "member")
+	path := "/cli/mesh/" + o.slug + "/permissions"
+	grant := map[string]any{"user_id": o.ownerID, "member_id": bob.MemberID, "permissions": map[string]bool{"canManagePermissions": true}}
+	expect(t, e.call("POST", path, "", grant), 401, "missing_bearer_token")
+	expect(t, e.call("GET", path+"?user_id="+o.ownerID, "", nil), 401, "missing_bearer_token")
+	if n := e.count(`SELECT count(*) FROM permissions WHERE member_id = $1`, bob.MemberID); n != 0 {
+		t.Fatal("a legacy user_id set permissions")
+	}
+}

@@ -58,7 +58,9 @@ func isOwnerRow(r db.MeshPermissionsRow, ownerUserID *string) bool {
 // getPermissions is GET /cli/mesh/{slug}/permissions: every member's effective
 // permissions, to the mesh's members and owner only (the original answered anyone).
 func (a *API) getPermissions(c *Call) error {
-	p, err := a.Authenticate(c, c.R.URL.Query().Get("user_id"))
+	// No legacy user_id: this route was never on the legacy list (docs/http-api.md), and a
+	// user id is no secret (members see each other's dashboardUserId).
+	p, err := a.Authenticate(c, "")
 	if err != nil {
 		return err
 	}
@@ -85,7 +87,6 @@ type setPermissionsBody struct {
 	RequesterID string          `json:"requester_id"` // ignored: the caller is the bearer's user
 	MemberID    string          `json:"member_id"`
 	Permissions map[string]bool `json:"permissions"`
-	UserID      string          `json:"user_id"`
 }
 
 // setPermissions is POST /cli/mesh/{slug}/permissions. The caller is the bearer's user, not
@@ -95,7 +96,7 @@ func (a *API) setPermissions(c *Call) error {
 	if err := a.Decode(c, &b, "Invalid body", false); err != nil {
 		return err
 	}
-	p, err := a.Authenticate(c, b.UserID)
+	p, err := a.Authenticate(c, "") // no legacy user_id, as getPermissions
 	if err != nil {
 		return err
 	}
