@@ -6,11 +6,14 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshbroker/meshbroker/internal/api"
 	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/ids"
 )
@@ -276,5 +279,35 @@ func TestAttackLegacyUserIDDoesNotReachPermissions(t *testing.T) {
 	expect(t, e.call("GET", path+"?user_id="+o.ownerID, "", nil), 401, "missing_bearer_token")
 	if n := e.count(`SELECT count(*) FROM permissions WHERE member_id = $1`, bob.MemberID); n != 0 {
 		t.Fatal("a legacy user_id set permissions")
+	}
+}
+
+// /cli-sync names an account, not a key: a member of a mesh with a sync token of its own
+// presenting another member's public key (public to every peer) must not rename that member
+// or link it to its account. With peer_sig, the key's holder links it.
+func TestAttackCliSyncCannotClaimAnotherMembersKey(t *testing.T) {
+	e := newEnv(t, nil)
+	mesh := e.mesh("synced", false)
+	victimPub, victimSec := client.NewKey()
+	e.exec(`INSERT INTO members (id, mesh_id, peer_pubkey, display_name) VALUES ('m-victim', $1, $2, 'victim')`, mesh, victimPub)
+	claims := syncClaims("u-attacker", map[string]any{"id": mesh, "role": "admin"})
+	body := map[string]any{"sync_token": signJWT(syncSecret, hs256, claims), "peer_pubkey": victimPub, "display_name": "pwned"}
+	r := e.call("POST", "/cli-sync", "", body)
+	expect(t, r, 400, "no valid meshes found in sync token")
+	if n := e.count(`SELECT count(*) FROM members WHERE id = 'm-victim' AND display_name = 'victim' AND dashboard_user_id IS NULL AND user_id IS NULL`); n != 1 {
+		t.Fatal("a public key alone renamed or linked another member")
+	}
+	// A signature by another key, or over another jti, is refused.
+	_, otherSec := client.NewKey()
+	body["peer_sig"] = hex.EncodeToString(ed25519.Sign(otherSec, api.SyncProofMessage(claims["jti"].(string))))
+	expect(t, e.call("POST", "/cli-sync", "", body), 400, "peer_sig does not verify")
+	body["peer_sig"] = hex.EncodeToString(ed25519.Sign(victimSec, api.SyncProofMessage("another")))
+	expect(t, e.call("POST", "/cli-sync", "", body), 400, "peer_sig does not verify")
+	// The key's holder proves it and links its member (the token was not used up above).
+	body["peer_sig"] = hex.EncodeToString(ed25519.Sign(victimSec, api.SyncProofMessage(claims["jti"].(string))))
+	r = e.call("POST", "/cli-sync", "", body)
+	expect(t, r, 200, "")
+	if n := e.count(`SELECT count(*) FROM members WHERE id = 'm-victim' AND dashboard_user_id = 'u-attacker' AND role = 'member'`); n != 1 {
+		t.Fatal("a proven key was not linked (or its role changed)")
 	}
 }
