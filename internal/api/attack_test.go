@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/api"
 	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/invite"
 )
 
 // A member's standing ends with its revocation: a revoked admin's bearer could still set
@@ -309,5 +311,88 @@ func TestAttackCliSyncCannotClaimAnotherMembersKey(t *testing.T) {
 	expect(t, r, 200, "")
 	if n := e.count(`SELECT count(*) FROM members WHERE id = 'm-victim' AND dashboard_user_id = 'u-attacker' AND role = 'member'`); n != 1 {
 		t.Fatal("a proven key was not linked (or its role changed)")
+	}
+}
+
+// A v1 invite's role, expiry and mesh are the signed ones, and the row's role decides: a
+// member invite's token with an admin invite's (validly signed) payload admits a member;
+// edited payload fields break the signature; a payload signed by another key is refused;
+// an archived mesh's invites admit nobody, by token or by code.
+func TestAttackInviteForgeryAndReplay(t *testing.T) {
+	e := newEnv(t, map[string]string{"BROKER_INVITE_V2_ENABLED": "1"})
+	m := e.ownedMesh("forgery")
+	memberTok := e.invite(m, map[string]any{}).Body["token"].(string)
+	adminTok := e.invite(m, map[string]any{"role": "admin"}).Body["token"].(string)
+
+	pub, _ := client.NewKey()
+	body := joinBody(t, memberTok, pub, "mallory")
+	body["invite_payload"] = joinBody(t, adminTok, pub, "x")["invite_payload"]
+	r := e.call("POST", "/join", "", body)
+	expect(t, r, 200, "")
+	if role := scalar[string](e, `SELECT role FROM members WHERE id = $1`, r.Body["memberId"]); role != "member" {
+		t.Fatalf("a member invite admitted an %s", role)
+	}
+
+	inv := e.invite(m, map[string]any{}).Body["token"].(string)
+	for field, v := range map[string]any{"role": "admin", "expires_at": time.Now().Add(1000 * time.Hour).Unix(), "mesh_slug": "other"} {
+		b := joinBody(t, inv, pub, "m")
+		p := b["invite_payload"]
+		raw := map[string]any{}
+		rawJSON, _ := json.Marshal(p)
+		_ = json.Unmarshal(rawJSON, &raw)
+		raw[field] = v
+		b["invite_payload"] = raw
+		pk, _ := client.NewKey()
+		b["peer_pubkey"] = pk
+		expect(t, e.call("POST", "/join", "", b), 400, "invite_bad_signature")
+	}
+	// A payload for this mesh signed by a key of the attacker's own.
+	_, sec := client.NewKey()
+	forged, _ := invite.DecodeToken(inv)
+	forged.Role = "admin"
+	forged.Sign(sec)
+	pk, _ := client.NewKey()
+	expect(t, e.call("POST", "/join", "", map[string]any{"invite_token": forged.Token(), "invite_payload": forged, "peer_pubkey": pk, "display_name": "m"}), 400, "invite_owner_mismatch")
+	if n := scalar[int](e, `SELECT used_count FROM invites WHERE token = $1`, inv); n != 0 {
+		t.Fatalf("refused joins used %d uses", n)
+	}
+
+	// Archived: the invite is dead by token and by code.
+	gone := e.ownedMesh("gone")
+	ginv := e.invite(gone, map[string]any{})
+	expect(t, e.call("DELETE", "/cli/mesh/"+gone.Slug, gone.OwnerToken, nil), 200, "")
+	pk, _ = client.NewKey()
+	expect(t, e.call("POST", "/join", "", joinBody(t, ginv.Body["token"].(string), pk, "late")), 400, "mesh_not_found")
+	cb, _, _ := claimBody(t, pk)
+	expect(t, e.call("POST", "/invites/"+ginv.Body["code"].(string)+"/claim", "", cb), 404, "not_found")
+	if n := e.count(`SELECT count(*) FROM members WHERE mesh_id = $1`, gone.ID); n != 0 {
+		t.Fatalf("%d members joined an archived mesh", n)
+	}
+}
+
+// Device-code identifiers are not interchangeable: the session id and the user code (which
+// the web app sees) never collect the bearer; only the device code does, once. A bearer
+// approves only for its own user.
+func TestAttackDeviceCodeIdentifierConfusion(t *testing.T) {
+	e := newEnv(t, nil)
+	bobID, bobTok := e.user("bob@example.com")
+	aliceID, _ := e.user("alice@example.com")
+	start := e.startLogin(map[string]any{"hostname": "h"})
+	dc, uc, sid := str(start, "device_code"), str(start, "user_code"), str(start, "session_id")
+	expect(t, e.call("POST", "/cli/device-code/"+uc+"/approve", bobTok, map[string]any{"user_id": aliceID, "email": "alice@example.com"}), 403, "forbidden")
+	expect(t, e.call("POST", "/cli/device-code/"+dc+"/approve", bobTok, map[string]any{"user_id": bobID, "email": "bob@example.com"}), 404, "")
+	expect(t, e.call("POST", "/cli/device-code/"+strings.ToLower(uc)+"/approve", bobTok, map[string]any{"user_id": bobID, "email": "bob@example.com"}), 200, "")
+	for _, c := range []string{sid, uc, strings.ToLower(dc)} {
+		if r := e.call("GET", "/cli/device-code/"+c, "", nil); r.Body["session_token"] != nil || r.Body["status"] == "approved" {
+			t.Fatalf("poll by %q collected: %s", c, r.Raw)
+		}
+	}
+	r := e.call("GET", "/cli/device-code/"+dc, "", nil)
+	if r.Body["status"] != "approved" || r.Body["user"].(map[string]any)["id"] != bobID {
+		t.Fatalf("poll by the device code: %s", r.Raw)
+	}
+	expect(t, e.call("POST", "/cli/device-code/"+sid+"/approve", appSecret, map[string]any{"user_id": aliceID, "email": "alice@example.com"}), 409, "Code already approved")
+	if r := e.call("GET", "/cli/device-code/"+dc, "", nil); r.Body["status"] != "consumed" {
+		t.Fatalf("second poll: %s", r.Raw)
 	}
 }
