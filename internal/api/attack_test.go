@@ -396,3 +396,23 @@ func TestAttackDeviceCodeIdentifierConfusion(t *testing.T) {
 		t.Fatalf("second poll: %s", r.Raw)
 	}
 }
+
+// Starting a login is open to anyone, and 10 000 waiting codes lock everyone out: one
+// address may hold only 10 of them.
+func TestAttackDeviceCodesPerAddressAreBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	for i := 0; i < 10; i++ {
+		e.startLogin(map[string]any{})
+	}
+	r := e.call("POST", "/cli/device-code", "", map[string]any{})
+	expect(t, r, http.StatusTooManyRequests, "Too many logins in progress from this address, try again later")
+	if r.Header.Get("Retry-After") == "" {
+		t.Fatal("no Retry-After")
+	}
+	if n := e.count(`SELECT count(*) FROM device_codes`); n != 10 {
+		t.Fatalf("%d device codes", n)
+	}
+	// Codes that expired no longer count.
+	e.exec(`UPDATE device_codes SET expires_at = now() - interval '1 second'`)
+	e.startLogin(map[string]any{})
+}
