@@ -416,3 +416,21 @@ func TestAttackDeviceCodesPerAddressAreBounded(t *testing.T) {
 	e.exec(`UPDATE device_codes SET expires_at = now() - interval '1 second'`)
 	e.startLogin(map[string]any{})
 }
+
+// A mesh's members are bounded (5000 unrevoked, what the listings show): a join or claim
+// beyond is refused and consumes no use.
+func TestAttackMembersPerMeshAreBounded(t *testing.T) {
+	e := newEnv(t, map[string]string{"BROKER_INVITE_V2_ENABLED": "1"})
+	m := e.ownedMesh("crowd")
+	e.exec(`INSERT INTO members (id, mesh_id, peer_pubkey, display_name) SELECT 'c' || g, $1, md5(g::text) || md5(g::text), 'x' FROM generate_series(1, 5000) g`, m.ID)
+	inv := e.invite(m, map[string]any{})
+	pub, _ := client.NewKey()
+	expect(t, e.call("POST", "/join", "", joinBody(t, inv.Body["token"].(string), pub, "late")), 400, "mesh_full")
+	cb, _, _ := claimBody(t, pub)
+	expect(t, e.call("POST", "/invites/"+inv.Body["code"].(string)+"/claim", "", cb), 409, "mesh_full")
+	if n := scalar[int](e, `SELECT used_count FROM invites WHERE id = $1`, inv.Body["invite_id"]); n != 0 {
+		t.Fatalf("refused joins used %d uses", n)
+	}
+	e.exec(`UPDATE members SET revoked_at = now() WHERE id = 'c1'`)
+	expect(t, e.call("POST", "/join", "", joinBody(t, inv.Body["token"].(string), pub, "late")), 200, "")
+}

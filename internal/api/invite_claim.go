@@ -175,6 +175,8 @@ func inviteClaim(a *API, c *Call) error {
 		return Fail(http.StatusGone, "exhausted")
 	case errors.Is(err, errInviteAlreadyMember):
 		return answer(memberID, true)
+	case errors.Is(err, errInviteMeshFull):
+		return Fail(http.StatusConflict, "mesh_full")
 	case err != nil:
 		return err
 	}
