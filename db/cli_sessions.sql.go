@@ -30,6 +30,18 @@ func (q *Queries) AuthenticateBearer(ctx context.Context, tokenHash string) (Aut
 	return i, err
 }
 
+const countLiveCliSessions = `-- name: CountLiveCliSessions :one
+SELECT count(*)::int FROM cli_sessions WHERE user_id = $1 AND revoked_at IS NULL
+`
+
+// A user's unrevoked tokens (bounded per user; cli_sessions_user_idx).
+func (q *Queries) CountLiveCliSessions(ctx context.Context, userID string) (int32, error) {
+	row := q.db.QueryRow(ctx, countLiveCliSessions, userID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const insertCliSession = `-- name: InsertCliSession :one
 INSERT INTO cli_sessions (id, user_id, device_code_id, hostname, platform, arch, label, token_hash)
 VALUES ($1, $2, $3, $4, $5,

@@ -45,7 +45,7 @@ INSERT INTO members (id, mesh_id, user_id, peer_pubkey, display_name, role, dash
 VALUES ($1, $2, $3, $4, $5, $6, $3)
 ON CONFLICT (mesh_id, peer_pubkey) WHERE revoked_at IS NULL DO UPDATE
     SET dashboard_user_id = excluded.dashboard_user_id, display_name = excluded.display_name
-    WHERE (members.user_id IS NULL OR members.user_id = excluded.user_id)
+    WHERE (members.user_id = excluded.user_id OR (members.user_id IS NULL AND $7::bool))
       AND (members.dashboard_user_id IS NULL OR members.dashboard_user_id = excluded.dashboard_user_id)
 RETURNING id, role, (xmax = 0)::bool AS inserted
 `
@@ -57,6 +57,7 @@ type SyncMemberParams struct {
 	PeerPubkey  string
 	DisplayName string
 	Role        string
+	Proven      bool
 }
 
 type SyncMemberRow struct {
@@ -67,7 +68,8 @@ type SyncMemberRow struct {
 
 // Adds the key as a member of the mesh, or links the live member that already has it to
 // the account (dashboard_user_id, display_name). A member that belongs to another account is
-// left alone: no row.
+// left alone: no row; so is one that belongs to no account unless the request proved the
+// key (@proven): a public key alone must not rename or claim someone else's member.
 func (q *Queries) SyncMember(ctx context.Context, arg SyncMemberParams) (SyncMemberRow, error) {
 	row := q.db.QueryRow(ctx, syncMember,
 		arg.ID,
@@ -76,6 +78,7 @@ func (q *Queries) SyncMember(ctx context.Context, arg SyncMemberParams) (SyncMem
 		arg.PeerPubkey,
 		arg.DisplayName,
 		arg.Role,
+		arg.Proven,
 	)
 	var i SyncMemberRow
 	err := row.Scan(&i.ID, &i.Role, &i.Inserted)

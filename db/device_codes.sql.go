@@ -84,6 +84,28 @@ func (q *Queries) CountLiveDeviceCodes(ctx context.Context, cap int32) (int32, e
 	return column_1, err
 }
 
+const countLiveDeviceCodesFrom = `-- name: CountLiveDeviceCodesFrom :one
+SELECT count(*)::int FROM (
+    SELECT 1 FROM device_codes
+    WHERE status IN ('pending', 'approved') AND expires_at > now() AND ip_address = $1::text
+    LIMIT $2::int
+) live
+`
+
+type CountLiveDeviceCodesFromParams struct {
+	Ip  string
+	Cap int32
+}
+
+// Unexpired codes started from one client address, counted up to @cap (the per-address cap:
+// many codes from one address must not fill the global one; device_codes_expires_idx).
+func (q *Queries) CountLiveDeviceCodesFrom(ctx context.Context, arg CountLiveDeviceCodesFromParams) (int32, error) {
+	row := q.db.QueryRow(ctx, countLiveDeviceCodesFrom, arg.Ip, arg.Cap)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const expireDeviceCode = `-- name: ExpireDeviceCode :exec
 UPDATE device_codes SET status = 'expired', session_token = NULL
 WHERE id = $1 AND status IN ('pending', 'approved')

@@ -10,6 +10,38 @@ import (
 	"time"
 )
 
+const countLiveMembers = `-- name: CountLiveMembers :one
+SELECT count(*)::int FROM (
+    SELECT 1 FROM members WHERE mesh_id = $1 AND revoked_at IS NULL LIMIT $2::int
+) live
+`
+
+type CountLiveMembersParams struct {
+	MeshID string
+	Cap    int32
+}
+
+// A mesh's unrevoked members, counted up to @cap (the per-mesh cap on joins;
+// members_mesh_pubkey_live_key).
+func (q *Queries) CountLiveMembers(ctx context.Context, arg CountLiveMembersParams) (int32, error) {
+	row := q.db.QueryRow(ctx, countLiveMembers, arg.MeshID, arg.Cap)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
+const countRecentInvites = `-- name: CountRecentInvites :one
+SELECT count(*)::int FROM invites WHERE mesh_id = $1 AND created_at > now() - interval '1 day'
+`
+
+// Invites made for a mesh in the last day (the API's per-mesh cap; invites_mesh_idx).
+func (q *Queries) CountRecentInvites(ctx context.Context, meshID string) (int32, error) {
+	row := q.db.QueryRow(ctx, countRecentInvites, meshID)
+	var column_1 int32
+	err := row.Scan(&column_1)
+	return column_1, err
+}
+
 const insertInvite = `-- name: InsertInvite :one
 INSERT INTO invites (id, mesh_id, token, token_bytes, code, max_uses, role, expires_at, created_by, version, capability_v2)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)

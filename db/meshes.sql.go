@@ -38,10 +38,12 @@ func (q *Queries) ArchiveMesh(ctx context.Context, arg ArchiveMeshParams) (Archi
 }
 
 const countOwnedMeshes = `-- name: CountOwnedMeshes :one
-SELECT count(*) FROM meshes WHERE owner_user_id = $1::text AND archived_at IS NULL
+SELECT count(*) FROM meshes WHERE owner_user_id = $1::text
+    AND (archived_at IS NULL OR archived_at > now() - interval '1 day')
 `
 
-// Live meshes a user owns (bounded per user).
+// Meshes a user owns that count against its cap: live ones, and ones archived in the last
+// day (each keeps its rows and audit chain, so a create-and-delete loop must not be free).
 func (q *Queries) CountOwnedMeshes(ctx context.Context, userID string) (int64, error) {
 	row := q.db.QueryRow(ctx, countOwnedMeshes, userID)
 	var count int64
@@ -277,18 +279,24 @@ func (q *Queries) LiveMeshBySlug(ctx context.Context, slug string) (Mesh, error)
 	return i, err
 }
 
-const updateSelfEditable = `-- name: UpdateSelfEditable :exec
-UPDATE meshes SET self_editable = $1 WHERE id = $2
+const updateSelfEditable = `-- name: UpdateSelfEditable :one
+UPDATE meshes SET self_editable = self_editable || $1::jsonb
+WHERE id = $2 AND archived_at IS NULL
+RETURNING self_editable
 `
 
 type UpdateSelfEditableParams struct {
-	SelfEditable []byte
-	ID           string
+	Patch []byte
+	ID    string
 }
 
-func (q *Queries) UpdateSelfEditable(ctx context.Context, arg UpdateSelfEditableParams) error {
-	_, err := q.db.Exec(ctx, updateSelfEditable, arg.SelfEditable, arg.ID)
-	return err
+// Merges @patch into a live mesh's selfEditable policy in one statement (two admins
+// changing different fields at once both win) and returns the policy as it now is.
+func (q *Queries) UpdateSelfEditable(ctx context.Context, arg UpdateSelfEditableParams) ([]byte, error) {
+	row := q.db.QueryRow(ctx, updateSelfEditable, arg.Patch, arg.ID)
+	var self_editable []byte
+	err := row.Scan(&self_editable)
+	return self_editable, err
 }
 
 const userMeshes = `-- name: UserMeshes :many

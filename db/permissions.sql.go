@@ -11,7 +11,7 @@ import (
 
 const meshPermissions = `-- name: MeshPermissions :many
 
-SELECT m.id AS member_id, m.display_name, m.role, m.user_id,
+SELECT m.id AS member_id, m.display_name, m.role, m.user_id, (m.revoked_at IS NOT NULL)::bool AS revoked,
        p.can_invite, p.can_deploy_mcp, p.can_manage_files, p.can_manage_vault, p.can_manage_watches,
        p.can_manage_webhooks, p.can_write_state, p.can_send, p.can_use_tools, p.can_delete_mesh,
        p.can_manage_permissions
@@ -31,6 +31,7 @@ type MeshPermissionsRow struct {
 	DisplayName          string
 	Role                 string
 	UserID               *string
+	Revoked              bool
 	CanInvite            *bool
 	CanDeployMcp         *bool
 	CanManageFiles       *bool
@@ -45,7 +46,8 @@ type MeshPermissionsRow struct {
 }
 
 // Mesh permissions: explicit per-member overrides of the role defaults.
-// Every member of the mesh (revoked ones too) with its explicit permission row, if any.
+// Every member of the mesh (revoked ones too, marked: a revoked member confers no standing)
+// with its explicit permission row, if any.
 func (q *Queries) MeshPermissions(ctx context.Context, arg MeshPermissionsParams) ([]MeshPermissionsRow, error) {
 	rows, err := q.db.Query(ctx, meshPermissions, arg.MeshID, arg.Lim)
 	if err != nil {
@@ -60,6 +62,7 @@ func (q *Queries) MeshPermissions(ctx context.Context, arg MeshPermissionsParams
 			&i.DisplayName,
 			&i.Role,
 			&i.UserID,
+			&i.Revoked,
 			&i.CanInvite,
 			&i.CanDeployMcp,
 			&i.CanManageFiles,

@@ -48,3 +48,7 @@ RETURNING id;
 UPDATE cli_sessions SET revoked_at = now()
 WHERE id = @id AND revoked_at IS NULL
 RETURNING id;
+
+-- name: CountLiveCliSessions :one
+-- A user's unrevoked tokens (bounded per user; cli_sessions_user_idx).
+SELECT count(*)::int FROM cli_sessions WHERE user_id = @user_id AND revoked_at IS NULL;

@@ -21,11 +21,12 @@ SELECT id, slug FROM meshes WHERE id = ANY(@ids::text[]) AND archived_at IS NULL
 -- name: SyncMember :one
 -- Adds the key as a member of the mesh, or links the live member that already has it to
 -- the account (dashboard_user_id, display_name). A member that belongs to another account is
--- left alone: no row.
+-- left alone: no row; so is one that belongs to no account unless the request proved the
+-- key (@proven): a public key alone must not rename or claim someone else's member.
 INSERT INTO members (id, mesh_id, user_id, peer_pubkey, display_name, role, dashboard_user_id)
 VALUES (@id, @mesh_id, @user_id, @peer_pubkey, @display_name, @role, @user_id)
 ON CONFLICT (mesh_id, peer_pubkey) WHERE revoked_at IS NULL DO UPDATE
     SET dashboard_user_id = excluded.dashboard_user_id, display_name = excluded.display_name
-    WHERE (members.user_id IS NULL OR members.user_id = excluded.user_id)
+    WHERE (members.user_id = excluded.user_id OR (members.user_id IS NULL AND @proven::bool))
       AND (members.dashboard_user_id IS NULL OR members.dashboard_user_id = excluded.dashboard_user_id)
 RETURNING id, role, (xmax = 0)::bool AS inserted;

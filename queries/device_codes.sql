@@ -86,3 +86,12 @@ WITH e AS (
 )
 UPDATE cli_sessions SET revoked_at = now()
 WHERE device_code_id IN (SELECT id FROM e) AND revoked_at IS NULL;
+
+-- name: CountLiveDeviceCodesFrom :one
+-- Unexpired codes started from one client address, counted up to @cap (the per-address cap:
+-- many codes from one address must not fill the global one; device_codes_expires_idx).
+SELECT count(*)::int FROM (
+    SELECT 1 FROM device_codes
+    WHERE status IN ('pending', 'approved') AND expires_at > now() AND ip_address = @ip::text
+    LIMIT @cap::int
+) live;

@@ -52,3 +52,14 @@ SELECT id, role FROM members WHERE mesh_id = @mesh_id AND peer_pubkey = @peer_pu
 INSERT INTO members (id, mesh_id, peer_pubkey, display_name, role, role_tag, default_groups, message_mode, user_id)
 VALUES (@id, @mesh_id, @peer_pubkey, @display_name, @role, sqlc.narg(role_tag), @default_groups, @message_mode, sqlc.narg(user_id))
 RETURNING id;
+
+-- name: CountRecentInvites :one
+-- Invites made for a mesh in the last day (the API's per-mesh cap; invites_mesh_idx).
+SELECT count(*)::int FROM invites WHERE mesh_id = @mesh_id AND created_at > now() - interval '1 day';
+
+-- name: CountLiveMembers :one
+-- A mesh's unrevoked members, counted up to @cap (the per-mesh cap on joins;
+-- members_mesh_pubkey_live_key).
+SELECT count(*)::int FROM (
+    SELECT 1 FROM members WHERE mesh_id = @mesh_id AND revoked_at IS NULL LIMIT @cap::int
+) live;

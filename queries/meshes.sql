@@ -56,12 +56,18 @@ WHERE s.archived_at IS NULL
 GROUP BY s.id
 ORDER BY joined_at, s.id;
 
--- name: UpdateSelfEditable :exec
-UPDATE meshes SET self_editable = @self_editable WHERE id = @id;
+-- name: UpdateSelfEditable :one
+-- Merges @patch into a live mesh's selfEditable policy in one statement (two admins
+-- changing different fields at once both win) and returns the policy as it now is.
+UPDATE meshes SET self_editable = self_editable || @patch::jsonb
+WHERE id = @id AND archived_at IS NULL
+RETURNING self_editable;
 
 -- name: CountOwnedMeshes :one
--- Live meshes a user owns (bounded per user).
-SELECT count(*) FROM meshes WHERE owner_user_id = @user_id::text AND archived_at IS NULL;
+-- Meshes a user owns that count against its cap: live ones, and ones archived in the last
+-- day (each keeps its rows and audit chain, so a create-and-delete loop must not be free).
+SELECT count(*) FROM meshes WHERE owner_user_id = @user_id::text
+    AND (archived_at IS NULL OR archived_at > now() - interval '1 day');
 
 -- name: XactLock :exec
 -- A transaction-scoped advisory lock (serialises a check-then-insert, e.g. per user).

@@ -1,8 +1,9 @@
 -- Mesh permissions: explicit per-member overrides of the role defaults.
 
 -- name: MeshPermissions :many
--- Every member of the mesh (revoked ones too) with its explicit permission row, if any.
-SELECT m.id AS member_id, m.display_name, m.role, m.user_id,
+-- Every member of the mesh (revoked ones too, marked: a revoked member confers no standing)
+-- with its explicit permission row, if any.
+SELECT m.id AS member_id, m.display_name, m.role, m.user_id, (m.revoked_at IS NOT NULL)::bool AS revoked,
        p.can_invite, p.can_deploy_mcp, p.can_manage_files, p.can_manage_vault, p.can_manage_watches,
        p.can_manage_webhooks, p.can_write_state, p.can_send, p.can_use_tools, p.can_delete_mesh,
        p.can_manage_permissions

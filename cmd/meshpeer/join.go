@@ -95,7 +95,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if time.Unix(p.ExpiresAt, 0).Before(time.Now()) {
 			return fmt.Errorf("the invite expired at %s", time.Unix(p.ExpiresAt, 0).UTC().Format(time.RFC3339))
 		}
-		if err := checkOut(nonEmpty(p.MeshSlug, p.MeshID)); err != nil {
+		if err := checkOut(fileStem(nonEmpty(p.MeshSlug, p.MeshID))); err != nil {
 			return err
 		}
 		id.BrokerURL = p.BrokerURL
@@ -242,6 +242,25 @@ func defaultName() string {
 	}
 	h, _ := os.Hostname()
 	return nonEmpty(h, "meshpeer")
+}
+
+// fileStem makes a name from an untrusted token (a slug or a mesh id) safe as a file name
+// in the working directory: letters, digits, '-' and '_' only, at most 64 of them; a token's
+// "../x" must not choose where the identity is written.
+func fileStem(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= 64 {
+			break
+		}
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			b.WriteRune(r)
+		}
+	}
+	if b.Len() == 0 {
+		return "mesh"
+	}
+	return b.String()
 }
 
 func nonEmpty(a, b string) string {

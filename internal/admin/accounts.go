@@ -97,6 +97,9 @@ func CreateToken(ctx context.Context, q *db.Queries, userID, label string) (Toke
 		return TokenCreated{}, err
 	}
 	m, err := clitoken.Mint(ctx, q, clitoken.Params{UserID: userID, Label: label})
+	if errors.Is(err, clitoken.ErrTooMany) {
+		return TokenCreated{}, inputErr("user %q has %d unrevoked tokens, the most one user may: revoke one first", userID, clitoken.MaxLivePerUser)
+	}
 	if err != nil {
 		return TokenCreated{}, err
 	}

@@ -76,13 +76,17 @@ type API struct {
 	log      *slog.Logger
 	seen     *lastSeen          // bearer last_seen_at bumps, written in batches
 	ipLimit  *ratelimit.Buckets // unauthenticated writes per client IP
-	mux      *http.ServeMux
+	// userWrites: each user's budget of writes on this instance, in front of the shared
+	// one (see takeUserWrite).
+	userWrites *ratelimit.Buckets
+	mux        *http.ServeMux
 }
 
 // New builds the API and its router.
 func New(d Deps) *API {
 	a := &API{cfg: d.Config, sessions: d.Sessions, pool: d.Pool, q: db.New(d.Pool), metrics: d.Metrics, log: d.Log,
-		ipLimit: ratelimit.NewBuckets(ratelimit.PerMinute(d.Config.IPRatePerMinute)), mux: http.NewServeMux()}
+		ipLimit: ratelimit.NewBuckets(ratelimit.PerMinute(d.Config.IPRatePerMinute)), mux: http.NewServeMux(),
+		userWrites: ratelimit.NewBuckets(userWriteBurst, userWritesPerMinute/60)}
 	a.seen = newLastSeen(a.q, d.Log)
 	byPattern := map[string]map[string]Route{}
 	var order []string

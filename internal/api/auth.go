@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/connlimit"
+	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
 
 // Principal is an authenticated caller of a bearer route.
@@ -65,6 +67,9 @@ func (a *API) Authenticate(c *Call, legacyUserID string) (Principal, error) {
 			return Principal{}, Fail(http.StatusInternalServerError, "auth_check_failed")
 		}
 		a.seen.note(row.ID)
+		if err := a.takeUserWrite(c, row.UserID); err != nil {
+			return Principal{}, err
+		}
 		return Principal{UserID: row.UserID, SessionID: row.ID}, nil
 	}
 	if a.cfg.LegacyAuth && legacyUserID != "" {
@@ -78,6 +83,9 @@ func (a *API) Authenticate(c *Call, legacyUserID string) (Principal, error) {
 			// nothing, and refusing it keeps foreign keys from failing later as a 500.
 			return Principal{}, Fail(http.StatusUnauthorized, "invalid_or_revoked_token")
 		}
+		if err := a.takeUserWrite(c, legacyUserID); err != nil {
+			return Principal{}, err
+		}
 		h := c.W.Header()
 		h.Set("Deprecation", legacyDeprecation)
 		h.Set("Warning", legacyWarning)
@@ -86,6 +94,33 @@ func (a *API) Authenticate(c *Call, legacyUserID string) (Principal, error) {
 		return Principal{UserID: legacyUserID, Legacy: true}, nil
 	}
 	return Principal{}, Fail(http.StatusUnauthorized, "missing_bearer_token")
+}
+
+// A user's writes (every route that writes, authenticated as that user) are limited across
+// the fleet: each may append audit events or rows kept for ever, and a user's own bearer
+// is enough to send them.
+const (
+	userWriteBurst      = 300
+	userWritesPerMinute = 60
+)
+
+// takeUserWrite takes one of userID's write tokens when the route writes: a local bucket
+// in front of the shared one, so a refused request costs no query. 429 "rate limited"
+// (Retry-After: 60) when spent.
+func (a *API) takeUserWrite(c *Call, userID string) error {
+	if !c.Route.Writes {
+		return nil
+	}
+	ok, err := ratelimit.Limiter{Q: a.q}.AllowBehind(c.R.Context(), a.userWrites.Get(userID), "user-writes:"+userID,
+		userWriteBurst, userWritesPerMinute)
+	if err != nil {
+		return fmt.Errorf("user write budget: %w", err)
+	}
+	if !ok {
+		c.W.Header().Set("Retry-After", "60")
+		return Fail(http.StatusTooManyRequests, "rate limited")
+	}
+	return nil
 }
 
 // optionalUser is the user of a request that may carry a bearer (a join links the new

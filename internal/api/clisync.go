@@ -1,6 +1,8 @@
 package api
 
 import (
+	"crypto/ed25519"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"regexp"
@@ -27,6 +29,10 @@ func syncInvalid(reason string) error {
 	return Fail(http.StatusBadRequest, "sync token invalid: "+reason)
 }
 
+// SyncProofMessage is what a /cli-sync peer_sig signs: the token's jti, which is single use,
+// so a proof cannot be replayed.
+func SyncProofMessage(jti string) []byte { return []byte("meshbroker-sync|" + jti) }
+
 // cliSync: POST /cli-sync. The web app signs the list of a user's meshes into a single-use
 // token; the CLI presents it with one ed25519 key, which becomes (or is linked as) the
 // user's member in each listed live mesh. The jti is consumed in the transaction that writes
@@ -39,6 +45,7 @@ func (a *API) cliSync(c *Call) error {
 		SyncToken   string `json:"sync_token"`
 		PeerPubkey  string `json:"peer_pubkey"`
 		DisplayName string `json:"display_name"`
+		PeerSig     string `json:"peer_sig"` // optional: proves peer_pubkey (SyncProofMessage)
 	}
 	if err := a.Decode(c, &b, required, true); err != nil {
 		return err
@@ -58,6 +65,16 @@ func (a *API) cliSync(c *Call) error {
 		return syncInvalid(reason)
 	}
 	pubkey := strings.ToLower(b.PeerPubkey)
+	// The token names the account, not the key: anyone may present any public key. Without
+	// proof of the key, an existing member that belongs to no account is left alone.
+	proven := false
+	if b.PeerSig != "" {
+		sig, err := hex.DecodeString(b.PeerSig)
+		if err != nil || len(sig) != ed25519.SignatureSize || !ed25519.Verify(mustPub(pubkey), SyncProofMessage(claims.Jti), sig) {
+			return Fail(http.StatusBadRequest, "peer_sig does not verify")
+		}
+		proven = true
+	}
 	var out []syncMeshJSON
 	err := a.loginTx(c.R.Context(), func(q *db.Queries) error {
 		ctx := c.R.Context()
@@ -96,9 +113,9 @@ func (a *API) cliSync(c *Call) error {
 				continue
 			}
 			row, err := q.SyncMember(ctx, db.SyncMemberParams{ID: ids.New(), MeshID: m.ID, UserID: &claims.Sub,
-				PeerPubkey: pubkey, DisplayName: b.DisplayName, Role: m.Role})
+				PeerPubkey: pubkey, DisplayName: b.DisplayName, Role: m.Role, Proven: proven})
 			if loginNoRows(err) {
-				continue // the key is another account's member there
+				continue // the key is another account's member there, or no account's and unproven
 			}
 			if err != nil {
 				return fmt.Errorf("sync member: %w", err)

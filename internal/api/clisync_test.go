@@ -2,15 +2,19 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/meshbroker/meshbroker/internal/api"
+	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/ids"
 )
 
@@ -138,6 +142,7 @@ func TestCliSyncRefusals(t *testing.T) {
 func TestCliSyncJoinsAndIsSingleUse(t *testing.T) {
 	e := newEnv(t, map[string]string{"BROKER_URL": "wss://broker.example.com/ws"})
 	ctx := context.Background()
+	syncKey, syncSec := client.NewKey() // a real key: linking m-linked needs its proof
 	fresh, linked, foreign := e.mesh("fresh", false), e.mesh("linked", false), e.mesh("foreign", false)
 	exec := func(q string, args ...any) {
 		t.Helper()
@@ -155,7 +160,8 @@ func TestCliSyncJoinsAndIsSingleUse(t *testing.T) {
 		map[string]any{"id": foreign, "slug": "foreign", "role": "owner"},
 		map[string]any{"id": "missing"})
 	token := signJWT(syncSecret, hs256, claims)
-	body := map[string]any{"sync_token": token, "peer_pubkey": strings.ToUpper(syncKey), "display_name": "Alice's laptop"}
+	body := map[string]any{"sync_token": token, "peer_pubkey": strings.ToUpper(syncKey), "display_name": "Alice's laptop",
+		"peer_sig": hex.EncodeToString(ed25519.Sign(syncSec, api.SyncProofMessage(claims["jti"].(string))))}
 	r := e.call("POST", "/cli-sync", "", body)
 	expect(t, r, 200, "")
 	ms, _ := r.Body["meshes"].([]any)

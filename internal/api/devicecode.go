@@ -20,6 +20,10 @@ const (
 	// maxLiveDeviceCodes caps unexpired codes across the fleet: starting a login is open to
 	// anyone, and the per-IP budget alone does not bound what many addresses can create.
 	maxLiveDeviceCodes = 10000
+	// maxLiveDeviceCodesPerIP caps them per client address (an IPv6 /64), so a few
+	// addresses cannot fill the global cap and lock everyone out of logging in: a person
+	// logs in from one machine at a time.
+	maxLiveDeviceCodesPerIP = 10
 	// codeAlphabet has no 0/O or 1/I: user codes are typed by people. 32 symbols, so a
 	// random byte mod 32 is uniform.
 	codeAlphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
@@ -91,6 +95,15 @@ func (a *API) createDeviceCode(c *Call) error {
 		c.W.Header().Set("Retry-After", "60")
 		return Fail(http.StatusServiceUnavailable, "Too many logins in progress, try again later")
 	}
+	ip := a.clientIP(c.R)
+	fromIP, err := a.q.CountLiveDeviceCodesFrom(ctx, db.CountLiveDeviceCodesFromParams{Ip: ip, Cap: maxLiveDeviceCodesPerIP})
+	if err != nil {
+		return fmt.Errorf("count live device codes of %s: %w", ip, err)
+	}
+	if fromIP >= maxLiveDeviceCodesPerIP {
+		c.W.Header().Set("Retry-After", "60")
+		return Fail(http.StatusTooManyRequests, "Too many logins in progress from this address, try again later")
+	}
 	// Housekeeping on the way, a few rows at a time: approvals nobody collected lose their
 	// bearer here (a poll does it too, but the CLI may be gone), and the insert deletes
 	// codes that expired an hour ago.
@@ -98,7 +111,6 @@ func (a *API) createDeviceCode(c *Call) error {
 		return fmt.Errorf("expire uncollected device codes: %w", err)
 	}
 	expires := time.Now().Add(deviceCodeTTL)
-	ip := a.clientIP(c.R)
 	// A pending code with the same user code makes the insert a no-op: draw again. With
 	// 32^8 user codes and at most 10 000 live ones, a second draw is already rare.
 	for range 5 {
@@ -246,7 +258,7 @@ func (a *API) approveDeviceCode(c *Call) error {
 		m, err := clitoken.Mint(ctx, q, clitoken.Params{UserID: b.UserID, DeviceCodeID: dc.ID,
 			Hostname: deref(dc.Hostname), Platform: deref(dc.Platform), Arch: deref(dc.Arch)})
 		if err != nil {
-			return err
+			return tooManyTokens(err)
 		}
 		if _, err := q.ApproveDeviceCode(ctx, db.ApproveDeviceCodeParams{ID: dc.ID, UserID: &b.UserID, SessionToken: &m.Token}); err != nil {
 			return fmt.Errorf("approve device code: %w", err)

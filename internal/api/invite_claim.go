@@ -52,7 +52,8 @@ func parseClaimBody(raw []byte) (claimRequest, bool) {
 	}
 	r := claimRequest{Recipient: key, PeerPubkey: strings.ToLower(strings.TrimSpace(in.PeerPubkey)),
 		DisplayName: strings.TrimSpace(in.DisplayName)}
-	if !invite.IsPubkeyHex(r.PeerPubkey) || len(r.DisplayName) > protocol.MaxDisplayNameBytes || !utf8.ValidString(r.DisplayName) {
+	if !invite.IsPubkeyHex(r.PeerPubkey) || len(r.DisplayName) > protocol.MaxDisplayNameBytes || !utf8.ValidString(r.DisplayName) ||
+		!storable(r.DisplayName) {
 		return claimRequest{}, false
 	}
 	if in.PeerSig != "" {
@@ -91,7 +92,7 @@ func inviteClaim(a *API, c *Call) error {
 	ctx := c.R.Context()
 	// Codes are upper case; people type them.
 	code := strings.ToUpper(strings.TrimSpace(c.R.PathValue("code")))
-	if len(code) > 64 { // codes are 8 characters; no lookup for junk
+	if len(code) > 64 || !storable(code) { // codes are 8 characters; no lookup for junk
 		return Fail(http.StatusNotFound, "not_found")
 	}
 	inv, err := a.q.InviteByCode(ctx, &code)
@@ -174,6 +175,8 @@ func inviteClaim(a *API, c *Call) error {
 		return Fail(http.StatusGone, "exhausted")
 	case errors.Is(err, errInviteAlreadyMember):
 		return answer(memberID, true)
+	case errors.Is(err, errInviteMeshFull):
+		return Fail(http.StatusConflict, "mesh_full")
 	case err != nil:
 		return err
 	}

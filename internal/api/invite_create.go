@@ -10,6 +10,10 @@ import (
 	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
+// maxInvitesPerMeshPerDay bounds what an owner's bearer makes for one mesh: each invite is
+// a row and an audit event kept for ever, and admits a member.
+const maxInvitesPerMeshPerDay = 1000
+
 // inviteCreate is POST /cli/mesh/{slug}/invite (reference §3.6): the mesh owner makes a
 // one-use invite valid for 7 days. No e-mail is sent (the broker sends no mail): emailed is
 // always false and the caller passes the link on itself.
@@ -28,7 +32,11 @@ func inviteCreate(a *API, c *Call) error {
 		return err
 	}
 	ctx := c.R.Context()
-	mesh, err := a.q.InviteMeshBySlug(ctx, c.R.PathValue("slug"))
+	slug := c.R.PathValue("slug")
+	if !storable(slug) {
+		return Fail(http.StatusNotFound, "Mesh not found")
+	}
+	mesh, err := a.q.InviteMeshBySlug(ctx, slug)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail(http.StatusNotFound, "Mesh not found")
 	}
@@ -43,7 +51,10 @@ func inviteCreate(a *API, c *Call) error {
 		role = "admin"
 	}
 	inv, err := invitestore.Create(ctx, a.pool, invitestore.Params{Mesh: mesh, Role: role,
-		CreatedBy: &who.UserID, BrokerURL: a.cfg.BrokerURL, AppURL: a.cfg.AppURL})
+		CreatedBy: &who.UserID, BrokerURL: a.cfg.BrokerURL, AppURL: a.cfg.AppURL, PerDay: maxInvitesPerMeshPerDay})
+	if errors.Is(err, invitestore.ErrTooMany) {
+		return Fail(http.StatusConflict, fmt.Sprintf("too many invites: at most %d per mesh a day", maxInvitesPerMeshPerDay))
+	}
 	if err != nil {
 		a.log.Error("create invite", "mesh", mesh.ID, "err", err)
 		return Fail(http.StatusInternalServerError, "Failed to create invite")

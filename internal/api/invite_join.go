@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,6 +38,7 @@ const (
 	joinExpired       = "invite_expired"
 	joinExhausted     = "invite_exhausted"
 	joinInsertFailed  = "member_insert_failed"
+	joinMeshFull      = "mesh_full" // ours: the mesh has maxMeshMembers unrevoked members
 )
 
 // joinRequest is a /join body that passed parseJoinBody.
@@ -146,6 +149,8 @@ func inviteJoin(a *API, c *Call) error {
 		return Fail(http.StatusBadRequest, joinExhausted)
 	case errors.Is(err, errInviteAlreadyMember):
 		return c.OK(map[string]any{"ok": true, "memberId": memberID, "alreadyMember": true})
+	case errors.Is(err, errInviteMeshFull):
+		return Fail(http.StatusBadRequest, joinMeshFull)
 	case errors.Is(err, errInviteInsertMember):
 		a.log.Error("join: insert member", "mesh", mesh.ID, "err", err)
 		return Fail(http.StatusBadRequest, joinInsertFailed)
@@ -171,7 +176,12 @@ var (
 	errInviteUsedUp        = errors.New("invite has no use left")
 	errInviteAlreadyMember = errors.New("key is already a member")
 	errInviteInsertMember  = errors.New("insert member")
+	errInviteMeshFull      = errors.New("mesh has the most members it may")
 )
+
+// maxMeshMembers bounds a mesh's unrevoked members (each is a row read by listings, hellos
+// and routing; the member listings show this many).
+const maxMeshMembers = maxListedMembers
 
 // admitInvited consumes one use of inv and inserts the member, with its member_joined audit event,
 // in one transaction: a member exists exactly when its use was counted. It returns
@@ -182,7 +192,19 @@ func (a *API) admitInvited(ctx context.Context, inv db.Invite, pubkey, name stri
 	memberID := ids.New()
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
-		_, err := q.UseInvite(ctx, db.UseInviteParams{ID: inv.ID, ClaimedBy: claimedBy})
+		// Serialised per mesh, so concurrent joins cannot all pass the count.
+		sum := sha256.Sum256([]byte("mesh-members:" + inv.MeshID))
+		if err := q.XactLock(ctx, int64(binary.BigEndian.Uint64(sum[:8])&0x7fffffffffffffff)); err != nil {
+			return fmt.Errorf("lock mesh members: %w", err)
+		}
+		live, err := q.CountLiveMembers(ctx, db.CountLiveMembersParams{MeshID: inv.MeshID, Cap: maxMeshMembers})
+		if err != nil {
+			return fmt.Errorf("count members: %w", err)
+		}
+		if live >= maxMeshMembers {
+			return errInviteMeshFull
+		}
+		_, err = q.UseInvite(ctx, db.UseInviteParams{ID: inv.ID, ClaimedBy: claimedBy})
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errInviteUsedUp
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -32,7 +33,11 @@ func (a *API) standingIn(c *Call) (standing, error) {
 	if err != nil {
 		return standing{}, err
 	}
-	mesh, err := a.q.LiveMesh(c.R.Context(), c.R.PathValue("meshId"))
+	meshID := c.R.PathValue("meshId")
+	if !storable(meshID) { // no id holds a NUL; looking it up would fail the statement
+		return standing{}, Fail(http.StatusBadRequest, "mesh not found")
+	}
+	mesh, err := a.q.LiveMesh(c.R.Context(), meshID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return standing{}, Fail(http.StatusBadRequest, "mesh not found")
 	}
@@ -51,7 +56,11 @@ func (a *API) standingIn(c *Call) (standing, error) {
 
 // target loads a member of the standing's mesh (404 member not found).
 func (a *API) target(c *Call, st standing) (db.Member, error) {
-	m, err := a.q.GetMember(c.R.Context(), c.R.PathValue("memberId"))
+	id := c.R.PathValue("memberId")
+	if !storable(id) {
+		return db.Member{}, Fail(http.StatusNotFound, "member not found")
+	}
+	m, err := a.q.GetMember(c.R.Context(), id)
 	if errors.Is(err, pgx.ErrNoRows) || (err == nil && m.MeshID != st.mesh.ID) {
 		return db.Member{}, Fail(http.StatusNotFound, "member not found")
 	}
@@ -118,13 +127,13 @@ func (a *API) patchMember(c *Call) error {
 	p := db.UpdateMemberProfileParams{ID: m.ID, MeshID: st.mesh.ID}
 	if b.DisplayName != nil {
 		name := strings.TrimSpace(*b.DisplayName)
-		if name == "" || len(name) > protocol.MaxDisplayNameBytes {
+		if name == "" || len(name) > protocol.MaxDisplayNameBytes || !storable(name) {
 			return Fail(http.StatusBadRequest, fmt.Sprintf("displayName must be 1 to %d bytes", protocol.MaxDisplayNameBytes))
 		}
 		p.DisplayName, changes["displayName"] = &name, name
 	}
 	if b.RoleTag != nil {
-		if len(*b.RoleTag) > protocol.MaxTitleBytes {
+		if len(*b.RoleTag) > protocol.MaxTitleBytes || !storable(*b.RoleTag) {
 			return Fail(http.StatusBadRequest, fmt.Sprintf("roleTag must be at most %d bytes", protocol.MaxTitleBytes))
 		}
 		p.RoleTag, changes["roleTag"] = b.RoleTag, *b.RoleTag
@@ -132,6 +141,11 @@ func (a *API) patchMember(c *Call) error {
 	if b.Groups != nil {
 		if e := protocol.CheckGroups("groups", *b.Groups); e != "" {
 			return Fail(http.StatusBadRequest, string(e))
+		}
+		for _, g := range *b.Groups {
+			if !storable(g.Name) || !storable(g.Role) { // jsonb cannot hold \u0000 either
+				return Fail(http.StatusBadRequest, "groups contains a NUL character")
+			}
 		}
 		raw, _ := json.Marshal(*b.Groups)
 		p.DefaultGroups, changes["groups"] = raw, *b.Groups
@@ -175,9 +189,31 @@ func (a *API) patchMember(c *Call) error {
 		if err != nil {
 			return fmt.Errorf("update member: %w", err)
 		}
+		// The audit event names the fields changed (and a new role, a privilege), not the
+		// profile values.
+		fields := make([]string, 0, len(changes))
+		for _, f := range append(slices.Clone(selfEditableFields), "permission") {
+			if _, ok := changes[f]; ok {
+				fields = append(fields, f)
+			}
+		}
+		ev := map[string]any{"memberId": m.ID, "fields": fields}
+		if b.Permission != nil {
+			ev["permission"] = *b.Permission
+		}
+		if err := audit.Append(c.R.Context(), q, []audit.Event{{MeshID: st.mesh.ID, Type: "member_updated", ActorID: st.member,
+			Payload: ev}}, time.Now()); err != nil {
+			return err
+		}
 		payload, err := a.sessions.MemberPushPayload(st.mesh.ID, m.ID, "profile_updated", changes)
 		if err != nil {
-			return err
+			// Valid changes can exceed a notification (8000 bytes: 32 groups of names JSON
+			// escapes six-fold): push the field names, the next hello_ack has the values.
+			payload, err = a.sessions.MemberPushPayload(st.mesh.ID, m.ID, "profile_updated",
+				map[string]any{"fields": fields, "truncated": true})
+			if err != nil {
+				return err
+			}
 		}
 		return q.Notify(c.R.Context(), db.NotifyParams{Channel: notifier.Channel, Payload: payload})
 	})
@@ -238,23 +274,37 @@ func (a *API) patchSettings(c *Call) error {
 	if !st.admin {
 		return Fail(http.StatusForbidden, "admin access required")
 	}
-	policy := map[string]bool{}
-	_ = json.Unmarshal(st.mesh.SelfEditable, &policy)
-	n := 0
+	patch := map[string]bool{}
 	for k, v := range b.SelfEditable {
 		if !slices.Contains(selfEditableFields, k) {
 			return Fail(http.StatusBadRequest, "unknown selfEditable field: "+truncate(k, 64))
 		}
 		if v != nil {
-			policy[k], n = *v, n+1
+			patch[k] = *v
 		}
 	}
-	if n == 0 {
+	if len(patch) == 0 {
 		return Fail(http.StatusBadRequest, "no settings to update")
 	}
-	raw, _ := json.Marshal(policy)
-	if err := a.q.UpdateSelfEditable(c.R.Context(), db.UpdateSelfEditableParams{SelfEditable: raw, ID: st.mesh.ID}); err != nil {
-		return fmt.Errorf("update settings: %w", err)
+	raw, _ := json.Marshal(patch)
+	var policy map[string]bool
+	// The merge is one statement (concurrent admins lose nothing) and its audit event
+	// commits with it: who may edit what is a privilege.
+	err = pgx.BeginFunc(c.R.Context(), a.pool, func(tx pgx.Tx) error {
+		q := db.New(tx)
+		merged, err := q.UpdateSelfEditable(c.R.Context(), db.UpdateSelfEditableParams{Patch: raw, ID: st.mesh.ID})
+		if errors.Is(err, pgx.ErrNoRows) {
+			return Fail(http.StatusBadRequest, "mesh not found") // archived meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("update settings: %w", err)
+		}
+		_ = json.Unmarshal(merged, &policy)
+		return audit.Append(c.R.Context(), q, []audit.Event{{MeshID: st.mesh.ID, Type: "settings_changed", ActorID: st.member,
+			Payload: map[string]any{"selfEditable": patch}}}, time.Now())
+	})
+	if err != nil {
+		return err
 	}
 	return c.OK(map[string]any{"ok": true, "selfEditable": policy})
 }
@@ -267,6 +317,9 @@ func (a *API) kickSession(c *Call) error {
 		return err
 	}
 	presenceID := c.R.PathValue("presenceId")
+	if !storable(presenceID) {
+		return Fail(http.StatusNotFound, "session not found")
+	}
 	owner, err := a.q.PresenceMember(c.R.Context(), db.PresenceMemberParams{ID: presenceID, MeshID: st.mesh.ID})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail(http.StatusNotFound, "session not found")

@@ -30,8 +30,9 @@ const (
 	maxListedMeshes     = 1000
 	maxListedMembers    = 5000
 	maxDescriptionBytes = 1024
-	// maxOwnedMeshes bounds the live meshes one user owns (each holds keys, members and
-	// an audit chain).
+	// maxOwnedMeshes bounds the meshes one user owns (each holds keys, members and an
+	// audit chain, kept after archiving): live ones and ones archived in the last day, so
+	// creating and deleting in a loop is bounded too.
 	maxOwnedMeshes = 100
 	// maxGrantEntries bounds the sender entries on one member's grants (they are read on
 	// every delivery to it).
@@ -68,6 +69,8 @@ func (a *API) createMesh(c *Call) error {
 	switch {
 	case name == "":
 		return Fail(http.StatusBadRequest, "name required")
+	case !storable(name):
+		return Fail(http.StatusBadRequest, "name contains a NUL character")
 	case len(name) > admin.MaxMeshNameBytes:
 		return Fail(http.StatusBadRequest, fmt.Sprintf("name longer than %d bytes", admin.MaxMeshNameBytes))
 	case !hex64.MatchString(b.Pubkey):
@@ -98,7 +101,7 @@ func (a *API) createMesh(c *Call) error {
 			return fmt.Errorf("count meshes: %w", err)
 		}
 		if owned >= maxOwnedMeshes {
-			return Fail(http.StatusConflict, fmt.Sprintf("you own %d meshes, the most one user may (delete one first)", owned))
+			return Fail(http.StatusConflict, fmt.Sprintf("you own %d meshes (counting those deleted in the last day), the most one user may", owned))
 		}
 		if mesh, err = admin.NewMesh(c.R.Context(), q, name, slug, &p.UserID); err != nil {
 			return err
@@ -160,6 +163,9 @@ func (a *API) wsURL(r *http.Request) string {
 
 // meshForCaller loads a live mesh by slug and the caller's standing in it.
 func (a *API) meshForCaller(ctx context.Context, slug, userID string) (db.Mesh, db.CallerMemberRow, error) {
+	if !storable(slug) { // no slug holds a NUL; looking it up would fail the statement
+		return db.Mesh{}, db.CallerMemberRow{}, Fail(http.StatusNotFound, "Mesh not found")
+	}
 	mesh, err := a.q.LiveMeshBySlug(ctx, slug)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return db.Mesh{}, db.CallerMemberRow{}, Fail(http.StatusNotFound, "Mesh not found")
@@ -265,7 +271,7 @@ func capSet(caps []string) ([]string, error) {
 	seen := map[string]bool{}
 	out := make([]string, 0, len(caps))
 	for _, c := range caps {
-		if c == "" || len(c) > maxGrantCapBytes {
+		if c == "" || len(c) > maxGrantCapBytes || !storable(c) { // jsonb cannot hold \u0000
 			return nil, Fail(http.StatusBadRequest, fmt.Sprintf("capabilities are 1 to %d bytes", maxGrantCapBytes))
 		}
 		if !seen[c] {

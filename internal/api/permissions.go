@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
 )
 
@@ -56,7 +58,9 @@ func isOwnerRow(r db.MeshPermissionsRow, ownerUserID *string) bool {
 // getPermissions is GET /cli/mesh/{slug}/permissions: every member's effective
 // permissions, to the mesh's members and owner only (the original answered anyone).
 func (a *API) getPermissions(c *Call) error {
-	p, err := a.Authenticate(c, c.R.URL.Query().Get("user_id"))
+	// No legacy user_id: this route was never on the legacy list (docs/http-api.md), and a
+	// user id is no secret (members see each other's dashboardUserId).
+	p, err := a.Authenticate(c, "")
 	if err != nil {
 		return err
 	}
@@ -83,7 +87,6 @@ type setPermissionsBody struct {
 	RequesterID string          `json:"requester_id"` // ignored: the caller is the bearer's user
 	MemberID    string          `json:"member_id"`
 	Permissions map[string]bool `json:"permissions"`
-	UserID      string          `json:"user_id"`
 }
 
 // setPermissions is POST /cli/mesh/{slug}/permissions. The caller is the bearer's user, not
@@ -93,7 +96,7 @@ func (a *API) setPermissions(c *Call) error {
 	if err := a.Decode(c, &b, "Invalid body", false); err != nil {
 		return err
 	}
-	p, err := a.Authenticate(c, b.UserID)
+	p, err := a.Authenticate(c, "") // no legacy user_id, as getPermissions
 	if err != nil {
 		return err
 	}
@@ -118,7 +121,9 @@ func (a *API) setPermissions(c *Call) error {
 		var target *db.MeshPermissionsRow
 		callerMay, callerIsMember := false, false
 		for i, r := range rows {
-			if r.UserID != nil && *r.UserID == p.UserID {
+			// Only the caller's live members give it standing: a revoked admin's bearer
+			// must not keep managing the mesh.
+			if r.UserID != nil && *r.UserID == p.UserID && !r.Revoked {
 				callerIsMember = true
 				callerMay = callerMay || effectivePermissions(r, mesh.OwnerUserID)["canManagePermissions"]
 			}
@@ -148,7 +153,15 @@ func (a *API) setPermissions(c *Call) error {
 		}); err != nil {
 			return fmt.Errorf("store permissions: %w", err)
 		}
-		return nil
+		actor := ""
+		for _, r := range rows { // the caller's live member, if it has one
+			if r.UserID != nil && *r.UserID == p.UserID && !r.Revoked {
+				actor = r.MemberID
+				break
+			}
+		}
+		return audit.Append(c.R.Context(), q, []audit.Event{{MeshID: mesh.ID, Type: "permissions_changed", ActorID: actor,
+			Payload: map[string]any{"memberId": target.MemberID, "permissions": b.Permissions}}}, time.Now())
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -33,7 +34,7 @@ func (a *API) createToken(c *Call) error {
 		}
 		m, err := clitoken.Mint(c.R.Context(), q, clitoken.Params{UserID: b.UserID, Hostname: host, Platform: platform, Arch: arch})
 		token = m.Token
-		return err
+		return tooManyTokens(err)
 	})
 	if err != nil {
 		return err
@@ -113,4 +114,13 @@ func (a *API) revokeSession(c *Call) error {
 		return fmt.Errorf("revoke cli session: %w", err)
 	}
 	return c.OK(map[string]any{"ok": true, "found": true})
+}
+
+// tooManyTokens answers clitoken.ErrTooMany as a 409 (the user must revoke one first) and
+// returns any other error as is.
+func tooManyTokens(err error) error {
+	if errors.Is(err, clitoken.ErrTooMany) {
+		return Fail(http.StatusConflict, fmt.Sprintf("too many tokens: a user may hold %d, revoke one first", clitoken.MaxLivePerUser))
+	}
+	return err
 }

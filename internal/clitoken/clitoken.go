@@ -9,7 +9,9 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"time"
 
@@ -52,9 +54,29 @@ type Minted struct {
 	CreatedAt time.Time
 }
 
-// Mint inserts a cli_sessions row for a new bearer of p.UserID. q may be bound to the
-// caller's transaction, so the token exists only if the transaction commits.
+// MaxLivePerUser bounds a user's unrevoked tokens: a bearer may mint more for its own user
+// (POST /cli/token), and every row is kept.
+const MaxLivePerUser = 100
+
+// ErrTooMany: the user already has MaxLivePerUser unrevoked tokens.
+var ErrTooMany = errors.New("too many unrevoked tokens for this user")
+
+// Mint inserts a cli_sessions row for a new bearer of p.UserID, unless the user has
+// MaxLivePerUser unrevoked tokens (ErrTooMany). q may be bound to the caller's transaction,
+// so the token exists only if the transaction commits; in a transaction, concurrent mints
+// for one user are serialised, so they cannot all pass the count.
 func Mint(ctx context.Context, q *db.Queries, p Params) (Minted, error) {
+	sum := sha256.Sum256([]byte("user-tokens:" + p.UserID))
+	if err := q.XactLock(ctx, int64(binary.BigEndian.Uint64(sum[:8])&0x7fffffffffffffff)); err != nil {
+		return Minted{}, fmt.Errorf("lock user tokens: %w", err)
+	}
+	live, err := q.CountLiveCliSessions(ctx, p.UserID)
+	if err != nil {
+		return Minted{}, fmt.Errorf("count cli sessions: %w", err)
+	}
+	if live >= MaxLivePerUser {
+		return Minted{}, ErrTooMany
+	}
 	tok := New()
 	row, err := q.InsertCliSession(ctx, db.InsertCliSessionParams{
 		ID: ids.New(), UserID: p.UserID, DeviceCodeID: opt(p.DeviceCodeID),

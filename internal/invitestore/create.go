@@ -8,6 +8,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,6 +35,9 @@ const (
 	MaxExpiresIn = 365 * 24 * time.Hour
 )
 
+// ErrTooMany: the mesh already had Params.PerDay invites made in the last day.
+var ErrTooMany = errors.New("too many invites for this mesh in the last day")
+
 // codeAttempts is how many codes are drawn before giving up (a collision among 2^40 codes
 // is already unlikely; three in a row means something else is wrong).
 const codeAttempts = 3
@@ -47,8 +52,11 @@ type Params struct {
 	MaxUses   int           // ≥ 1; 0 = DefaultMaxUses
 	ExpiresIn time.Duration // > 0; 0 = DefaultExpiresIn
 	CreatedBy *string       // the user who asked; nil for the operator
-	BrokerURL string        // BROKER_URL, written into the token
-	AppURL    string        // APP_URL, the base of the short link
+	// PerDay, when > 0, caps the invites made for the mesh in the last day (ErrTooMany):
+	// every invite is a row and an audit event kept for ever, and admits members.
+	PerDay    int
+	BrokerURL string // BROKER_URL, written into the token
+	AppURL    string // APP_URL, the base of the short link
 }
 
 // Created is a stored invite.
@@ -84,6 +92,20 @@ func Create(ctx context.Context, pool *pgxpool.Pool, p Params) (Created, error) 
 	var out Created
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
+		if p.PerDay > 0 {
+			// Serialised per mesh, so concurrent creations cannot all pass the count.
+			sum := sha256.Sum256([]byte("mesh-invites:" + p.Mesh.ID))
+			if err := q.XactLock(ctx, int64(binary.BigEndian.Uint64(sum[:8])&0x7fffffffffffffff)); err != nil {
+				return fmt.Errorf("lock mesh invites: %w", err)
+			}
+			n, err := q.CountRecentInvites(ctx, p.Mesh.ID)
+			if err != nil {
+				return fmt.Errorf("count invites: %w", err)
+			}
+			if int(n) >= p.PerDay {
+				return ErrTooMany
+			}
+		}
 		mesh, err := healKeys(ctx, q, p.Mesh)
 		if err != nil {
 			return err
