@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -123,10 +124,13 @@ func (a *API) takeUserWrite(c *Call, userID string) error {
 	return nil
 }
 
-// optionalUser is the user of a request that may carry a bearer (a join links the new
-// member to the joiner's account when it does): nil without Authorization, 401 for a bad
-// bearer.
-func (a *API) optionalUser(c *Call) (*string, error) {
+// linkUser is the account a join or claim links its new member to: the bearer's user, when
+// the request carries a bearer and peerSig proves the member key for that user and mesh
+// (LinkProofMessage) — without the proof, anyone with an invite and a bearer could make a
+// member of someone else's public key and then manage it over HTTP. nil without a bearer
+// (the claudemesh CLI's join); 401 for a bad bearer; 400 link_proof_required for a bearer
+// without a valid proof.
+func (a *API) linkUser(c *Call, meshID, peerPubkey string, peerSig []byte) (*string, error) {
 	if _, ok := bearer(c.R); !ok {
 		return nil, nil
 	}
@@ -134,7 +138,18 @@ func (a *API) optionalUser(c *Call) (*string, error) {
 	if err != nil {
 		return nil, err
 	}
+	key, err := hex.DecodeString(peerPubkey)
+	if err != nil || len(key) != ed25519.PublicKeySize || len(peerSig) != ed25519.SignatureSize ||
+		!ed25519.Verify(key, LinkProofMessage(meshID, p.UserID, strings.ToLower(peerPubkey)), peerSig) {
+		return nil, Fail(http.StatusBadRequest, "link_proof_required")
+	}
 	return &p.UserID, nil
+}
+
+// LinkProofMessage is what a joiner signs with its member key (link_sig) to have its new
+// member linked to its account.
+func LinkProofMessage(meshID, userID, peerPubkey string) []byte {
+	return []byte("meshbroker-link|" + meshID + "|" + userID + "|" + peerPubkey)
 }
 
 // IsApp reports whether the request carries the trusted web app's secret

@@ -2,10 +2,13 @@ package api_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/meshbroker/meshbroker/internal/api"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/envelope"
@@ -66,8 +69,8 @@ func TestClaudemeshCLIFlowsEndToEnd(t *testing.T) {
 	}
 
 	// join: the second person's CLI decodes the link, checks the owner's signature, and
-	// posts the token, the payload and its fresh key (with its own bearer: the member is
-	// then linked to its account).
+	// posts the token, the payload and its fresh key (with its own bearer and the key's
+	// signature of the link proof: the member is then linked to its account).
 	bobToken := login("user-bob", "bob@example.com", "Bob")
 	payload, err := invite.DecodeToken(link)
 	if err != nil {
@@ -77,8 +80,9 @@ func TestClaudemeshCLIFlowsEndToEnd(t *testing.T) {
 		t.Fatalf("invite payload %+v: %v", payload, err)
 	}
 	bobPub, bobSec := client.NewKey()
+	linkSig := hex.EncodeToString(ed25519.Sign(bobSec, api.LinkProofMessage(meshID, "user-bob", bobPub)))
 	joined := callAt(t, second.HTTP, "POST", "/join", bobToken, map[string]any{"invite_token": invite.TokenFromLink(link),
-		"invite_payload": payload, "peer_pubkey": bobPub, "display_name": "bob"})
+		"invite_payload": payload, "peer_pubkey": bobPub, "display_name": "bob", "link_sig": linkSig})
 	expect(t, joined, http.StatusOK, "")
 	bob := client.Identity{MeshID: meshID, MemberID: str(joined, "memberId"), Pubkey: bobPub, Secret: bobSec}
 
@@ -141,5 +145,44 @@ func TestClaudemeshCLIFlowsEndToEnd(t *testing.T) {
 	v, err := audit.VerifyMesh(ctx, e.q, meshID)
 	if err != nil || !v.Valid {
 		t.Fatalf("audit chain: %+v %v", v, err)
+	}
+}
+
+// A join that carries a bearer links the new member to that account only with the member
+// key's signature of the link proof: an invite holder cannot make a member of someone
+// else's public key and then manage it as its own.
+func TestJoinLinksOnlyWithProofOfTheKey(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("links")
+	inv := e.call("POST", "/cli/mesh/"+o.slug+"/invite", o.ownerToken, map[string]any{})
+	tok := str(inv, "token")
+	p, err := invite.DecodeToken(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	malloryID, malloryToken := e.user("mallory@example.com")
+	victimPub, victimSec := client.NewKey()
+	_, mallorySec := client.NewKey()
+	body := func(sig string) map[string]any {
+		b := map[string]any{"invite_token": tok, "invite_payload": p, "peer_pubkey": victimPub, "display_name": "victim"}
+		if sig != "" {
+			b["link_sig"] = sig
+		}
+		return b
+	}
+	expect(t, e.call("POST", "/join", malloryToken, body("")), http.StatusBadRequest, "link_proof_required")
+	forged := hex.EncodeToString(ed25519.Sign(mallorySec, api.LinkProofMessage(o.meshID, malloryID, victimPub)))
+	expect(t, e.call("POST", "/join", malloryToken, body(forged)), http.StatusBadRequest, "link_proof_required")
+	// A proof the victim made for its own account does not link it to mallory's.
+	victimID, victimToken := e.user("victim@example.com")
+	theirs := hex.EncodeToString(ed25519.Sign(victimSec, api.LinkProofMessage(o.meshID, victimID, victimPub)))
+	expect(t, e.call("POST", "/join", malloryToken, body(theirs)), http.StatusBadRequest, "link_proof_required")
+	if n := e.count(`SELECT used_count FROM invites WHERE code = $1`, str(inv, "code")); n != 0 {
+		t.Fatalf("refused links consumed %d uses", n)
+	}
+	r := e.call("POST", "/join", victimToken, body(theirs))
+	expect(t, r, http.StatusOK, "")
+	if n := e.count(`SELECT count(*) FROM members WHERE id = $1 AND user_id = $2`, r.Body["memberId"], victimID); n != 1 {
+		t.Fatal("the proven join was not linked to its account")
 	}
 }

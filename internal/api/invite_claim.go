@@ -25,6 +25,8 @@ type claimRequest struct {
 	// PeerSig (optional) proves PeerPubkey: its signature over ClaimProofMessage. Only a
 	// re-claim of a used-up invite needs it.
 	PeerSig []byte
+	// LinkSig (optional) proves PeerPubkey for linking the member to the bearer's account.
+	LinkSig []byte
 }
 
 // ClaimProofMessage is what peer_sig signs: the code and the recipient key, so a proof
@@ -42,6 +44,7 @@ func parseClaimBody(raw []byte) (claimRequest, bool) {
 		PeerPubkey  string `json:"peer_pubkey"`
 		DisplayName string `json:"display_name"`
 		PeerSig     string `json:"peer_sig"`
+		LinkSig     string `json:"link_sig"`
 	}
 	if json.Unmarshal(raw, &in) != nil {
 		return claimRequest{}, false
@@ -62,6 +65,13 @@ func parseClaimBody(raw []byte) (claimRequest, bool) {
 			return claimRequest{}, false
 		}
 		r.PeerSig = sig
+	}
+	if in.LinkSig != "" {
+		sig, err := hex.DecodeString(in.LinkSig)
+		if err != nil || len(sig) != ed25519.SignatureSize {
+			return claimRequest{}, false
+		}
+		r.LinkSig = sig
 	}
 	return r, true
 }
@@ -165,7 +175,7 @@ func inviteClaim(a *API, c *Call) error {
 	if name == "" {
 		name = "member-" + req.PeerPubkey[:8]
 	}
-	userID, err := a.optionalUser(c)
+	userID, err := a.linkUser(c, mesh.ID, req.PeerPubkey, req.LinkSig)
 	if err != nil {
 		return err
 	}

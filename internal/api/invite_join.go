@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -39,6 +41,7 @@ const (
 	joinExhausted     = "invite_exhausted"
 	joinInsertFailed  = "member_insert_failed"
 	joinMeshFull      = "mesh_full" // ours: the mesh has maxMeshMembers unrevoked members
+	joinBadLinkSig    = "link_sig must be 128 hex chars"
 )
 
 // joinRequest is a /join body that passed parseJoinBody.
@@ -47,6 +50,7 @@ type joinRequest struct {
 	Payload     invite.Payload
 	PeerPubkey  string // lowercase hex
 	DisplayName string // trimmed, at most protocol.MaxDisplayNameBytes
+	LinkSig     []byte // optional: the member key's signature of LinkProofMessage
 }
 
 // parseJoinBody reads a /join body. Its error is the answer's message (always a 400): a
@@ -82,6 +86,13 @@ func parseJoinBody(raw []byte) (joinRequest, string) {
 	if err := json.Unmarshal(payload, &r.Payload); err != nil {
 		return joinRequest{}, joinBadSignature
 	}
+	if sig := str("link_sig"); sig != "" {
+		b, err := hex.DecodeString(sig)
+		if err != nil || len(b) != ed25519.SignatureSize {
+			return joinRequest{}, joinBadLinkSig
+		}
+		r.LinkSig = b
+	}
 	return r, ""
 }
 
@@ -96,7 +107,7 @@ func inviteJoin(a *API, c *Call) error {
 		return Fail(http.StatusBadRequest, msg)
 	}
 	ctx := c.R.Context()
-	userID, err := a.optionalUser(c)
+	userID, err := a.linkUser(c, req.Payload.MeshID, req.PeerPubkey, req.LinkSig)
 	if err != nil {
 		return err
 	}
