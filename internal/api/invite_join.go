@@ -3,9 +3,9 @@ package api
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/hex"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
