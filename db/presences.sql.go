@@ -395,6 +395,32 @@ func (q *Queries) InsertPresence(ctx context.Context, arg InsertPresenceParams) 
 	return i, err
 }
 
+const kickedAmong = `-- name: KickedAmong :many
+SELECT id FROM presences WHERE id = ANY($1::text[]) AND ended_at IS NOT NULL AND end_reason = 'kicked'
+`
+
+// Which of these presences were ended by a kick (an instance whose LISTEN connection was
+// down checks the presences it holds: it may have missed the kick notification).
+func (q *Queries) KickedAmong(ctx context.Context, ids []string) ([]string, error) {
+	rows, err := q.db.Query(ctx, kickedAmong, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		items = append(items, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
 const listLivePeers = `-- name: ListLivePeers :many
 SELECT p.id, p.session_pubkey, p.display_name, p.status, p.summary, p.groups, p.session_id,
        p.connected_at, p.cwd, p.hostname, p.peer_type, p.channel, p.model, p.stats, p.visible,

@@ -266,3 +266,8 @@ DELETE FROM presences WHERE id IN (
 -- A presence of the mesh that has not ended (live, or in its grace window).
 SELECT id, member_id, connection_epoch, disconnected_at FROM presences
 WHERE id = @id AND mesh_id = @mesh_id AND ended_at IS NULL;
+
+-- name: KickedAmong :many
+-- Which of these presences were ended by a kick (an instance whose LISTEN connection was
+-- down checks the presences it holds: it may have missed the kick notification).
+SELECT id FROM presences WHERE id = ANY(@ids::text[]) AND ended_at IS NOT NULL AND end_reason = 'kicked';

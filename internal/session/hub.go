@@ -359,6 +359,7 @@ func (h *Hub) OnConnected() {
 func (h *Hub) closeRevokedMissed() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	h.closeKickedMissed(ctx)
 	recent, err := h.q.RecentlyRevoked(ctx)
 	if err != nil {
 		h.log.Warn("check recently revoked members after reconnecting", "err", err)

@@ -73,10 +73,11 @@ func MemberPushPayload(meshID, memberID, event string, data any) (string, error)
 	return payload, nil
 }
 
-// Kick ends one session of a mesh: a socket held by any instance is closed 4001 kicked and
-// its presence ended there; a presence waiting in its grace window is ended here, at once.
-// Either way its peers see one peer_left. found is false when the mesh has no such live or
-// reconnecting presence.
+// Kick ends one session of a mesh: its presence ends here, at once (peer_left, end reason
+// "kicked"), and the instance holding its socket, if any, closes it 4001 kicked when the
+// notification arrives — or, had its LISTEN connection been down, when it reconnects and
+// finds its kicked presences (closeRevokedMissed). found is false when the mesh has no such
+// live or reconnecting presence.
 func (h *Hub) Kick(ctx context.Context, meshID, presenceID string) (found bool, err error) {
 	p, err := h.q.LivePresence(ctx, db.LivePresenceParams{ID: presenceID, MeshID: meshID})
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -85,16 +86,37 @@ func (h *Hub) Kick(ctx context.Context, meshID, presenceID string) (found bool, 
 	if err != nil {
 		return false, fmt.Errorf("look up session: %w", err)
 	}
-	if p.DisconnectedAt != nil {
-		if err := h.endPresence(ctx, presenceID, p.ConnectionEpoch, "kicked"); err != nil {
-			return true, fmt.Errorf("end kicked session: %w", err)
-		}
+	if err := h.endPresence(ctx, presenceID, p.ConnectionEpoch, "kicked"); err != nil {
+		return true, fmt.Errorf("end kicked session: %w", err)
 	}
-	// Also when it was in its grace window: a reconnect may be taking it over right now.
+	// Also when nothing ended (a reconnect took the presence over meanwhile): the socket
+	// now holding it was named in the kick.
 	if err := h.q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.KickSessionPayload(presenceID)}); err != nil {
 		return true, fmt.Errorf("publish kick: %w", err)
 	}
 	return true, nil
+}
+
+// closeKickedMissed closes the local sessions whose presence was ended by a kick whose
+// notification this instance missed.
+func (h *Hub) closeKickedMissed(ctx context.Context) {
+	h.mu.Lock()
+	held := make([]string, 0, len(h.byPresence))
+	for id := range h.byPresence {
+		held = append(held, id)
+	}
+	h.mu.Unlock()
+	if len(held) == 0 {
+		return
+	}
+	kicked, err := h.q.KickedAmong(ctx, held)
+	if err != nil {
+		h.log.Warn("check kicked sessions after reconnecting", "err", err)
+		return
+	}
+	for _, id := range kicked {
+		h.OnKickSession(id)
+	}
 }
 
 // MemberPushPayload is the package function, for callers that hold the hub.
