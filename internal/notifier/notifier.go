@@ -50,45 +50,67 @@ type Listener struct {
 	h         Handler
 	log       *slog.Logger
 	connected atomic.Bool
+
+	// listen and after are listenOnce and time.After (a test replaces them).
+	listen func(ctx context.Context) (established bool, err error)
+	after  func(time.Duration) <-chan time.Time
 }
+
+// Reconnect backoff: the first retry after a connection that was established waits
+// minBackoff; each further failure in a row doubles it, up to maxBackoff.
+const (
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 5 * time.Second
+)
 
 // NewListener builds a listener for databaseURL.
 func NewListener(databaseURL string, h Handler, log *slog.Logger) *Listener {
-	return &Listener{url: databaseURL, h: h, log: log}
+	l := &Listener{url: databaseURL, h: h, log: log, after: time.After}
+	l.listen = l.listenOnce
+	return l
 }
 
 // Connected reports whether the listener currently holds a LISTEN connection.
 func (l *Listener) Connected() bool { return l.connected.Load() }
 
-// Run listens until ctx ends, reconnecting with backoff (100 ms doubling to 5 s).
+// Run listens until ctx ends, reconnecting with backoff: 100 ms after a connection that
+// was established (a database restart), doubling to 5 s while reconnecting keeps failing.
+// The backoff starts again at 100 ms after every successful reconnect, so each restart of
+// the database costs the wake-ups of about 100 ms, not the backoff the previous outage
+// reached.
 func (l *Listener) Run(ctx context.Context) {
-	backoff := 100 * time.Millisecond
+	backoff := minBackoff
 	for ctx.Err() == nil {
-		err := l.listenOnce(ctx)
+		established, err := l.listen(ctx)
 		l.connected.Store(false)
 		if ctx.Err() != nil {
 			return
+		}
+		if established {
+			backoff = minBackoff
 		}
 		l.log.Warn("notification listener disconnected; reconnecting", "err", err, "in", backoff.String())
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-l.after(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
+		backoff = min(backoff*2, maxBackoff)
 	}
 }
 
-func (l *Listener) listenOnce(ctx context.Context) error {
+// listenOnce holds one LISTEN connection until it fails; established reports whether it
+// got as far as listening.
+func (l *Listener) listenOnce(ctx context.Context) (established bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	conn, err := pgx.Connect(cctx, l.url)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
-		return err
+		return false, err
 	}
 	l.connected.Store(true)
 	// LISTEN first, then resync: whatever was published before this point is picked up by
@@ -97,7 +119,7 @@ func (l *Listener) listenOnce(ctx context.Context) error {
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			return err
+			return true, err
 		}
 		l.dispatch(n.Payload)
 	}
