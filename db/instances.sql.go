@@ -9,13 +9,21 @@ import (
 	"context"
 )
 
-const heartbeatInstance = `-- name: HeartbeatInstance :exec
-UPDATE instances SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL
+const heartbeatInstance = `-- name: HeartbeatInstance :one
+UPDATE instances i SET heartbeat_at = now()
+FROM instances prev
+WHERE i.id = $1 AND prev.id = i.id AND i.stopped_at IS NULL
+RETURNING extract(epoch FROM now() - prev.heartbeat_at)::float8 AS silent_seconds
 `
 
-func (q *Queries) HeartbeatInstance(ctx context.Context, id string) error {
-	_, err := q.db.Exec(ctx, heartbeatInstance, id)
-	return err
+// Records that the instance lives, and returns how long it had been silent (the joined row
+// is the one before the update): a silence near INSTANCE_DEAD_AFTER means the others may
+// have declared it dead meanwhile.
+func (q *Queries) HeartbeatInstance(ctx context.Context, id string) (float64, error) {
+	row := q.db.QueryRow(ctx, heartbeatInstance, id)
+	var silent_seconds float64
+	err := row.Scan(&silent_seconds)
+	return silent_seconds, err
 }
 
 const registerInstance = `-- name: RegisterInstance :exec

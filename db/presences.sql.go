@@ -613,6 +613,28 @@ func (q *Queries) PurgeEndedPresences(ctx context.Context, retentionSeconds floa
 	return result.RowsAffected(), nil
 }
 
+const reattachPresences = `-- name: ReattachPresences :execrows
+UPDATE presences p SET disconnected_at = NULL, instance_id = $1::text
+FROM (SELECT unnest($2::text[]) AS id, unnest($3::bigint[]) AS epoch) AS l
+WHERE p.id = l.id AND p.connection_epoch = l.epoch AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL
+`
+
+type ReattachPresencesParams struct {
+	InstanceID string
+	Ids        []string
+	Epochs     []int64
+}
+
+// An instance whose heartbeat was late takes back the presences of its live sockets that
+// another instance moved into their grace window meanwhile (same epoch: not taken over).
+func (q *Queries) ReattachPresences(ctx context.Context, arg ReattachPresencesParams) (int64, error) {
+	result, err := q.db.Exec(ctx, reattachPresences, arg.InstanceID, arg.Ids, arg.Epochs)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const setPresenceGroups = `-- name: SetPresenceGroups :exec
 UPDATE presences SET groups = $1 WHERE id = $2 AND ended_at IS NULL
 `

@@ -271,3 +271,10 @@ WHERE id = @id AND mesh_id = @mesh_id AND ended_at IS NULL;
 -- Which of these presences were ended by a kick (an instance whose LISTEN connection was
 -- down checks the presences it holds: it may have missed the kick notification).
 SELECT id FROM presences WHERE id = ANY(@ids::text[]) AND ended_at IS NOT NULL AND end_reason = 'kicked';
+
+-- name: ReattachPresences :execrows
+-- An instance whose heartbeat was late takes back the presences of its live sockets that
+-- another instance moved into their grace window meanwhile (same epoch: not taken over).
+UPDATE presences p SET disconnected_at = NULL, instance_id = @instance_id::text
+FROM (SELECT unnest(@ids::text[]) AS id, unnest(@epochs::bigint[]) AS epoch) AS l
+WHERE p.id = l.id AND p.connection_epoch = l.epoch AND p.ended_at IS NULL AND p.disconnected_at IS NOT NULL;

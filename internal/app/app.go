@@ -155,7 +155,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		SendRateBurst: cfg.SendRateBurst, SendRatePerMinute: cfg.SendRatePerMinute,
 		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin,
 		HookIPRatePerMinute: cfg.HookIPRateLimitPerMin, HelloIPRatePerMinute: cfg.HelloIPRateLimitPerMin, StatusTTL: cfg.StatusTTL,
-		PresenceRetention: cfg.PresenceRetention,
+		PresenceRetention: cfg.PresenceRetention, HeartbeatEvery: cfg.InstanceHeartbeat, DeadAfter: cfg.InstanceDeadAfter,
 	}, pool, router, m, log.With("subsystem", "session"))
 	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))
 	checker.AddCheck(health.Check{Reason: "listener_down", Fn: func(context.Context) error {

@@ -89,6 +89,11 @@ type Config struct {
 	QueueTTL time.Duration
 	// PRESENCE_GRACE_SECONDS: how long a dropped socket's presence waits for a reconnect.
 	PresenceGrace time.Duration
+	// INSTANCE_HEARTBEAT, INSTANCE_DEAD_AFTER: how often an instance records that it lives,
+	// and how old that record may get before the others move its sessions to their grace
+	// window (at least three heartbeats).
+	InstanceHeartbeat time.Duration
+	InstanceDeadAfter time.Duration
 	// PRESENCE_RETENTION: how long an ended presence row is kept (its session key routes
 	// direct messages to its member until then); the purge job deletes older ones.
 	PresenceRetention time.Duration
@@ -157,6 +162,8 @@ var Vars = []Var{
 	{"ALLOWED_ORIGINS", "", "browser origins allowed to open /ws, comma-separated (\"*\" = any); requests without Origin (CLI peers) are always allowed"},
 	{"REQUIRE_SESSION_PROOF", "0", "1 = refuse a hello without a valid sessionSig"},
 	{"QUEUE_TTL", "168h", "how long a message waits for an offline recipient (Go duration or seconds)"},
+	{"INSTANCE_HEARTBEAT", "2s", "how often an instance records that it is alive (and runs the grace and dead-instance scans)"},
+	{"INSTANCE_DEAD_AFTER", "7s", "an instance whose last heartbeat is older than this is dead: the others move its sessions into their grace window within about this plus one heartbeat (at least 3 × INSTANCE_HEARTBEAT)"},
 	{"PRESENCE_GRACE_SECONDS", "90", "how long a dropped socket's presence waits for a reconnect before peer_left"},
 	{"PRESENCE_RETENTION", "720h", "how long an ended presence is kept: until then a direct message to its session key goes to its member (Go duration or seconds; at least 1h)"},
 	{"NODE_ENV", "development", "development, production or test"},
@@ -210,6 +217,8 @@ func Load(getenv func(string) string) (Config, error) {
 		RequireSessionProof:           r.flag("REQUIRE_SESSION_PROOF"),
 		QueueTTL:                      r.duration("QUEUE_TTL"),
 		PresenceGrace:                 time.Duration(r.intRange("PRESENCE_GRACE_SECONDS", 0, 86400)) * time.Second,
+		InstanceHeartbeat:             r.duration("INSTANCE_HEARTBEAT"),
+		InstanceDeadAfter:             r.duration("INSTANCE_DEAD_AFTER"),
 		PresenceRetention:             r.durationAtLeast("PRESENCE_RETENTION", time.Hour),
 		Env:                           r.oneOf("NODE_ENV", "development", "production", "test"),
 		CLISyncSecret:                 r.str("CLI_SYNC_SECRET"),
@@ -223,6 +232,10 @@ func Load(getenv func(string) string) (Config, error) {
 		EmailFrom:                     r.str("EMAIL_FROM"),
 		PostmarkAPIKey:                r.str("POSTMARK_API_KEY"),
 		ResendAPIKey:                  r.str("RESEND_API_KEY"),
+	}
+	if c.InstanceHeartbeat > 0 && c.InstanceDeadAfter > 0 && c.InstanceDeadAfter < 3*c.InstanceHeartbeat {
+		r.errs = append(r.errs, fmt.Errorf("INSTANCE_DEAD_AFTER=%s is invalid: expected at least 3 × INSTANCE_HEARTBEAT (%s), or a live instance that misses one beat is declared dead",
+			c.InstanceDeadAfter, c.InstanceHeartbeat))
 	}
 	if len(r.errs) > 0 {
 		return Config{}, errors.Join(r.errs...)

@@ -50,6 +50,8 @@ type Config struct {
 	StatusTTL                 time.Duration
 	SweepPeriod               time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
 	PresenceRetention         time.Duration // ended presences older than this are purged; 0 = never
+	HeartbeatEvery            time.Duration // instance heartbeat and maintenance scans; 0 = 2 s
+	DeadAfter                 time.Duration // an instance silent this long is dead; 0 = 7 s
 }
 
 // Hub is one instance's registry of sessions and its delivery loop.
@@ -102,6 +104,12 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.HeartbeatEvery == 0 {
+		cfg.HeartbeatEvery = 2 * time.Second
+	}
+	if cfg.DeadAfter == 0 {
+		cfg.DeadAfter = 7 * time.Second
 	}
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},

@@ -14,13 +14,8 @@ import (
 	"github.com/meshbroker/meshbroker/internal/notifier"
 )
 
-// Maintenance periods. Every instance runs them; each step is a conditional UPDATE, so
-// instances racing on the same rows settle each row once.
-const (
-	heartbeatEvery = 5 * time.Second
-	deadAfter      = 30 * time.Second
-	graceScanEvery = 5 * time.Second
-)
+// Maintenance runs every Config.HeartbeatEvery on every instance; each step is a
+// conditional UPDATE, so instances racing on the same rows settle each row once.
 
 // InstanceInfo describes this process in the instances table.
 type InstanceInfo struct{ Hostname, Version, GitSHA string }
@@ -48,10 +43,20 @@ func (h *Hub) Maintain(ctx context.Context, grace time.Duration, info InstanceIn
 			}
 			h.registered.Store(true)
 		}
-		if err := h.q.HeartbeatInstance(ctx, h.cfg.InstanceID); err != nil && ctx.Err() == nil {
-			h.log.Warn("instance heartbeat", "err", err)
+		silent, err := h.q.HeartbeatInstance(ctx, h.cfg.InstanceID)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows): // stopped (draining): no more beats
+		case err != nil:
+			if ctx.Err() == nil {
+				h.log.Warn("instance heartbeat", "err", err)
+			}
+		case silent > (h.cfg.DeadAfter - h.cfg.HeartbeatEvery).Seconds():
+			// A beat this late may have let the others declare this instance dead and move
+			// its sessions into their grace window while their sockets stayed open here: take
+			// them back before the window ends them.
+			h.reattachPresences(ctx)
 		}
-		if _, err := h.q.DisconnectPresencesOfDeadInstances(ctx, deadAfter.Seconds()); err != nil && ctx.Err() == nil {
+		if _, err := h.q.DisconnectPresencesOfDeadInstances(ctx, h.cfg.DeadAfter.Seconds()); err != nil && ctx.Err() == nil {
 			h.log.Warn("disconnect presences of dead instances", "err", err)
 		}
 		rows, err := h.q.ExpiredGracePresences(ctx, grace.Seconds())
@@ -68,7 +73,30 @@ func (h *Hub) Maintain(ctx context.Context, grace time.Duration, info InstanceIn
 			}
 		}
 		h.releaseMemory()
-		t.Reset(jobs.Jitter(graceScanEvery))
+		t.Reset(jobs.Jitter(h.cfg.HeartbeatEvery))
+	}
+}
+
+// reattachPresences gives this instance back the presences of its live sockets that another
+// instance moved into their grace window while this one could not heartbeat.
+func (h *Hub) reattachPresences(ctx context.Context) {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.byPresence))
+	epochs := make([]int64, 0, len(h.byPresence))
+	for id, s := range h.byPresence {
+		ids, epochs = append(ids, id), append(epochs, s.epoch)
+	}
+	h.mu.Unlock()
+	if len(ids) == 0 {
+		return
+	}
+	n, err := h.q.ReattachPresences(ctx, db.ReattachPresencesParams{InstanceID: h.cfg.InstanceID, Ids: ids, Epochs: epochs})
+	if err != nil {
+		h.log.Warn("reattach presences after a late heartbeat", "err", err)
+		return
+	}
+	if n > 0 {
+		h.log.Warn("took back presences moved to their grace window while this instance's heartbeat was late", "presences", n)
 	}
 }
 
