@@ -95,6 +95,8 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		"BROKER_INVITE_V2_ENABLED":  "2",
 		"HOOK_FRESH_WINDOW_SECONDS": "x",
 		"PRESENCE_RETENTION":        "30m",
+		"INSTANCE_HEARTBEAT":        "often",
+		"INSTANCE_DEAD_AFTER":       "5s", // under 3 × the 2 s heartbeat
 	}
 	for name, value := range cases {
 		_, err := Load(env(map[string]string{name: value}))
