@@ -292,6 +292,10 @@ func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv
 	for hub.Count() > 0 && ctx.Err() == nil {
 		time.Sleep(10 * time.Millisecond)
 	}
+	// Each closed socket writes its presence into the grace window: before the pool closes.
+	if err := hub.WaitFinished(ctx); err != nil {
+		log.Warn("drain", "err", err)
+	}
 	if err := hub.StopInstance(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("mark instance stopped", "err", err)
 	}

@@ -75,8 +75,9 @@ type Hub struct {
 	kick       chan struct{}                    // signals a claim worker that dirty is non-empty
 	closed     bool                             // guarded by mu
 
-	delivered  chan int64  // delivery ids written to sockets, to mark delivered
-	registered atomic.Bool // this instance's row exists in instances
+	finishing  sync.WaitGroup // sessions writing their end (disconnect or end of presence)
+	delivered  chan int64     // delivery ids written to sockets, to mark delivered
+	registered atomic.Bool    // this instance's row exists in instances
 
 	sockets        atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
 	ipMu           sync.Mutex           // guards preauth
@@ -682,6 +683,20 @@ func (h *Hub) CloseAll() {
 	h.mu.Unlock()
 	for _, s := range all {
 		s.shutdown()
+	}
+}
+
+// WaitFinished waits, until ctx ends, for the sessions that left the registry to finish
+// writing their end (their presence disconnected or ended): a drain calls it before the
+// pool closes.
+func (h *Hub) WaitFinished(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { h.finishing.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sessions still writing their end: %w", ctx.Err())
 	}
 }
 

@@ -712,6 +712,10 @@ func (s *Session) finish(ctx context.Context) {
 	s.end(endDrop, websocket.StatusGoingAway, "")
 	h := s.hub
 	defer h.releaseSocket() // the socket's slot in MAX_CONNECTIONS_PER_INSTANCE (ServeHTTP handed it over)
+	// Counted before the session leaves the registry: a drain that sees the registry empty
+	// then waits for these writes (WaitFinished) before the pool closes under them.
+	h.finishing.Add(1)
+	defer h.finishing.Done()
 	h.unregister(s)
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

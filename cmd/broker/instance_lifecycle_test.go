@@ -107,3 +107,41 @@ func TestLateInstanceTakesItsPresencesBack(t *testing.T) {
 	default:
 	}
 }
+
+// A SIGTERM drain writes every closed socket's presence into its grace window before the
+// pool closes: none is left attached to the stopped instance, and no write fails with
+// "context canceled" on the way out.
+func TestDrainWritesPresencesBeforeThePoolCloses(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	p := startServe(t, "DATABASE_URL="+d.URL, "MAX_CONNECTIONS_PER_MESH=1000")
+	p.waitStatus(t, "/health/ready", http.StatusOK, 30*time.Second)
+	names := make([]string, 40)
+	for i := range names {
+		names[i] = "peer" + string(rune('A'+i%26)) + string(rune('a'+i/26))
+	}
+	ids := brokertest.Mesh(t, db.New(d.Pool), names...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws := "ws" + strings.TrimPrefix(p.base, "http") + "/ws"
+	for _, n := range names {
+		c, err := client.Dial(ctx, ws, ids[n], client.Options{SessionID: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Drop()
+	}
+	if code := p.stop(t, syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var attached int
+	if err := d.Pool.QueryRow(ctx, `SELECT count(*) FROM presences WHERE ended_at IS NULL AND disconnected_at IS NULL`).Scan(&attached); err != nil {
+		t.Fatal(err)
+	}
+	if attached != 0 {
+		t.Errorf("%d presences still attached to the drained instance", attached)
+	}
+	if log := p.stderr.String(); strings.Contains(log, "disconnect presence") || strings.Contains(log, "context canceled") {
+		t.Errorf("the drain logged failed writes:\n%s", log)
+	}
+}
