@@ -68,7 +68,9 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 		if len(ids) > 0 {
 			pid := s.presenceID
 			if _, err := h.q.MarkDeliveredByMessage(ctx, db.MarkDeliveredByMessageParams{MessageIds: ids, PresenceID: &pid}); err != nil {
-				h.log.Warn("client_ack", "err", err)
+				if !h.acks.add(pid, ids) {
+					h.log.Warn("client_ack not written and not kept for a retry (too many waiting)", "err", err)
+				}
 			}
 		}
 	case *protocol.SetStatus:

@@ -76,6 +76,7 @@ type Hub struct {
 	closed     bool                             // guarded by mu
 
 	finishing  sync.WaitGroup // sessions writing their end (disconnect or end of presence)
+	acks       *ackRetrier    // client_acks whose write failed, retried
 	delivered  chan int64     // delivery ids written to sockets, to mark delivered
 	registered atomic.Bool    // this instance's row exists in instances
 
@@ -116,7 +117,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
-		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096),
+		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096), acks: newAckRetrier(),
 		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
 		memberHellos:   ratelimit.NewBuckets(memberHelloBurst, memberHelloPerSecond),
 		memberVerifies: ratelimit.NewBuckets(memberVerifyBurst, memberVerifyPerSecond),
@@ -134,8 +135,9 @@ func (h *Hub) Run(ctx context.Context) {
 		h.claimQ = db.New(cp)
 	}
 	var wg sync.WaitGroup
-	wg.Add(3 + claimWorkers)
+	wg.Add(4 + claimWorkers)
 	go func() { defer wg.Done(); h.pingLoop(ctx) }()
+	go func() { defer wg.Done(); h.ackRetryLoop(ctx) }()
 	for range claimWorkers {
 		go func() { defer wg.Done(); h.claimLoop(ctx) }()
 	}

@@ -117,3 +117,73 @@ func TestDatabaseOutageUnderPeers(t *testing.T) {
 		time.Sleep(200 * time.Millisecond) // the pool is still reconnecting
 	}
 }
+
+// A client_ack sent while the database is down is written once it is back, within seconds,
+// rather than left to the 30 s lease (which would deliver the message again).
+func TestClientAckDuringAnOutageIsRetried(t *testing.T) {
+	t.Parallel()
+	cluster := testdb.NewDurableCluster(t)
+	ctx := within(t, 60*time.Second)
+	m, err := migrate.Open(cluster.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	pool, err := pgxpool.New(ctx, cluster.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := brokertest.Mesh(t, db.New(pool), "alice", "bob")
+	pool.Close()
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": cluster.URL()})
+	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer alice.Close()
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Capabilities: []string{"client_ack"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	sent, err := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "YWNr"})
+	if err != nil || sent["queued"] != true {
+		t.Fatal(sent, err)
+	}
+	push, err := bob.NextMessage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if err := cluster.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Write(ctx, map[string]any{"type": "client_ack", "messageId": push.Str("messageId")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the ack's write fails meanwhile
+	if err := cluster.Restart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	check, err := pgxpool.New(ctx, cluster.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer check.Close()
+	for {
+		var delivered bool
+		err := check.QueryRow(ctx, `SELECT delivered_at IS NOT NULL FROM deliveries WHERE message_id = $1`, push.Str("messageId")).Scan(&delivered)
+		if err == nil && delivered {
+			break
+		}
+		if time.Since(restarted) > 10*time.Second {
+			t.Fatalf("the acknowledged push was not marked delivered within 10 s of the restart (%v)", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("ack written %v after the restart", time.Since(restarted).Round(100*time.Millisecond))
+}
