@@ -72,6 +72,14 @@ func (a *API) target(c *Call, st standing) (db.Member, error) {
 
 func (st standing) isSelf(m db.Member) bool { return m.UserID != nil && *m.UserID == st.userID }
 
+// protectsOwner reports whether m belongs to the mesh's owner and the caller is not the
+// owner: an admin acts on every member but those (an admin cannot demote, revoke or kick the
+// owner's own members; the owner can act on admins).
+func (st standing) protectsOwner(m db.Member) bool {
+	owner := st.mesh.OwnerUserID
+	return owner != nil && m.UserID != nil && *m.UserID == *owner && st.userID != *owner
+}
+
 // listMembers is GET /mesh/{meshId}/members (the original answered anyone).
 func (a *API) listMembers(c *Call) error {
 	st, err := a.standingIn(c)
@@ -122,6 +130,9 @@ func (a *API) patchMember(c *Call) error {
 	}
 	if !st.admin && !st.isSelf(m) {
 		return Fail(http.StatusForbidden, "not authorized — only admins or self can edit")
+	}
+	if st.protectsOwner(m) {
+		return Fail(http.StatusForbidden, "not authorized — only the owner edits the owner's members")
 	}
 	changes := map[string]any{}
 	p := db.UpdateMemberProfileParams{ID: m.ID, MeshID: st.mesh.ID}
@@ -246,6 +257,9 @@ func (a *API) revokeMember(c *Call) error {
 	if !st.admin && !st.isSelf(m) {
 		return Fail(http.StatusForbidden, "not authorized — only admins or self can revoke")
 	}
+	if st.protectsOwner(m) {
+		return Fail(http.StatusForbidden, "not authorized — only the owner revokes the owner's members")
+	}
 	res, err := admin.RevokeMember(c.R.Context(), a.pool, st.mesh.ID, m.ID, st.member)
 	var ie *admin.InputError
 	if errors.As(err, &ie) {
@@ -327,14 +341,15 @@ func (a *API) kickSession(c *Call) error {
 	if err != nil {
 		return fmt.Errorf("look up session: %w", err)
 	}
-	if !st.admin {
-		m, err := a.q.GetMember(c.R.Context(), owner)
-		if err != nil {
-			return fmt.Errorf("look up member: %w", err)
-		}
-		if !st.isSelf(m) {
-			return Fail(http.StatusForbidden, "not authorized — only admins or self can kick")
-		}
+	m, err := a.q.GetMember(c.R.Context(), owner)
+	if err != nil {
+		return fmt.Errorf("look up member: %w", err)
+	}
+	if !st.admin && !st.isSelf(m) {
+		return Fail(http.StatusForbidden, "not authorized — only admins or self can kick")
+	}
+	if st.protectsOwner(m) {
+		return Fail(http.StatusForbidden, "not authorized — only the owner kicks the owner's sessions")
 	}
 	found, err := a.sessions.Kick(c.R.Context(), st.mesh.ID, presenceID)
 	if err != nil {

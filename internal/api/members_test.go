@@ -194,3 +194,22 @@ func stillOpenFor(t *testing.T, c *client.Client, d time.Duration) {
 	case <-time.After(d):
 	}
 }
+
+// An admin manages the other members, but not the owner's: it can neither demote, revoke
+// nor kick them; the owner manages admins.
+func TestAdminsCannotActOnTheOwnersMembers(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("owned")
+	admin, adminToken := e.member(o.meshID, "admin", "admin")
+	sess := dial(t, e.inst.WS, o.owner)
+	mesh := "/mesh/" + o.meshID
+	expect(t, e.call("PATCH", mesh+"/member/"+o.owner.MemberID, adminToken, map[string]any{"permission": "member"}),
+		403, "not authorized — only the owner edits the owner's members")
+	expect(t, e.call("DELETE", mesh+"/member/"+o.owner.MemberID, adminToken, nil),
+		403, "not authorized — only the owner revokes the owner's members")
+	expect(t, e.call("DELETE", mesh+"/session/"+sess.Ack.Str("presenceId"), adminToken, nil),
+		403, "not authorized — only the owner kicks the owner's sessions")
+	stillOpenFor(t, sess, 100*time.Millisecond)
+	// The owner acts on the admin.
+	expect(t, e.call("PATCH", mesh+"/member/"+admin.MemberID, o.ownerToken, map[string]any{"permission": "member"}), 200, "")
+}
