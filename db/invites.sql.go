@@ -319,6 +319,86 @@ func (q *Queries) InviteMeshBySlug(ctx context.Context, slug string) (Mesh, erro
 	return i, err
 }
 
+const listInvites = `-- name: ListInvites :many
+SELECT id, code, role, max_uses, used_count, expires_at, created_at, revoked_at, created_by
+FROM invites WHERE mesh_id = $1
+ORDER BY created_at DESC, id
+LIMIT $2
+`
+
+type ListInvitesParams struct {
+	MeshID string
+	Lim    int32
+}
+
+type ListInvitesRow struct {
+	ID        string
+	Code      *string
+	Role      string
+	MaxUses   int32
+	UsedCount int32
+	ExpiresAt time.Time
+	CreatedAt time.Time
+	RevokedAt *time.Time
+	CreatedBy *string
+}
+
+// A mesh's invites, newest first (never their tokens: a token holds the root key).
+func (q *Queries) ListInvites(ctx context.Context, arg ListInvitesParams) ([]ListInvitesRow, error) {
+	rows, err := q.db.Query(ctx, listInvites, arg.MeshID, arg.Lim)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	items := []ListInvitesRow{}
+	for rows.Next() {
+		var i ListInvitesRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.Code,
+			&i.Role,
+			&i.MaxUses,
+			&i.UsedCount,
+			&i.ExpiresAt,
+			&i.CreatedAt,
+			&i.RevokedAt,
+			&i.CreatedBy,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const revokeInvite = `-- name: RevokeInvite :one
+UPDATE invites SET revoked_at = now()
+WHERE mesh_id = $1 AND (id = $2 OR code = upper($2)) AND revoked_at IS NULL
+RETURNING id, code
+`
+
+type RevokeInviteParams struct {
+	MeshID string
+	Ref    string
+}
+
+type RevokeInviteRow struct {
+	ID   string
+	Code *string
+}
+
+// Revokes an unrevoked invite of a mesh, found by id or by code: joins and claims with it
+// are refused from the commit on.
+func (q *Queries) RevokeInvite(ctx context.Context, arg RevokeInviteParams) (RevokeInviteRow, error) {
+	row := q.db.QueryRow(ctx, revokeInvite, arg.MeshID, arg.Ref)
+	var i RevokeInviteRow
+	err := row.Scan(&i.ID, &i.Code)
+	return i, err
+}
+
 const useInvite = `-- name: UseInvite :one
 UPDATE invites SET used_count = used_count + 1,
     claimed_by_pubkey = coalesce($1::text, claimed_by_pubkey)

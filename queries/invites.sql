@@ -63,3 +63,17 @@ SELECT count(*)::int FROM invites WHERE mesh_id = @mesh_id AND created_at > now(
 SELECT count(*)::int FROM (
     SELECT 1 FROM members WHERE mesh_id = @mesh_id AND revoked_at IS NULL LIMIT @cap::int
 ) live;
+
+-- name: ListInvites :many
+-- A mesh's invites, newest first (never their tokens: a token holds the root key).
+SELECT id, code, role, max_uses, used_count, expires_at, created_at, revoked_at, created_by
+FROM invites WHERE mesh_id = @mesh_id
+ORDER BY created_at DESC, id
+LIMIT @lim;
+
+-- name: RevokeInvite :one
+-- Revokes an unrevoked invite of a mesh, found by id or by code: joins and claims with it
+-- are refused from the commit on.
+UPDATE invites SET revoked_at = now()
+WHERE mesh_id = @mesh_id AND (id = @ref OR code = upper(@ref)) AND revoked_at IS NULL
+RETURNING id, code;

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
@@ -31,6 +32,32 @@ func adminInviteCommands() []*command {
 				{name: "expires-in", value: "D", meaning: "its lifetime: days (7d) or a Go duration (36h), at most 365d", def: "7d"},
 			},
 			run: adminInviteCreate},
+		{name: "list", summary: `list a mesh's invites → {"invites":[…]}`,
+			about: `Print {"invites":[{inviteId, code, role, maxUses, usedCount, expiresAt, createdAt, revokedAt, createdBy}]}, ` +
+				"newest first, at most 1000 — never the tokens (a token holds the mesh root key).",
+			flags: []flagDef{{name: "mesh", value: "ID", meaning: "the mesh's id", required: true}},
+			run: adminRun(func(ctx context.Context, q *db.Queries, c *call) (any, error) {
+				list, err := invitestore.List(ctx, q, c.flag("mesh"))
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"invites": list}, nil
+			})},
+		{name: "revoke", summary: `revoke an invite → {"inviteId","revoked":true}`,
+			about: "Revoke an invite (by its id or its code): joins and claims with it are refused from now on; " +
+				"the members it admitted stay. Recorded as invite_revoked in the mesh's audit chain.",
+			flags: []flagDef{{name: "mesh", value: "ID", meaning: "the mesh's id", required: true}},
+			args:  []argDef{{"INVITE", "the invite's id or code"}},
+			run: adminPoolRun(func(ctx context.Context, pool *pgxpool.Pool, c *call) (any, error) {
+				id, err := invitestore.Revoke(ctx, pool, c.flag("mesh"), c.args[0], "")
+				if errors.Is(err, invitestore.ErrNoInvite) {
+					return nil, &admin.InputError{Msg: fmt.Sprintf("mesh %q has no unrevoked invite %q", c.flag("mesh"), c.args[0])}
+				}
+				if err != nil {
+					return nil, err
+				}
+				return map[string]any{"inviteId": id, "revoked": true}, nil
+			})},
 	}}}
 }
 

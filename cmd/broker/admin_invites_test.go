@@ -94,3 +94,36 @@ func TestAdminInviteCreate(t *testing.T) {
 		t.Fatalf("%d invites after two good and %d bad commands", n, len(bad))
 	}
 }
+
+// An operator lists a mesh's invites (never their tokens) and revokes one by its code.
+func TestAdminInviteListAndRevoke(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	env := baseEnv("DATABASE_URL=" + d.URL)
+	_, out, _ := run(t, env, "admin", "mesh", "create", "--name", "Listed")
+	var mesh struct{ MeshID string }
+	if err := json.Unmarshal([]byte(out), &mesh); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = run(t, env, "admin", "invite", "create", "--mesh", mesh.MeshID)
+	var inv struct{ InviteID, Token, Code string }
+	if err := json.Unmarshal([]byte(out), &inv); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := run(t, env, "admin", "invite", "list", "--mesh", mesh.MeshID)
+	if code != 0 || !strings.Contains(out, inv.InviteID) || strings.Contains(out, inv.Token) {
+		t.Fatalf("list: %d %s %s", code, out, errOut)
+	}
+	code, out, errOut = run(t, env, "admin", "invite", "revoke", "--mesh", mesh.MeshID, inv.Code)
+	if code != 0 || !strings.Contains(out, `"revoked":true`) {
+		t.Fatalf("revoke: %d %s %s", code, out, errOut)
+	}
+	code, _, errOut = run(t, env, "admin", "invite", "revoke", "--mesh", mesh.MeshID, inv.Code)
+	if code != 2 || !strings.Contains(errOut, "no unrevoked invite") {
+		t.Fatalf("second revoke: %d %s", code, errOut)
+	}
+	_, out, _ = run(t, env, "admin", "invite", "list", "--mesh", mesh.MeshID)
+	if !strings.Contains(out, `"revokedAt":"`) {
+		t.Fatalf("listing after revoke: %s", out)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +185,35 @@ func TestJoinLinksOnlyWithProofOfTheKey(t *testing.T) {
 	expect(t, r, http.StatusOK, "")
 	if n := e.count(`SELECT count(*) FROM members WHERE id = $1 AND user_id = $2`, r.Body["memberId"], victimID); n != 1 {
 		t.Fatal("the proven join was not linked to its account")
+	}
+}
+
+// The owner lists its mesh's invites (without tokens) and revokes a leaked one, by code: a
+// join with it is refused from then on, and the revocation is audited.
+func TestOwnerListsAndRevokesInvites(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("leaky")
+	_, memberToken := e.member(o.meshID, "bob", "member")
+	inv := e.call("POST", "/cli/mesh/"+o.slug+"/invite", o.ownerToken, map[string]any{})
+	expect(t, inv, http.StatusOK, "")
+	list := e.call("GET", "/cli/mesh/"+o.slug+"/invites", o.ownerToken, nil)
+	expect(t, list, http.StatusOK, "")
+	if strings.Contains(list.Raw, str(inv, "token")) || len(list.Body["invites"].([]any)) != 1 {
+		t.Fatalf("listing: %s", list.Raw)
+	}
+	expect(t, e.call("GET", "/cli/mesh/"+o.slug+"/invites", memberToken, nil), http.StatusForbidden, "Only the owner can manage invites")
+	path := "/cli/mesh/" + o.slug + "/invite/" + strings.ToLower(str(inv, "code"))
+	expect(t, e.call("DELETE", path, memberToken, nil), http.StatusForbidden, "Only the owner can manage invites")
+	expect(t, e.call("DELETE", path, o.ownerToken, nil), http.StatusOK, "")
+	expect(t, e.call("DELETE", path, o.ownerToken, nil), http.StatusNotFound, "Invite not found")
+	p, err := invite.DecodeToken(str(inv, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := client.NewKey()
+	expect(t, e.call("POST", "/join", "", map[string]any{"invite_token": str(inv, "token"), "invite_payload": p,
+		"peer_pubkey": pub, "display_name": "late"}), http.StatusBadRequest, "invite_revoked")
+	if n := e.count(`SELECT count(*) FROM audit_log WHERE mesh_id = $1 AND event_type = 'invite_revoked'`, o.meshID); n != 1 {
+		t.Fatalf("%d invite_revoked events", n)
 	}
 }

@@ -12,6 +12,10 @@ func inviteRoutes() []Route {
 			Handler: inviteClaim, Doc: "claim a v2 invite code: join with an ed25519 key, get the root key sealed to an x25519 key (BROKER_INVITE_V2_ENABLED=1)"},
 		{Method: "POST", Pattern: "/cli/mesh/{slug}/invite", Auth: AuthBearer, Writes: true, Shape: Plain,
 			Handler: inviteCreate, Doc: "the mesh owner creates a one-use invite valid for 7 days"},
+		{Method: "GET", Pattern: "/cli/mesh/{slug}/invites", Auth: AuthBearer, Shape: Plain,
+			Handler: inviteList, Doc: "the mesh owner lists its invites (never their tokens)"},
+		{Method: "DELETE", Pattern: "/cli/mesh/{slug}/invite/{invite}", Auth: AuthBearer, Writes: true, Shape: Plain,
+			Handler: inviteRevoke, Doc: "the mesh owner revokes an invite by id or code"},
 	}
 }
 

@@ -152,6 +152,10 @@ func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 	if _, err := e.d.Pool.Exec(context.Background(), `UPDATE invites SET used_count = max_uses WHERE id = $1`, spent.ID); err != nil {
 		t.Fatal(err)
 	}
+	live, err := invitestore.Create(context.Background(), e.d.Pool, invitestore.Params{Mesh: mesh0, Role: "member", BrokerURL: "ws://x/ws", AppURL: "http://x"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	spentPayload, err := invite.DecodeToken(spent.Token)
 	if err != nil {
 		t.Fatal(err)
@@ -201,6 +205,8 @@ func walkCases(t *testing.T, e *env, f walkFixture) map[string]walkCase {
 		"POST /invites/{code}/claim": {path: "/invites/" + spent.Code + "/claim", attempts: []walkAttempt{
 			{name: "spent code", body: claim, statuses: []int{410}},
 		}},
+		"DELETE /cli/mesh/{slug}/invite/{invite}": {path: "/cli/mesh/" + o.slug + "/invite/" + live.Code,
+			attempts: append(bearerAttempts(f, map[string]any{}, 403), asMember(f, map[string]any{}))},
 		"POST /cli/mesh/{slug}/invite": {path: "/cli/mesh/" + o.slug + "/invite",
 			attempts: append(bearerAttempts(f, map[string]any{"role": "admin"}, 403), asMember(f, map[string]any{"role": "admin"}))},
 		"GET /cli/device-code/{code}": {path: "/cli/device-code/" + ids.New()[:16], attempts: []walkAttempt{
