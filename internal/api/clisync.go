@@ -12,6 +12,7 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/notifier"
 )
 
 var syncPubkey = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
@@ -123,6 +124,16 @@ func (a *API) cliSync(c *Call) error {
 			if row.Inserted {
 				events = append(events, audit.Event{MeshID: m.ID, Type: "member_joined", ActorID: row.ID, ActorName: b.DisplayName,
 					Payload: map[string]any{"memberId": row.ID, "role": row.Role, "via": "cli-sync"}})
+			} else {
+				// An existing member was (re)named: its live sessions, on every instance, are
+				// told as a PATCH would tell them.
+				payload, err := a.sessions.MemberPushPayload(m.ID, row.ID, "profile_updated", map[string]any{"displayName": b.DisplayName})
+				if err != nil {
+					return err
+				}
+				if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: payload}); err != nil {
+					return fmt.Errorf("publish profile_updated: %w", err)
+				}
 			}
 			out = append(out, syncMeshJSON{MeshID: m.ID, Slug: slug, BrokerURL: a.cfg.BrokerURL, MemberID: row.ID, Role: row.Role})
 		}

@@ -251,3 +251,34 @@ func TestCliSyncIPLimited(t *testing.T) {
 		t.Fatalf("third: %d %s", r.Status, r.Raw)
 	}
 }
+
+// A /cli-sync that renames an account's existing member tells its live sessions
+// (profile_updated), as a PATCH of the member would.
+func TestCliSyncRenamePushesProfileUpdated(t *testing.T) {
+	e := newEnv(t, nil)
+	o := e.createMesh("synced")
+	pub, sec := client.NewKey()
+	memberID := ids.New()
+	if _, err := e.d.Pool.Exec(context.Background(), `INSERT INTO members (id, mesh_id, user_id, peer_pubkey, display_name) VALUES ($1, $2, $3, $4, 'old name')`,
+		memberID, o.meshID, o.ownerID, pub); err != nil {
+		t.Fatal(err)
+	}
+	sess := dial(t, e.inst.WS, client.Identity{MeshID: o.meshID, MemberID: memberID, Pubkey: pub, Secret: sec})
+	tok := signJWT("test-sync-secret", hs256, syncClaims(o.ownerID, map[string]any{"id": o.meshID, "slug": o.slug, "role": "member"}))
+	r := e.call("POST", "/cli-sync", "", map[string]any{"sync_token": tok, "peer_pubkey": pub, "display_name": "new name"})
+	expect(t, r, http.StatusOK, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		f, err := sess.Next(ctx, "push")
+		if err != nil {
+			t.Fatalf("no profile_updated: %v", err)
+		}
+		if f.Str("event") == "profile_updated" {
+			if d, _ := f["eventData"].(map[string]any); d["displayName"] != "new name" {
+				t.Fatalf("profile_updated %v", f)
+			}
+			return
+		}
+	}
+}
