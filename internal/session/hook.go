@@ -268,7 +268,7 @@ func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID, ip strin
 		case req.status == "end":
 			// Claude Code's SessionEnd: the presence is over now (peer_left at once), and
 			// its socket, if still open, is closed.
-			if err := h.endPresence(ctx, t.ID, t.ConnectionEpoch, "session_end"); err != nil {
+			if err := h.EndPresence(ctx, t.ID, t.ConnectionEpoch, "session_end"); err != nil {
 				h.log.Warn("hook session end", "err", err)
 			}
 			h.publish(ctx, notifier.KickPayload(t.ID, t.ConnectionEpoch+1))

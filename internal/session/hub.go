@@ -47,11 +47,6 @@ type Config struct {
 	HookRatePerMinute         int
 	HookIPRatePerMinute       int // POST /hook/set-status requests per client IP per minute
 	HelloIPRatePerMinute      int // hellos that reach the database per client IP per minute; 0 = no limit
-	StatusTTL                 time.Duration
-	SweepPeriod               time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
-	PresenceRetention         time.Duration // ended presences older than this are purged; 0 = never
-	HeartbeatEvery            time.Duration // instance heartbeat and maintenance scans; 0 = 2 s
-	DeadAfter                 time.Duration // an instance silent this long is dead; 0 = 7 s
 }
 
 // Hub is one instance's registry of sessions and its delivery loop.
@@ -92,8 +87,6 @@ type Hub struct {
 	ipHooks        *ratelimit.Buckets     // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
 	verifyMu       sync.Mutex             // guards verifies
 	verifies       map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
-
-	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
 
 // NewHub builds a hub.
@@ -106,12 +99,6 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
-	}
-	if cfg.HeartbeatEvery == 0 {
-		cfg.HeartbeatEvery = 2 * time.Second
-	}
-	if cfg.DeadAfter == 0 {
-		cfg.DeadAfter = 7 * time.Second
 	}
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
@@ -708,3 +695,24 @@ func (h *Hub) Count() int {
 	defer h.mu.Unlock()
 	return len(h.byPresence)
 }
+
+// HeldPresences lists the presences whose sockets this instance holds, with their epochs
+// (jobs.Presences: a late heartbeat takes them back).
+func (h *Hub) HeldPresences() (ids []string, epochs []int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids = make([]string, 0, len(h.byPresence))
+	epochs = make([]int64, 0, len(h.byPresence))
+	for id, s := range h.byPresence {
+		ids, epochs = append(ids, id), append(epochs, s.epoch)
+	}
+	return ids, epochs
+}
+
+// SetRegistered records that this instance's row exists in instances (jobs.Presences):
+// sockets are refused until it does.
+func (h *Hub) SetRegistered() { h.registered.Store(true) }
+
+// Registered reports whether this instance is recorded in the database (sockets are
+// refused until it is).
+func (h *Hub) Registered() bool { return h.registered.Load() }

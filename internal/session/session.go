@@ -731,7 +731,7 @@ func (s *Session) finish(ctx context.Context) {
 		// The presence belongs to the new socket now.
 	case endNormal, endRevoked, endKicked:
 		reason := map[int32]string{endNormal: "closed", endRevoked: "revoked", endKicked: "kicked"}[kind]
-		if err := h.endPresence(fctx, pid, s.epoch, reason); err != nil {
+		if err := h.EndPresence(fctx, pid, s.epoch, reason); err != nil {
 			// Not ended: the dropped socket's way, rather than stay live with no socket (with
 			// a context of its own: the failure may have been fctx running out).
 			h.log.Warn("end presence", "presence", pid, "err", err)
@@ -744,9 +744,10 @@ func (s *Session) finish(ctx context.Context) {
 	}
 }
 
-// endPresence ends a presence (if epoch still owns it): peer state saved, deliveries
-// addressed to its session rerouted to its member, peer_left announced and audited.
-func (h *Hub) endPresence(ctx context.Context, presenceID string, epoch int64, reason string) error {
+// EndPresence ends a presence (if epoch still owns it): peer state saved, deliveries
+// addressed to its session rerouted to its member, peer_left announced and audited. The
+// grace-expiry job calls it through jobs.Presences.
+func (h *Hub) EndPresence(ctx context.Context, presenceID string, epoch int64, reason string) error {
 	var ended db.EndPresenceRow
 	var pubkey, name string
 	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
