@@ -146,17 +146,23 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		log.Warn("MAX_CONNECTIONS_PER_INSTANCE lowered to fit the open-file limit (raise the hard limit: ulimit -Hn)",
 			"configured", cfg.MaxConnectionsPerInstance, "effective", maxSockets)
 	}
+	instanceID := ids.New()
 	hub := session.NewHub(session.Config{
-		InstanceID: ids.New(), MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,
+		InstanceID: instanceID, MaxMessageBytes: cfg.MaxMessageBytes, MaxPresencesPerMesh: cfg.MaxConnectionsPerMesh,
 		MaxSessionsPerMember: cfg.MaxSessionsPerMember, MaxNewSessionsPerMinute: cfg.MaxNewSessionsPerMemberPerMin,
 		MaxSockets: maxSockets, MaxPreauthPerIP: cfg.MaxPreauthPerIP, TrustProxyHeaders: cfg.TrustProxyHeaders,
 		HandshakeTimeout: cfg.HandshakeTimeout, HookLegacyUnauthenticated: cfg.HookLegacyUnauthenticated,
 		RequireSessionProof: cfg.RequireSessionProof, AllowedOrigins: cfg.AllowedOrigins,
 		SendRateBurst: cfg.SendRateBurst, SendRatePerMinute: cfg.SendRatePerMinute,
 		HookFreshWindow: cfg.HookFreshWindow, HookRatePerMinute: cfg.HookRateLimitPerMin,
-		HookIPRatePerMinute: cfg.HookIPRateLimitPerMin, HelloIPRatePerMinute: cfg.HelloIPRateLimitPerMin, StatusTTL: cfg.StatusTTL,
-		PresenceRetention: cfg.PresenceRetention, HeartbeatEvery: cfg.InstanceHeartbeat, DeadAfter: cfg.InstanceDeadAfter,
+		HookIPRatePerMinute: cfg.HookIPRateLimitPerMin, HelloIPRatePerMinute: cfg.HelloIPRateLimitPerMin,
 	}, pool, router, m, log.With("subsystem", "session"))
+	// The instance's periodic jobs: heartbeat and registration, dead instances, grace expiry
+	// (ending presences through the hub), the status TTL sweep and the purge.
+	jobRunner := jobs.New(jobs.Config{
+		InstanceID: instanceID, StatusTTL: cfg.StatusTTL, PresenceRetention: cfg.PresenceRetention,
+		HeartbeatEvery: cfg.InstanceHeartbeat, DeadAfter: cfg.InstanceDeadAfter,
+	}, pool, hub, m, log.With("subsystem", "session")) // the subsystem its log lines always had
 	listener := notifier.NewListener(dbase.URL, hub, log.With("subsystem", "notifier"))
 	checker.AddCheck(health.Check{Reason: "listener_down", Fn: func(context.Context) error {
 		if !listener.Connected() {
@@ -244,9 +250,9 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	// (the chain trails the messages by a blink, and the send path never waits on the chain
 	// lock), and every 2 s for whatever else is pending.
 	go chainer.Run(bg, 100*time.Millisecond, 2*time.Second)
-	go hub.SweepStatuses(bg)
-	go hub.Purge(bg)
-	go hub.Maintain(bg, cfg.PresenceGrace, session.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})
+	go jobRunner.SweepStatuses(bg)
+	go jobRunner.Purge(bg)
+	go jobRunner.Maintain(bg, cfg.PresenceGrace, jobs.InstanceInfo{Hostname: hostname, Version: buildinfo.Version, GitSHA: buildinfo.GitSHA()})
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- httpSrv.Serve(ln) }()
@@ -261,7 +267,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	err = drain(cfg, log, checker, httpSrv, hub)
+	err = drain(cfg, log, checker, httpSrv, hub, jobRunner)
 	// The hub's last delivered marks are flushed before the pool (and the embedded cluster)
 	// close; a mark lost here would only mean a redelivery, but there is no need for one.
 	stopBG()
@@ -276,7 +282,7 @@ func Serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 // drain is the shutdown sequence: fail readiness so the proxy routes new work elsewhere,
 // stop accepting, and let in-flight requests finish, all within DRAIN_TIMEOUT (three
 // quarters of it for HTTP; the rest is for closing the pool and the embedded cluster).
-func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv *http.Server, hub *session.Hub) error {
+func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv *http.Server, hub *session.Hub, jobRunner *jobs.Runner) error {
 	start := time.Now()
 	checker.SetDraining()
 	log.Info("draining", "drain_timeout", cfg.DrainTimeout.String(), "sockets", hub.Count())
@@ -296,7 +302,7 @@ func drain(cfg config.Config, log *slog.Logger, checker *health.Checker, httpSrv
 	if err := hub.WaitFinished(ctx); err != nil {
 		log.Warn("drain", "err", err)
 	}
-	if err := hub.StopInstance(context.WithoutCancel(ctx)); err != nil {
+	if err := jobRunner.StopInstance(context.WithoutCancel(ctx)); err != nil {
 		log.Warn("mark instance stopped", "err", err)
 	}
 	log.Info("drained", "took_ms", time.Since(start).Milliseconds())

@@ -13,6 +13,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/delivery"
 	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/presence"
 	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
@@ -74,7 +75,7 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 			}
 		}
 	case *protocol.SetStatus:
-		if !s.setStatus(ctx, b.Status, "manual") {
+		if !s.setStatus(ctx, b.Status, presence.SourceManual) {
 			s.send(protocol.NewError(protocol.CodeInvalid, "status must be idle, working or dnd", f.ReqID))
 		}
 	case *protocol.SetSummary:
@@ -238,9 +239,7 @@ func (s *Session) handleSend(ctx context.Context, b *protocol.Send) {
 
 // setStatus records a status under the status rules; false for an unknown status.
 func (s *Session) setStatus(ctx context.Context, status, source string) bool {
-	switch status {
-	case "idle", "working", "dnd":
-	default:
+	if !presence.Settable(status) {
 		return false
 	}
 	if err := s.hub.writeStatus(ctx, s.presenceID, status, source); err != nil {
@@ -249,17 +248,14 @@ func (s *Session) setStatus(ctx context.Context, status, source string) bool {
 	return true
 }
 
-// writeStatus applies the status rules to a presence; a change to idle wakes the presence
-// wherever it is held, so messages held by priority gating flow at once.
+// writeStatus applies the status rules (presence.WriteStatus) to a presence; a change to
+// idle wakes the presence wherever it is held, so messages held by priority gating flow at once.
 func (h *Hub) writeStatus(ctx context.Context, presenceID, status, source string) error {
-	r, err := h.q.WriteStatus(ctx, db.WriteStatusParams{ID: presenceID, Status: status, Source: source, FreshSeconds: h.cfg.HookFreshWindow.Seconds()})
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil // the presence ended meanwhile
-	}
+	becameIdle, err := presence.WriteStatus(ctx, h.q, presenceID, status, source, h.cfg.HookFreshWindow)
 	if err != nil {
-		return fmt.Errorf("write status: %w", err)
+		return err
 	}
-	if r.Status == "idle" && r.OldStatus != "idle" {
+	if becameIdle {
 		h.publish(ctx, notifier.WakePayloads([]string{presenceID}, nil)[0])
 	}
 	return nil

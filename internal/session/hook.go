@@ -13,10 +13,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/connlimit"
 	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/presence"
 	"github.com/meshbroker/meshbroker/internal/protocol"
 	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
@@ -32,79 +32,6 @@ import (
 
 // hookBodyTimeout is how long a hook request's body may take to arrive.
 const hookBodyTimeout = 10 * time.Second
-
-// Bounds on the hook signals waiting for their session (each kept 10 s): unauthenticated
-// ones in all, and a token member's own, counted apart.
-const (
-	maxPendingStatuses       = 10000
-	maxMemberPendingStatuses = 100
-	maxIPPendingStatuses     = 100
-)
-
-// hookBody is POST /hook/set-status: the claudemesh CLI's {cwd, pid?, status, session_id?},
-// or Claude Code's own HTTP hook body {session_id, cwd, hook_event_name, …}.
-type hookBody struct {
-	Cwd           string          `json:"cwd"`
-	Pid           json.RawMessage `json:"pid"`
-	Status        string          `json:"status"`
-	SessionID     string          `json:"session_id"`
-	HookEventName string          `json:"hook_event_name"`
-}
-
-// hookEventStatus maps Claude Code hook events to statuses; "end" ends the presence.
-var hookEventStatus = map[string]string{
-	"UserPromptSubmit": "working",
-	"PreToolUse":       "working",
-	"Stop":             "idle",
-	"StopFailure":      "idle",
-	"SessionEnd":       "end",
-}
-
-// hookRequest is a validated hook request.
-type hookRequest struct {
-	cwd, sessionID, status string
-	pid                    int64
-}
-
-// hookError is a refused hook request: its HTTP status and error text.
-type hookError struct {
-	status int
-	text   string
-}
-
-// parseHookBody validates a hook body. ignored is true for a Claude Code event that carries
-// no status. It never panics, whatever the bytes (FuzzParseHookBody).
-func parseHookBody(raw []byte) (req hookRequest, ignored bool, herr *hookError) {
-	var b hookBody
-	if json.Unmarshal(raw, &b) != nil {
-		return req, false, &hookError{http.StatusBadRequest, "invalid JSON"}
-	}
-	status := b.Status
-	if status == "" && b.HookEventName != "" {
-		var known bool
-		if status, known = hookEventStatus[b.HookEventName]; !known {
-			return req, true, nil
-		}
-	}
-	if b.Cwd == "" || status == "" {
-		return req, false, &hookError{http.StatusBadRequest, "cwd and status required"}
-	}
-	if status != "idle" && status != "working" && status != "dnd" && status != "end" {
-		return req, false, &hookError{http.StatusBadRequest, "status must be idle, working or dnd"}
-	}
-	if len(b.Cwd) > protocol.MaxCwdBytes || len(b.SessionID) > protocol.MaxSessionIDBytes {
-		return req, false, &hookError{http.StatusBadRequest, "cwd or session_id too long"}
-	}
-	req = hookRequest{cwd: b.Cwd, sessionID: b.SessionID, status: status}
-	if len(b.Pid) > 0 && string(b.Pid) != "null" {
-		pid, err := strconv.ParseInt(string(b.Pid), 10, 32)
-		if err != nil {
-			return req, false, &hookError{http.StatusBadRequest, "pid must be an integer"}
-		}
-		req.pid = pid
-	}
-	return req, false, nil
-}
 
 func hookJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -146,9 +73,9 @@ func (h *Hub) HookHandler() http.Handler {
 		if !h.hookAllow(w, ctx, h.ipHooks.Get(ip), "hookip:"+ip, h.cfg.HookIPRatePerMinute) {
 			return
 		}
-		req, ignored, herr := parseHookBody(raw)
+		req, ignored, herr := presence.ParseHookBody(raw)
 		if herr != nil {
-			hookFail(w, herr.status, herr.text)
+			hookFail(w, herr.Status, herr.Text)
 			return
 		}
 		if ignored {
@@ -175,7 +102,7 @@ func (h *Hub) HookHandler() http.Handler {
 				hookFail(w, http.StatusUnauthorized, "hook token required")
 				return
 			}
-			if req.status != "working" && req.status != "idle" {
+			if req.Status != presence.Working && req.Status != presence.Idle {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="hook"`)
 				hookFail(w, http.StatusUnauthorized, "hook token required to set dnd or end a session")
 				return
@@ -203,12 +130,12 @@ func (h *Hub) HookHandler() http.Handler {
 // a token, under the client IP — so nobody can drain another member's or another address's
 // bucket (a stranger's requests naming a victim's cwd used to spend the victim's hooks, and
 // the bucket's level told whether the victim's hooks were firing). Hashed: cwd is long.
-func hookBucketKey(memberID, ip string, req hookRequest) string {
+func hookBucketKey(memberID, ip string, req presence.HookRequest) string {
 	who := "ip:" + ip
 	if memberID != "" {
 		who = "member:" + memberID
 	}
-	sum := sha256.Sum256([]byte(who + "\x00" + strconv.FormatInt(req.pid, 10) + "\x00" + req.cwd))
+	sum := sha256.Sum256([]byte(who + "\x00" + strconv.FormatInt(req.Pid, 10) + "\x00" + req.Cwd))
 	return "hook:" + hex.EncodeToString(sum[:16])
 }
 
@@ -237,46 +164,31 @@ func (h *Hub) hookAllow(w http.ResponseWriter, ctx context.Context, local *ratel
 
 // applyHook applies a validated hook request to the presences it matches (memberID's only,
 // when set), or keeps it pending; the result is the reply for an authenticated caller.
-func (h *Hub) applyHook(ctx context.Context, req hookRequest, memberID, ip string) (map[string]any, error) {
-	targets, err := h.q.HookTargets(ctx, db.HookTargetsParams{HookSessionID: req.sessionID, HookCwd: req.cwd, HookPid: int32(req.pid), MemberID: memberID})
+func (h *Hub) applyHook(ctx context.Context, req presence.HookRequest, memberID, ip string) (map[string]any, error) {
+	targets, err := presence.HookTargets(ctx, h.q, req, memberID)
 	if err != nil {
 		return nil, err
 	}
 	if len(targets) == 0 {
-		if req.status == "end" {
-			return map[string]any{"ok": true, "pending": false}, nil
-		}
-		var sid, mid *string
-		if req.sessionID != "" {
-			sid = &req.sessionID
-		}
-		if memberID != "" {
-			mid = &memberID
-		}
-		n, err := h.q.InsertPendingStatus(ctx, db.InsertPendingStatusParams{
-			Pid: int32(req.pid), Cwd: req.cwd, SessionID: sid, Status: req.status, MemberID: mid,
-			MaxPending: maxPendingStatuses, MaxMemberPending: maxMemberPendingStatuses,
-			ClientIp: ip, MaxIpPending: maxIPPendingStatuses,
-		})
+		kept, err := presence.KeepPending(ctx, h.q, req, memberID, ip)
 		if err != nil {
 			return nil, err
 		}
-		return map[string]any{"ok": true, "pending": n == 1}, nil
+		return map[string]any{"ok": true, "pending": kept}, nil
 	}
 	for _, t := range targets {
-		switch {
-		case req.status == "end":
+		switch presence.HookActionFor(req.Status, t.Status) {
+		case presence.HookEnds:
 			// Claude Code's SessionEnd: the presence is over now (peer_left at once), and
 			// its socket, if still open, is closed.
-			if err := h.endPresence(ctx, t.ID, t.ConnectionEpoch, "session_end"); err != nil {
+			if err := h.EndPresence(ctx, t.ID, t.ConnectionEpoch, "session_end"); err != nil {
 				h.log.Warn("hook session end", "err", err)
 			}
 			h.publish(ctx, notifier.KickPayload(t.ID, t.ConnectionEpoch+1))
-		case t.Status == "dnd":
-			// DND is never cleared by a hook; wake anyway, as the original drained here.
+		case presence.HookWakes:
 			h.publish(ctx, notifier.WakePayloads([]string{t.ID}, nil)[0])
 		default:
-			if err := h.writeStatus(ctx, t.ID, req.status, "hook"); err != nil {
+			if err := h.writeStatus(ctx, t.ID, req.Status, presence.SourceHook); err != nil {
 				h.log.Warn("hook status", "err", err)
 			}
 		}

@@ -1,18 +1,14 @@
 package session
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
@@ -47,11 +43,6 @@ type Config struct {
 	HookRatePerMinute         int
 	HookIPRatePerMinute       int // POST /hook/set-status requests per client IP per minute
 	HelloIPRatePerMinute      int // hellos that reach the database per client IP per minute; 0 = no limit
-	StatusTTL                 time.Duration
-	SweepPeriod               time.Duration // status TTL sweep period; 0 = StatusSweepPeriod
-	PresenceRetention         time.Duration // ended presences older than this are purged; 0 = never
-	HeartbeatEvery            time.Duration // instance heartbeat and maintenance scans; 0 = 2 s
-	DeadAfter                 time.Duration // an instance silent this long is dead; 0 = 7 s
 }
 
 // Hub is one instance's registry of sessions and its delivery loop.
@@ -92,8 +83,6 @@ type Hub struct {
 	ipHooks        *ratelimit.Buckets     // hook requests per client IP, before the shared bucket (HookIPRatePerMinute)
 	verifyMu       sync.Mutex             // guards verifies
 	verifies       map[string]*verifyCall // audit verifications in flight, by mesh      // the key hook tokens are derived with
-
-	peakSockets int // the most sockets held since memory was last released; Maintain's only
 }
 
 // NewHub builds a hub.
@@ -106,12 +95,6 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 	}
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 10 * time.Second
-	}
-	if cfg.HeartbeatEvery == 0 {
-		cfg.HeartbeatEvery = 2 * time.Second
-	}
-	if cfg.DeadAfter == 0 {
-		cfg.DeadAfter = 7 * time.Second
 	}
 	return &Hub{
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
@@ -144,44 +127,6 @@ func (h *Hub) Run(ctx context.Context) {
 	go func() { defer wg.Done(); h.markLoop(ctx) }()
 	go func() { defer wg.Done(); h.pollLoop(ctx) }()
 	wg.Wait()
-}
-
-// claimPool opens the connections claims and delivered marks run on: the main pool's
-// settings, with bitmap scans off. A claim reads each recipient's pending rows through the
-// partial index deliveries_*_pending_idx, which also holds entries for rows delivered since
-// the last vacuum (the delivered_at update moves a row out of the index's predicate but leaves
-// its old entry behind). A plain index scan marks such entries dead the first time it meets
-// them, so later claims skip them; a bitmap scan never does, and visits every one of them, on
-// its heap page, in every claim. The planner picks one or the other from the table's
-// statistics, which lag on this fast-churning table: with a bitmap plan, claims measured 5×
-// slower and growing through a 10 s run (538 index entries and 140 heap pages read per
-// recipient for 8 live rows, docs/benchmarks.md). Nothing else runs on these connections, so
-// no other query loses bitmap scans (ReleaseLeases needs one).
-//
-// The setting is made with SET on each new connection, not as a startup parameter:
-// connection poolers in front of Postgres (PgBouncer, Supavisor) refuse unknown startup
-// parameters, which would fail every claim.
-func claimPool(main *pgxpool.Pool) (*pgxpool.Pool, error) {
-	pc := main.Config().Copy()
-	mainAfterConnect := pc.AfterConnect
-	pc.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-		if mainAfterConnect != nil {
-			if err := mainAfterConnect(ctx, conn); err != nil {
-				return err
-			}
-		}
-		if _, err := conn.Exec(ctx, "SET enable_bitmapscan = off"); err != nil {
-			return fmt.Errorf("claim connection: %w", err)
-		}
-		return nil
-	}
-	pc.MaxConns = claimWorkers + 1 // the workers and the mark loop
-	pc.MinConns = 0
-	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
-	if err != nil {
-		return nil, fmt.Errorf("claim pool: %w", err)
-	}
-	return pool, nil
 }
 
 // register adds a session that completed its hello. It reports whether the session's
@@ -235,32 +180,6 @@ func (h *Hub) removeLocked(s *Session) {
 	del(h.byMember, s.member.ID)
 	del(h.byMesh, s.member.MeshID)
 	h.metrics.ConnectionsActive.Set(float64(len(h.byPresence)))
-}
-
-type dirtyEntry struct {
-	s        *Session
-	fromPoll bool
-}
-
-// markDirty queues a claim for a presence held here.
-func (h *Hub) markDirty(presenceIDs ...string) { h.mark(false, presenceIDs...) }
-
-func (h *Hub) mark(fromPoll bool, presenceIDs ...string) {
-	h.mu.Lock()
-	n := 0
-	for _, id := range presenceIDs {
-		if s := h.byPresence[id]; s != nil {
-			if e, ok := h.dirty[id]; ok && !e.fromPoll {
-				continue // already queued by a notification
-			}
-			h.dirty[id] = dirtyEntry{s: s, fromPoll: fromPoll}
-			n++
-		}
-	}
-	h.mu.Unlock()
-	if n > 0 {
-		h.kickClaim()
-	}
 }
 
 // OnWake implements notifier.Handler.
@@ -424,231 +343,6 @@ func (h *Hub) pingLoop(ctx context.Context) {
 	}
 }
 
-func (h *Hub) pollLoop(ctx context.Context) {
-	t := time.NewTicker(h.cfg.PollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			h.pollStale(time.Now().Add(-h.cfg.PollInterval))
-		}
-	}
-}
-
-// pollStale claims for the local presences no claim has started for since before: a claim
-// sees every row committed before it started, so a presence claimed since then can only
-// have missed rows committed after that claim, which the next poll covers. Under traffic
-// the poll thus costs nothing; for a quiet presence it is the guarantee behind the hints
-// (missed notifications, expired client_ack leases).
-func (h *Hub) pollStale(before time.Time) {
-	cut := before.UnixNano()
-	h.mu.Lock()
-	ids := make([]string, 0, len(h.byPresence))
-	for id, s := range h.byPresence {
-		if s.lastClaim.Load() < cut {
-			ids = append(ids, id)
-		}
-	}
-	h.mu.Unlock()
-	h.mark(true, ids...)
-}
-
-// claimLoop is one claim worker. It claims for dirty presences, many at once (a share of
-// what is dirty, up to claimPresences per statement), so a burst of wake-ups costs a few
-// round trips, not one per recipient, and the workers' statements run side by side. A
-// presence is claimed by one worker at a time, so its pushes stay in order; wake-ups that
-// arrive meanwhile wait for the next claim.
-func (h *Hub) claimLoop(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-h.kick:
-		}
-		for ctx.Err() == nil {
-			batch, more := h.takeDirty()
-			if len(batch) == 0 {
-				break
-			}
-			if more {
-				h.kickClaim() // another worker takes the next share
-			}
-			h.claim(ctx, batch)
-			h.mu.Lock()
-			for _, e := range batch {
-				delete(h.claiming, e.s.presenceID)
-			}
-			again := len(h.dirty) > 0
-			h.mu.Unlock()
-			if again {
-				h.kickClaim() // wake-ups that waited for this claim
-			}
-		}
-	}
-}
-
-// takeDirty takes a worker's share of the dirty presences that no worker is claiming for:
-// those woken by a notification first, then the poll's. more reports that some are left.
-func (h *Hub) takeDirty() (batch []dirtyEntry, more bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	share := min(claimPresences, max(claimMinShare, (len(h.dirty)+claimWorkers-1)/claimWorkers))
-	batch = make([]dirtyEntry, 0, min(len(h.dirty), share))
-	for _, wantPoll := range []bool{false, true} {
-		for id, e := range h.dirty {
-			if len(batch) == share {
-				return batch, true
-			}
-			if e.fromPoll == wantPoll && !h.claiming[id] {
-				delete(h.dirty, id)
-				h.claiming[id] = true
-				batch = append(batch, e)
-			}
-		}
-	}
-	return batch, false
-}
-
-func (h *Hub) kickClaim() {
-	select {
-	case h.kick <- struct{}{}:
-	default:
-	}
-}
-
-const (
-	claimBatch     = 256 // rows per presence per claim
-	claimPresences = 64  // presences per claim statement at most
-	claimMinShare  = 8   // presences per claim statement at least, when that many are dirty
-	claimWorkers   = 4   // claim statements in flight at once
-)
-
-// claim leases and pushes the deliverable rows of a set of presences held here.
-func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
-	byID := make(map[string]dirtyEntry, len(batch))
-	p := db.ClaimDeliveriesParams{Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds()}
-	for _, e := range batch {
-		if e.s.isClosed() {
-			continue
-		}
-		byID[e.s.presenceID] = e
-		p.PresenceIds = append(p.PresenceIds, e.s.presenceID)
-		p.MemberIds = append(p.MemberIds, e.s.member.ID)
-		p.Epochs = append(p.Epochs, e.s.epoch)
-	}
-	if len(p.PresenceIds) == 0 {
-		return
-	}
-	start := time.Now()
-	rows, err := h.claimQ.ClaimDeliveries(ctx, p)
-	h.metrics.ClaimDuration.Observe(time.Since(start).Seconds())
-	if err != nil {
-		if ctx.Err() == nil {
-			h.log.Warn("claim deliveries", "presences", len(p.PresenceIds), "err", err)
-		}
-		return
-	}
-	for _, e := range byID {
-		e.s.lastClaim.Store(start.UnixNano()) // this claim saw every row committed before start
-	}
-	// FIFO per recipient.
-	slices.SortFunc(rows, func(a, b db.ClaimDeliveriesRow) int {
-		if c := strings.Compare(a.PresenceID, b.PresenceID); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.DeliveryID, b.DeliveryID)
-	})
-	counts := map[string]int{}
-	frames := make(map[string][]byte, len(rows))
-	for _, r := range rows {
-		e, ok := byID[r.PresenceID]
-		if !ok {
-			continue
-		}
-		counts[r.PresenceID]++
-		if r.Attempts > 1 {
-			h.metrics.Redeliveries.Inc()
-		}
-		// A multicast message reaches many of the claimed presences with the same frame:
-		// encode it once per claim (the bytes are only read from then on).
-		data, ok := frames[r.MessageID]
-		if !ok {
-			push := protocol.Push{
-				Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderPubkey,
-				SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
-				Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt),
-			}
-			if r.ClientMessageID != nil {
-				push.ClientMessageID = *r.ClientMessageID
-			}
-			var err error
-			if data, err = json.Marshal(push); err != nil {
-				continue
-			}
-			frames[r.MessageID] = data
-		}
-		f := outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt}
-		if !e.s.clientAck {
-			f.deliveryID = r.DeliveryID
-		}
-		e.s.enqueue(f)
-	}
-	for id, n := range counts {
-		if byID[id].fromPoll {
-			h.metrics.PollsWithWork.Inc()
-		}
-		if n == claimBatch {
-			h.markDirty(id) // there may be more
-		}
-	}
-}
-
-// markLoop marks written deliveries delivered, in batches.
-func (h *Hub) markLoop(ctx context.Context) {
-	var ids []int64
-	flush := func() {
-		if len(ids) == 0 {
-			return
-		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		if _, err := h.claimQ.MarkDelivered(fctx, ids); err != nil {
-			// The rows keep their lease; when it expires they are delivered again
-			// (at-least-once), never lost.
-			h.log.Warn("mark delivered", "n", len(ids), "err", err)
-		}
-		cancel()
-		ids = ids[:0]
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			for {
-				select {
-				case id := <-h.delivered:
-					ids = append(ids, id)
-				default:
-					flush()
-					return
-				}
-			}
-		case id := <-h.delivered:
-			ids = append(ids, id)
-		drain:
-			for len(ids) < 1024 {
-				select {
-				case id := <-h.delivered:
-					ids = append(ids, id)
-				default:
-					break drain
-				}
-			}
-			flush()
-		}
-	}
-}
-
 // publish sends a notification, logging failures (notifications are hints).
 func (h *Hub) publish(ctx context.Context, payload string) {
 	if err := h.q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: payload}); err != nil {
@@ -708,3 +402,24 @@ func (h *Hub) Count() int {
 	defer h.mu.Unlock()
 	return len(h.byPresence)
 }
+
+// HeldPresences lists the presences whose sockets this instance holds, with their epochs
+// (jobs.Presences: a late heartbeat takes them back).
+func (h *Hub) HeldPresences() (ids []string, epochs []int64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ids = make([]string, 0, len(h.byPresence))
+	epochs = make([]int64, 0, len(h.byPresence))
+	for id, s := range h.byPresence {
+		ids, epochs = append(ids, id), append(epochs, s.epoch)
+	}
+	return ids, epochs
+}
+
+// SetRegistered records that this instance's row exists in instances (jobs.Presences):
+// sockets are refused until it does.
+func (h *Hub) SetRegistered() { h.registered.Store(true) }
+
+// Registered reports whether this instance is recorded in the database (sockets are
+// refused until it is).
+func (h *Hub) Registered() bool { return h.registered.Load() }

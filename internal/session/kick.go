@@ -86,7 +86,7 @@ func (h *Hub) Kick(ctx context.Context, meshID, presenceID string) (found bool, 
 	if err != nil {
 		return false, fmt.Errorf("look up session: %w", err)
 	}
-	if err := h.endPresence(ctx, presenceID, p.ConnectionEpoch, "kicked"); err != nil {
+	if err := h.EndPresence(ctx, presenceID, p.ConnectionEpoch, "kicked"); err != nil {
 		return true, fmt.Errorf("end kicked session: %w", err)
 	}
 	// Also when nothing ended (a reconnect took the presence over meanwhile): the socket

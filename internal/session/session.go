@@ -25,6 +25,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/corkconn"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/notifier"
+	"github.com/meshbroker/meshbroker/internal/presence"
 	"github.com/meshbroker/meshbroker/internal/protocol"
 	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
@@ -731,7 +732,7 @@ func (s *Session) finish(ctx context.Context) {
 		// The presence belongs to the new socket now.
 	case endNormal, endRevoked, endKicked:
 		reason := map[int32]string{endNormal: "closed", endRevoked: "revoked", endKicked: "kicked"}[kind]
-		if err := h.endPresence(fctx, pid, s.epoch, reason); err != nil {
+		if err := h.EndPresence(fctx, pid, s.epoch, reason); err != nil {
 			// Not ended: the dropped socket's way, rather than stay live with no socket (with
 			// a context of its own: the failure may have been fctx running out).
 			h.log.Warn("end presence", "presence", pid, "err", err)
@@ -744,53 +745,15 @@ func (s *Session) finish(ctx context.Context) {
 	}
 }
 
-// endPresence ends a presence (if epoch still owns it): peer state saved, deliveries
-// addressed to its session rerouted to its member, peer_left announced and audited.
-func (h *Hub) endPresence(ctx context.Context, presenceID string, epoch int64, reason string) error {
-	var ended db.EndPresenceRow
-	var pubkey, name string
-	err := pgx.BeginFunc(ctx, h.pool, func(tx pgx.Tx) error {
-		q := db.New(tx)
-		var err error
-		ended, err = q.EndPresence(ctx, db.EndPresenceParams{ID: presenceID, Epoch: epoch, Reason: &reason})
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // already ended, or taken over
-		}
-		if err != nil {
-			return err
-		}
-		mem, err := q.GetMember(ctx, ended.MemberID)
-		if err != nil {
-			return err
-		}
-		pubkey, name = mem.PeerPubkey, mem.DisplayName
-		if ended.SessionPubkey != nil {
-			pubkey = *ended.SessionPubkey
-		}
-		if ended.DisplayName != nil {
-			name = *ended.DisplayName
-		}
-		if err := q.SavePeerState(ctx, db.SavePeerStateParams{
-			MeshID: ended.MeshID, MemberID: ended.MemberID, Groups: ended.Groups, Profile: ended.Profile,
-			Visible: ended.Visible, LastSummary: ended.Summary, LastDisplayName: ended.DisplayName,
-		}); err != nil {
-			return err
-		}
-		if _, err := q.ReroutePresenceDeliveries(ctx, &presenceID); err != nil {
-			return err
-		}
-		if _, err := q.ReleaseLeases(ctx, db.ReleaseLeasesParams{PresenceID: &presenceID, MemberID: ended.MemberID}); err != nil {
-			return err
-		}
-		if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.WakePayloads(nil, []string{ended.MemberID})[0]}); err != nil {
-			return err
-		}
-		return audit.Enqueue(ctx, q, []audit.Event{{MeshID: ended.MeshID, Type: "peer_left", ActorID: ended.MemberID, ActorName: name, Payload: map[string]any{}}}, time.Now())
-	})
-	if err != nil || ended.ID == "" {
+// EndPresence ends a presence (if epoch still owns it): peer state saved, deliveries
+// addressed to its session rerouted to its member, peer_left announced and audited. The
+// grace-expiry job calls it through jobs.Presences.
+func (h *Hub) EndPresence(ctx context.Context, presenceID string, epoch int64, reason string) error {
+	ended, ok, err := presence.End(ctx, h.pool, presenceID, epoch, reason)
+	if err != nil || !ok {
 		return err
 	}
-	h.systemPush(ctx, ended.MeshID, ended.MemberID, "peer_left", map[string]any{"name": name, "pubkey": pubkey})
+	h.systemPush(ctx, ended.MeshID, ended.MemberID, "peer_left", map[string]any{"name": ended.Name, "pubkey": ended.Pubkey})
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package session_test
+package jobs_test
 
 import (
 	"context"
@@ -9,10 +9,9 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
-	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/delivery"
+	"github.com/meshbroker/meshbroker/internal/jobs"
 	"github.com/meshbroker/meshbroker/internal/metrics"
-	"github.com/meshbroker/meshbroker/internal/session"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -21,10 +20,10 @@ func TestStatusSweepRunsOncePerPeriodAcrossInstances(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	ctx := context.Background()
-	hubs := make([]*session.Hub, 3)
+	hubs := make([]*jobs.Runner, 3)
 	for i := range hubs {
-		hubs[i] = session.NewHub(session.Config{InstanceID: "i" + string(rune('0'+i)), StatusTTL: time.Minute, SweepPeriod: time.Hour},
-			d.Pool, delivery.NewRouter(d.Pool, time.Hour), metrics.New(), slog.New(slog.DiscardHandler))
+		hubs[i] = jobs.New(jobs.Config{InstanceID: "i" + string(rune('0'+i)), StatusTTL: time.Minute, SweepPeriod: time.Hour},
+			d.Pool, nil, metrics.New(), slog.New(slog.DiscardHandler))
 	}
 	for round := range 3 {
 		var wg sync.WaitGroup
@@ -61,46 +60,6 @@ func TestStatusSweepRunsOncePerPeriodAcrossInstances(t *testing.T) {
 	}
 }
 
-// A member's send limit is shared by its sessions on every instance.
-func TestSendRateLimitAcrossInstances(t *testing.T) {
-	t.Parallel()
-	d := testdb.New(t)
-	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
-	env := map[string]string{"DATABASE_URL": d.URL, "SEND_RATE_BURST": "4", "SEND_RATE_LIMIT_PER_MIN": "1"}
-	i1 := brokertest.Start(t, env)
-	i2 := brokertest.Start(t, env)
-	ctx := within(t, 20*time.Second)
-	a1, err := client.Dial(ctx, i1.WS, ids["alice"], client.Options{SessionID: "a1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a1.Close()
-	a2, err := client.Dial(ctx, i2.WS, ids["alice"], client.Options{SessionID: "a2"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a2.Close()
-	queued, limited := 0, 0
-	for i := range 8 {
-		c := a1
-		if i%2 == 1 {
-			c = a2
-		}
-		ack, err := c.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "eA=="})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ack["queued"] == true {
-			queued++
-		} else if e := ack.Str("error"); len(e) > 10 && e[:10] == "rate_limit" {
-			limited++
-		}
-	}
-	if queued != 4 || limited != 4 {
-		t.Fatalf("burst 4 shared across instances: %d queued, %d rate-limited", queued, limited)
-	}
-}
-
 // Ended presences are kept for PRESENCE_RETENTION — a direct message to a recently ended
 // session's key still goes to its member — and purged once they have been ended longer; live
 // presences are never purged, however old.
@@ -126,8 +85,8 @@ func TestPurgeRemovesPresencesEndedBeforeTheRetention(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h := session.NewHub(session.Config{InstanceID: "i0", PresenceRetention: time.Hour},
-		d.Pool, delivery.NewRouter(d.Pool, time.Hour), metrics.New(), slog.New(slog.DiscardHandler))
+	h := jobs.New(jobs.Config{InstanceID: "i0", PresenceRetention: time.Hour},
+		d.Pool, nil, metrics.New(), slog.New(slog.DiscardHandler))
 	if err := h.PurgeOnce(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package session
+package presence
 
 import (
 	"net/http"
@@ -28,21 +28,21 @@ func FuzzParseHookBody(f *testing.F) {
 		"pid must be an integer": true, "cwd or session_id too long": true,
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		req, ignored, herr := parseHookBody(data)
+		req, ignored, herr := ParseHookBody(data)
 		switch {
 		case herr != nil:
-			if herr.status != http.StatusBadRequest || !texts[herr.text] {
-				t.Fatalf("refusal %d %q is not a documented one", herr.status, herr.text)
+			if herr.Status != http.StatusBadRequest || !texts[herr.Text] {
+				t.Fatalf("refusal %d %q is not a documented one", herr.Status, herr.Text)
 			}
 		case ignored:
 		default:
-			if req.cwd == "" || len(req.cwd) > protocol.MaxCwdBytes || len(req.sessionID) > protocol.MaxSessionIDBytes {
+			if req.Cwd == "" || len(req.Cwd) > protocol.MaxCwdBytes || len(req.SessionID) > protocol.MaxSessionIDBytes {
 				t.Fatalf("accepted out-of-bounds request %+v", req)
 			}
-			switch req.status {
+			switch req.Status {
 			case "idle", "working", "dnd", "end":
 			default:
-				t.Fatalf("accepted status %q", req.status)
+				t.Fatalf("accepted status %q", req.Status)
 			}
 		}
 	})
