@@ -36,12 +36,16 @@ func TestConnectionLimits(t *testing.T) {
 	}
 
 	// Two sockets of this IP without hello; the third is refused before the upgrade.
+	// (The no_hello socket above frees its slot when the server has finished with it, which
+	// may be a moment after the client saw the close: wait for it rather than race it.)
 	var silent []*websocket.Conn
 	for range 2 {
-		c, _, err := websocket.Dial(ctx, inst.WS, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var c *websocket.Conn
+		waitFor(t, ctx, "a pre-hello slot", func() bool {
+			var err error
+			c, _, err = websocket.Dial(ctx, inst.WS, nil)
+			return err == nil
+		})
 		defer c.CloseNow()
 		silent = append(silent, c)
 	}
