@@ -34,6 +34,7 @@ import (
 )
 
 type options struct {
+	failover  bool
 	dsn       string
 	urls      []string
 	pairs     int
@@ -66,6 +67,7 @@ func runMain() int {
 	flag.IntVar(&o.window, "window", 8, "sends in flight per sender at most")
 	flag.StringVar(&o.priority, "priority", "now", "message priority")
 	flag.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait for outstanding pushes after sending stops")
+	flag.BoolVar(&o.failover, "failover", false, "direct mode: peers reconnect (to the next -url) when their socket is lost, receivers acknowledge with client_ack, and a send whose socket was lost is repeated with its clientMessageId; run it while killing an instance to count acked messages lost")
 	flag.IntVar(&o.burst, "burst", 0, "instead of a timed run: send this many DMs at the same instant (one per pair) and report how long until all are pushed")
 	hellos := flag.Int("hellos", 0, "instead of messages: open this many authenticated sockets and report hellos/s")
 	idle := flag.Int("idle", 0, "instead of messages: hold this many idle authenticated sockets and report the broker's RSS per socket")
@@ -155,6 +157,8 @@ type Result struct {
 	P99Ms        float64 `json:"p99Ms"`
 	MaxMs        float64 `json:"maxMs"`
 	BurstAllInMs float64 `json:"burstAllPushedMs,omitempty"`
+	Reconnects   int64   `json:"reconnects,omitempty"`
+	Resends      int64   `json:"resends,omitempty"`
 }
 
 type tracker struct {
@@ -207,6 +211,9 @@ func run(ctx context.Context, o options) (Result, error) {
 	if o.burst > 0 {
 		mode = "burst"
 	}
+	if o.failover && mode != "direct" {
+		return Result{}, fmt.Errorf("-failover is for direct pairs (not with -broadcast or -burst)")
+	}
 	newPeer := func(name string) (client.Identity, error) {
 		pub, sec := client.NewKey()
 		m, err := admin.AddMember(ctx, q, mesh.MeshID, pub, name, "member")
@@ -214,18 +221,18 @@ func run(ctx context.Context, o options) (Result, error) {
 	}
 	fmt.Fprintf(os.Stderr, "meshload: provisioned mesh %s; connecting %d senders and %d receivers to %d broker(s)\n", mesh.MeshID, nSend, nRecv, len(o.urls))
 	tr := &tracker{sentAt: map[string]time.Time{}, expect: map[string]int{}, seen: map[string]int{}, acked: map[string]bool{}}
-	senders := make([]*client.Client, nSend)
-	receivers := make([]*client.Client, nRecv)
+	senders := make([]*peer, nSend)
+	receivers := make([]*peer, nRecv)
 	recvKeys := make([]string, nRecv)
-	dial := func(i int, name string, url string) (*client.Client, error) {
+	dial := func(i int, name string, urlIndex int, receiver bool) (*peer, error) {
 		id, err := newPeer(name)
 		if err != nil {
 			return nil, err
 		}
 		_, sess := client.NewKey()
-		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		return client.Dial(dctx, url, id, client.Options{SessionKey: sess, SessionID: fmt.Sprintf("%s-%d", name, i), Cwd: "/meshload", Pid: i})
+		p := &peer{id: id, sess: sess, sessionID: fmt.Sprintf("%s-%d", name, i), pid: i, urls: o.urls,
+			next: urlIndex + 1, ack: receiver && o.failover}
+		return p, p.dial(ctx, o.urls[urlIndex%len(o.urls)])
 	}
 	var wg sync.WaitGroup
 	var dialErr atomic.Value
@@ -233,24 +240,24 @@ func run(ctx context.Context, o options) (Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := dial(i, fmt.Sprintf("recv-%d", i), o.urls[(i+1)%len(o.urls)])
+			p, err := dial(i, fmt.Sprintf("recv-%d", i), i+1, true)
 			if err != nil {
 				dialErr.Store(err)
 				return
 			}
-			receivers[i], recvKeys[i] = c, c.SessionPub
+			receivers[i], recvKeys[i] = p, p.current().SessionPub
 		}()
 	}
 	for i := range nSend {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := dial(i, fmt.Sprintf("send-%d", i), o.urls[i%len(o.urls)])
+			p, err := dial(i, fmt.Sprintf("send-%d", i), i, false)
 			if err != nil {
 				dialErr.Store(err)
 				return
 			}
-			senders[i] = c
+			senders[i] = p
 		}()
 	}
 	wg.Wait()
@@ -259,16 +266,10 @@ func run(ctx context.Context, o options) (Result, error) {
 	}
 	var lastSystem atomic.Int64 // unix nanos of the last system push any peer received
 	lastSystem.Store(time.Now().UnixNano())
-	for _, c := range append(slices.Clone(receivers), senders...) {
-		go func(c *client.Client) {
-			for f := range c.Frames {
-				if f.Type() == "push" && f.Str("subtype") != "system" {
-					tr.push(f)
-				} else {
-					lastSystem.Store(time.Now().UnixNano())
-				}
-			}
-		}(c)
+	// The readers (and, with -failover, their reconnects) stop before the sockets close.
+	rctx, stopReaders := context.WithCancel(ctx)
+	for _, p := range append(slices.Clone(receivers), senders...) {
+		go p.read(rctx, o.failover, tr.push, func() { lastSystem.Store(time.Now().UnixNano()) })
 	}
 	// Every peer's hello announced it to every other (peer_joined): 2P connects make ~2P²
 	// system pushes, which the broker and the peers are still busy with when the last hello is
@@ -279,8 +280,9 @@ func run(ctx context.Context, o options) (Result, error) {
 	}
 	fmt.Fprintf(os.Stderr, "meshload: peers announced; waited %.1fs for the announcements to settle\n", time.Since(settle).Seconds())
 	defer func() {
-		for _, c := range append(receivers, senders...) {
-			_ = c.Close()
+		stopReaders()
+		for _, p := range append(receivers, senders...) {
+			_ = p.current().Close()
 		}
 	}()
 
@@ -293,14 +295,14 @@ func run(ctx context.Context, o options) (Result, error) {
 
 	var sent, acked, refused atomic.Int64
 	var seq atomic.Int64
-	sendOne := func(sctx context.Context, c *client.Client, target string, expect int) {
+	sendOne := func(sctx context.Context, p *peer, target string, expect int) {
 		id := fmt.Sprintf("m%d", seq.Add(1))
 		tr.mu.Lock()
 		tr.sentAt[id] = time.Now()
 		tr.expect[id] = expect
 		tr.mu.Unlock()
 		sent.Add(1)
-		ack, err := c.Send(sctx, client.Message{Target: target, Priority: o.priority, Nonce: nonce, Ciphertext: ct, ClientMessageID: id})
+		ack, err := p.send(sctx, o.failover, client.Message{Target: target, Priority: o.priority, Nonce: nonce, Ciphertext: ct, ClientMessageID: id})
 		if err != nil {
 			return
 		}
@@ -430,6 +432,10 @@ func run(ctx context.Context, o options) (Result, error) {
 		Lost: missing(), Duplicated: dups,
 		MsgsPerSec: float64(tr.delivered.Load()) / dur, AckedPerSec: float64(acked.Load()) / dur,
 		P50Ms: pct(.5), P95Ms: pct(.95), P99Ms: pct(.99), BurstAllInMs: burstMs,
+		Reconnects: failovers.Load(), Resends: resends.Load(),
+	}
+	if o.failover {
+		failoverNote()
 	}
 	if len(lat) > 0 {
 		res.MaxMs = lat[len(lat)-1]
