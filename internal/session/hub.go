@@ -68,6 +68,7 @@ type Hub struct {
 
 	finishing  sync.WaitGroup // sessions writing their end (disconnect or end of presence)
 	acks       *ackRetrier    // client_acks whose write failed, retried
+	outbox     chan string    // notifications waiting for publishLoop
 	delivered  chan int64     // delivery ids written to sockets, to mark delivered
 	registered atomic.Bool    // this instance's row exists in instances
 
@@ -100,7 +101,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
-		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096), acks: newAckRetrier(),
+		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096), acks: newAckRetrier(), outbox: make(chan string, publishQueue),
 		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
 		memberHellos:   ratelimit.NewBuckets(memberHelloBurst, memberHelloPerSecond),
 		memberVerifies: ratelimit.NewBuckets(memberVerifyBurst, memberVerifyPerSecond),
@@ -121,6 +122,8 @@ func (h *Hub) Run(ctx context.Context) {
 	wg.Add(4 + claimWorkers)
 	go func() { defer wg.Done(); h.pingLoop(ctx) }()
 	go func() { defer wg.Done(); h.ackRetryLoop(ctx) }()
+	wg.Add(1)
+	go func() { defer wg.Done(); h.publishLoop(ctx) }()
 	for range claimWorkers {
 		go func() { defer wg.Done(); h.claimLoop(ctx) }()
 	}
@@ -340,13 +343,6 @@ func (h *Hub) pingLoop(ctx context.Context) {
 				go s.ping()
 			}
 		}
-	}
-}
-
-// publish sends a notification, logging failures (notifications are hints).
-func (h *Hub) publish(ctx context.Context, payload string) {
-	if err := h.q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: payload}); err != nil {
-		h.log.Warn("notify", "err", err)
 	}
 }
 
