@@ -58,24 +58,26 @@ func (h *Hub) publishLoop(ctx context.Context) {
 			}
 		}
 	}
-	send := func(ctx context.Context) {
+	// A batch is sent whole even when ctx ends meanwhile (the drain's last peer_left
+	// notifications come then): on a context of its own, bounded in time.
+	send := func() {
 		if len(batch) > 0 {
-			h.publishNow(ctx, batch)
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			h.publishNow(sctx, batch)
+			cancel()
 			batch = batch[:0]
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			take()
-			send(fctx)
-			cancel()
+			send()
 			return
 		case p := <-h.outbox:
 			batch = append(batch, p)
 			take()
-			send(ctx)
+			send()
 		}
 	}
 }
