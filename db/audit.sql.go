@@ -194,18 +194,6 @@ func (q *Queries) AuditHorizon(ctx context.Context) (int64, error) {
 	return horizon, err
 }
 
-const auditLockMesh = `-- name: AuditLockMesh :exec
-
-SELECT pg_advisory_xact_lock($1::bigint)
-`
-
-// The per-mesh audit hash chain.
-// Serialises chain appends for one mesh across every instance until the transaction ends.
-func (q *Queries) AuditLockMesh(ctx context.Context, lockKey int64) error {
-	_, err := q.db.Exec(ctx, auditLockMesh, lockKey)
-	return err
-}
-
 const auditNextXid = `-- name: AuditNextXid :one
 SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid
 `
@@ -278,9 +266,11 @@ func (q *Queries) AuditPage(ctx context.Context, arg AuditPageParams) ([]AuditPa
 }
 
 const auditTail = `-- name: AuditTail :one
+
 SELECT hash FROM audit_log WHERE mesh_id = $1 ORDER BY id DESC LIMIT 1
 `
 
+// The per-mesh audit hash chain.
 func (q *Queries) AuditTail(ctx context.Context, meshID string) (string, error) {
 	row := q.db.QueryRow(ctx, auditTail, meshID)
 	var hash string

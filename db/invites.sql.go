@@ -194,6 +194,7 @@ func (q *Queries) InviteByToken(ctx context.Context, token string) (Invite, erro
 }
 
 const inviteHealMeshKeys = `-- name: InviteHealMeshKeys :one
+
 UPDATE meshes SET
     owner_pubkey = CASE WHEN owner_pubkey IS NULL OR owner_secret_key IS NULL THEN $1::text ELSE owner_pubkey END,
     owner_secret_key = CASE WHEN owner_pubkey IS NULL OR owner_secret_key IS NULL THEN $2::text ELSE owner_secret_key END,
@@ -209,6 +210,9 @@ type InviteHealMeshKeysParams struct {
 	ID             string
 }
 
+// Invites: creation, the /join and /invites/:code/claim lookups, and the single-use CAS.
+// Query names start with Invite so they never collide with other files' mesh or member
+// queries.
 // Fills a mesh's missing invite-signing keypair (both halves, or neither) and root key with
 // the given fresh ones and returns the mesh as it now is. Concurrent callers serialise on the
 // row: the second sees the first's keys and keeps them, so every invite of a mesh is signed
@@ -259,63 +263,6 @@ func (q *Queries) InviteLiveMember(ctx context.Context, arg InviteLiveMemberPara
 	row := q.db.QueryRow(ctx, inviteLiveMember, arg.MeshID, arg.PeerPubkey)
 	var i InviteLiveMemberRow
 	err := row.Scan(&i.ID, &i.Role)
-	return i, err
-}
-
-const inviteMeshByID = `-- name: InviteMeshByID :one
-
-SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE id = $1 AND archived_at IS NULL
-`
-
-// Invites: creation, the /join and /invites/:code/claim lookups, and the single-use CAS.
-// Query names start with Invite so they never collide with other files' mesh or member
-// queries.
-// A non-archived mesh (archived meshes are invisible to invites, joins and claims).
-func (q *Queries) InviteMeshByID(ctx context.Context, id string) (Mesh, error) {
-	row := q.db.QueryRow(ctx, inviteMeshByID, id)
-	var i Mesh
-	err := row.Scan(
-		&i.ID,
-		&i.Name,
-		&i.Slug,
-		&i.OwnerUserID,
-		&i.Visibility,
-		&i.Transport,
-		&i.Tier,
-		&i.MaxPeers,
-		&i.OwnerPubkey,
-		&i.OwnerSecretKey,
-		&i.RootKey,
-		&i.SelfEditable,
-		&i.CreatedAt,
-		&i.ArchivedAt,
-	)
-	return i, err
-}
-
-const inviteMeshBySlug = `-- name: InviteMeshBySlug :one
-SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE slug = $1 AND archived_at IS NULL
-`
-
-func (q *Queries) InviteMeshBySlug(ctx context.Context, slug string) (Mesh, error) {
-	row := q.db.QueryRow(ctx, inviteMeshBySlug, slug)
-	var i Mesh
-	err := row.Scan(
-		&i.ID,
-		&i.Name,
-		&i.Slug,
-		&i.OwnerUserID,
-		&i.Visibility,
-		&i.Transport,
-		&i.Tier,
-		&i.MaxPeers,
-		&i.OwnerPubkey,
-		&i.OwnerSecretKey,
-		&i.RootKey,
-		&i.SelfEditable,
-		&i.CreatedAt,
-		&i.ArchivedAt,
-	)
 	return i, err
 }
 

@@ -52,57 +52,13 @@ func (q *Queries) CountOwnedMeshes(ctx context.Context, userID string) (int64, e
 }
 
 const getMesh = `-- name: GetMesh :one
+
 SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE id = $1
 `
 
+// Meshes.
 func (q *Queries) GetMesh(ctx context.Context, id string) (Mesh, error) {
 	row := q.db.QueryRow(ctx, getMesh, id)
-	var i Mesh
-	err := row.Scan(
-		&i.ID,
-		&i.Name,
-		&i.Slug,
-		&i.OwnerUserID,
-		&i.Visibility,
-		&i.Transport,
-		&i.Tier,
-		&i.MaxPeers,
-		&i.OwnerPubkey,
-		&i.OwnerSecretKey,
-		&i.RootKey,
-		&i.SelfEditable,
-		&i.CreatedAt,
-		&i.ArchivedAt,
-	)
-	return i, err
-}
-
-const insertMesh = `-- name: InsertMesh :one
-
-INSERT INTO meshes (id, name, slug, owner_pubkey, owner_secret_key, root_key)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at
-`
-
-type InsertMeshParams struct {
-	ID             string
-	Name           string
-	Slug           string
-	OwnerPubkey    *string
-	OwnerSecretKey *string
-	RootKey        *string
-}
-
-// Meshes.
-func (q *Queries) InsertMesh(ctx context.Context, arg InsertMeshParams) (Mesh, error) {
-	row := q.db.QueryRow(ctx, insertMesh,
-		arg.ID,
-		arg.Name,
-		arg.Slug,
-		arg.OwnerPubkey,
-		arg.OwnerSecretKey,
-		arg.RootKey,
-	)
 	var i Mesh
 	err := row.Scan(
 		&i.ID,
@@ -231,6 +187,7 @@ const liveMesh = `-- name: LiveMesh :one
 SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE id = $1 AND archived_at IS NULL
 `
 
+// A non-archived mesh by id.
 func (q *Queries) LiveMesh(ctx context.Context, id string) (Mesh, error) {
 	row := q.db.QueryRow(ctx, liveMesh, id)
 	var i Mesh
@@ -257,6 +214,7 @@ const liveMeshBySlug = `-- name: LiveMeshBySlug :one
 SELECT id, name, slug, owner_user_id, visibility, transport, tier, max_peers, owner_pubkey, owner_secret_key, root_key, self_editable, created_at, archived_at FROM meshes WHERE slug = $1 AND archived_at IS NULL
 `
 
+// A non-archived mesh by slug (archived meshes are invisible to the API, joins and claims).
 func (q *Queries) LiveMeshBySlug(ctx context.Context, slug string) (Mesh, error) {
 	row := q.db.QueryRow(ctx, liveMeshBySlug, slug)
 	var i Mesh
@@ -362,7 +320,9 @@ const xactLock = `-- name: XactLock :exec
 SELECT pg_advisory_xact_lock($1::bigint)
 `
 
-// A transaction-scoped advisory lock (serialises a check-then-insert, e.g. per user).
+// A transaction-scoped advisory lock (internal/pglock names them): serialises a mesh's audit
+// chain appends, or a check-then-insert such as a user's mesh count, across every instance
+// until the transaction ends.
 func (q *Queries) XactLock(ctx context.Context, lockKey int64) error {
 	_, err := q.db.Exec(ctx, xactLock, lockKey)
 	return err

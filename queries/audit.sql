@@ -1,9 +1,5 @@
 -- The per-mesh audit hash chain.
 
--- name: AuditLockMesh :exec
--- Serialises chain appends for one mesh across every instance until the transaction ends.
-SELECT pg_advisory_xact_lock(@lock_key::bigint);
-
 -- name: AuditTail :one
 SELECT hash FROM audit_log WHERE mesh_id = @mesh_id ORDER BY id DESC LIMIT 1;
 

@@ -2,13 +2,6 @@
 -- Query names start with Invite so they never collide with other files' mesh or member
 -- queries.
 
--- name: InviteMeshByID :one
--- A non-archived mesh (archived meshes are invisible to invites, joins and claims).
-SELECT * FROM meshes WHERE id = @id AND archived_at IS NULL;
-
--- name: InviteMeshBySlug :one
-SELECT * FROM meshes WHERE slug = @slug AND archived_at IS NULL;
-
 -- name: InviteHealMeshKeys :one
 -- Fills a mesh's missing invite-signing keypair (both halves, or neither) and root key with
 -- the given fresh ones and returns the mesh as it now is. Concurrent callers serialise on the

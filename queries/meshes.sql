@@ -1,10 +1,5 @@
 -- Meshes.
 
--- name: InsertMesh :one
-INSERT INTO meshes (id, name, slug, owner_pubkey, owner_secret_key, root_key)
-VALUES (@id, @name, @slug, @owner_pubkey, @owner_secret_key, @root_key)
-RETURNING *;
-
 -- name: GetMesh :one
 SELECT * FROM meshes WHERE id = @id;
 
@@ -16,9 +11,11 @@ ON CONFLICT (slug) WHERE archived_at IS NULL DO NOTHING
 RETURNING *;
 
 -- name: LiveMeshBySlug :one
+-- A non-archived mesh by slug (archived meshes are invisible to the API, joins and claims).
 SELECT * FROM meshes WHERE slug = @slug AND archived_at IS NULL;
 
 -- name: LiveMesh :one
+-- A non-archived mesh by id.
 SELECT * FROM meshes WHERE id = @id AND archived_at IS NULL;
 
 -- name: ArchiveMesh :one
@@ -70,5 +67,7 @@ SELECT count(*) FROM meshes WHERE owner_user_id = @user_id::text
     AND (archived_at IS NULL OR archived_at > now() - interval '1 day');
 
 -- name: XactLock :exec
--- A transaction-scoped advisory lock (serialises a check-then-insert, e.g. per user).
+-- A transaction-scoped advisory lock (internal/pglock names them): serialises a mesh's audit
+-- chain appends, or a check-then-insert such as a user's mesh count, across every instance
+-- until the transaction ends.
 SELECT pg_advisory_xact_lock(@lock_key::bigint);

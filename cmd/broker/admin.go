@@ -116,14 +116,9 @@ func adminPoolRun(fn func(ctx context.Context, pool *pgxpool.Pool, c *call) (any
 	}
 }
 
-// withQueries opens the configured database for an operator command: the embedded cluster
+// withPool opens the configured database for an operator command: the embedded cluster
 // (attached to if a broker runs on it, else started and migrated) or DATABASE_URL, which
 // must already be migrated.
-func withQueries(stderr io.Writer, fn func(ctx context.Context, q *db.Queries) error) error {
-	return withPool(stderr, func(ctx context.Context, pool *pgxpool.Pool) error { return fn(ctx, db.New(pool)) })
-}
-
-// withPool is withQueries for commands that need the pool itself.
 func withPool(stderr io.Writer, fn func(ctx context.Context, pool *pgxpool.Pool) error) error {
 	cfg, log, err := loadConfig(stderr)
 	if err != nil {

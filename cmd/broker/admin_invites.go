@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/admin"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
@@ -108,7 +109,7 @@ func adminInviteCreate(c *call) error {
 			return err
 		}
 		return json.NewEncoder(c.stdout).Encode(inviteCreated{InviteID: inv.ID, Token: inv.Token, Code: inv.Code,
-			URL: inv.URL, Link: inv.Link, ExpiresAt: inv.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z"),
+			URL: inv.URL, Link: inv.Link, ExpiresAt: audit.FormatTime(inv.ExpiresAt),
 			MaxUses: inv.MaxUses, Role: inv.Role})
 	})
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/clitoken"
 	"github.com/meshbroker/meshbroker/internal/ids"
 )
@@ -20,8 +20,6 @@ const (
 	maxName  = 200
 	maxLabel = 200
 )
-
-func isoTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // User is one account in the output of CreateUser and ListUsers.
 type User struct {
@@ -54,7 +52,7 @@ func CreateUser(ctx context.Context, q *db.Queries, email, name string) (User, e
 	if err != nil {
 		return User{}, fmt.Errorf("insert user: %w", err)
 	}
-	return User{UserID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: isoTime(u.CreatedAt)}, nil
+	return User{UserID: u.ID, Email: u.Email, Name: u.Name, CreatedAt: audit.FormatTime(u.CreatedAt)}, nil
 }
 
 // Users is the output of ListUsers.
@@ -70,7 +68,7 @@ func ListUsers(ctx context.Context, q *db.Queries) (Users, error) {
 	}
 	out := Users{Users: make([]User, 0, len(rows))}
 	for _, r := range rows {
-		out.Users = append(out.Users, User{UserID: r.ID, Email: r.Email, Name: r.Name, CreatedAt: isoTime(r.CreatedAt)})
+		out.Users = append(out.Users, User{UserID: r.ID, Email: r.Email, Name: r.Name, CreatedAt: audit.FormatTime(r.CreatedAt)})
 	}
 	return out, nil
 }
@@ -150,8 +148,8 @@ func ListTokens(ctx context.Context, q *db.Queries, userID string) (Tokens, erro
 	}
 	out := Tokens{Tokens: make([]Token, 0, len(rows))}
 	for _, r := range rows {
-		out.Tokens = append(out.Tokens, Token{ID: r.ID, Label: r.Label, Hostname: r.Hostname, CreatedAt: isoTime(r.CreatedAt),
-			LastSeenAt: isoTime(r.LastSeenAt), Revoked: r.RevokedAt != nil})
+		out.Tokens = append(out.Tokens, Token{ID: r.ID, Label: r.Label, Hostname: r.Hostname, CreatedAt: audit.FormatTime(r.CreatedAt),
+			LastSeenAt: audit.FormatTime(r.LastSeenAt), Revoked: r.RevokedAt != nil})
 	}
 	return out, nil
 }

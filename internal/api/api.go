@@ -29,6 +29,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/metrics"
 	"github.com/meshbroker/meshbroker/internal/ratelimit"
+	"github.com/meshbroker/meshbroker/internal/server"
 )
 
 // Config is what the routes need from the broker configuration.
@@ -107,7 +108,7 @@ func New(d Deps) *API {
 					allow = append(allow, m)
 				}
 				w.Header().Set("Allow", strings.Join(allow, ", "))
-				writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "method_not_allowed"})
+				server.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed")
 				return
 			}
 			rt.handle(a, w, r)
@@ -122,7 +123,7 @@ var Prefixes = []string{"/cli/", "/cli-sync", "/join", "/invites/", "/mesh/"}
 // ServeHTTP routes a request to its handler (unknown paths: 404 {"error":"not_found"}).
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, pattern := a.mux.Handler(r); pattern == "" {
-		writeJSON(w, http.StatusNotFound, map[string]any{"error": "not_found"})
+		server.WriteError(w, http.StatusNotFound, "not_found")
 		return
 	}
 	a.mux.ServeHTTP(w, r)
@@ -251,12 +252,12 @@ func (c *Call) fail(e *Error) {
 	for k, v := range e.Extra {
 		body[k] = v
 	}
-	writeJSON(c.W, e.Status, body)
+	server.WriteJSON(c.W, e.Status, body)
 }
 
 // OK writes a 200 JSON answer.
 func (c *Call) OK(v any) error {
-	writeJSON(c.W, http.StatusOK, v)
+	server.WriteJSON(c.W, http.StatusOK, v)
 	return nil
 }
 
@@ -300,15 +301,6 @@ func (a *API) Decode(c *Call, v any, badJSON string, emptyOK bool) error {
 		return Fail(http.StatusBadRequest, badJSON)
 	}
 	return nil
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(v)
 }
 
 // formatTimePtr renders an optional timestamp as the broker does (null when unset).

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/clitoken"
 	"github.com/meshbroker/meshbroker/internal/connlimit"
 	"github.com/meshbroker/meshbroker/internal/ratelimit"
 )
@@ -26,12 +26,6 @@ type Principal struct {
 	UserID    string
 	SessionID string // the cli_sessions row of the bearer; "" for the legacy user_id path
 	Legacy    bool
-}
-
-// HashToken is the stored form of a bearer: SHA-256, lowercase hex.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
 }
 
 // bearer returns the token of an Authorization: Bearer header, and whether the header was
@@ -59,7 +53,7 @@ func (a *API) Authenticate(c *Call, legacyUserID string) (Principal, error) {
 		if tok == "" {
 			return Principal{}, Fail(http.StatusUnauthorized, "empty_bearer_token")
 		}
-		row, err := a.q.AuthenticateBearer(c.R.Context(), HashToken(tok))
+		row, err := a.q.AuthenticateBearer(c.R.Context(), clitoken.Hash(tok))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return Principal{}, Fail(http.StatusUnauthorized, "invalid_or_revoked_token")
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/clitoken"
 	"github.com/meshbroker/meshbroker/internal/ids"
 )
@@ -127,7 +128,7 @@ func (a *API) createDeviceCode(c *Call) error {
 			app := strings.TrimRight(a.cfg.AppURL, "/")
 			return c.OK(map[string]any{
 				"device_code": p.DeviceCode, "user_code": p.UserCode, "session_id": p.SessionID,
-				"expires_at": loginTime(expires), "verification_url": app + "/cli-auth", "token_url": app + "/token",
+				"expires_at": audit.FormatTime(expires), "verification_url": app + "/cli-auth", "token_url": app + "/token",
 			})
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"testing"
 
 	"github.com/meshbroker/meshbroker/db"
-	"github.com/meshbroker/meshbroker/internal/api"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/clitoken"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
@@ -105,7 +105,7 @@ func (e *env) user(email string) (userID, token string) {
 		e.t.Fatal(err)
 	}
 	if _, err := e.d.Pool.Exec(ctx, `INSERT INTO cli_sessions (id, user_id, token_hash, hostname, platform, arch) VALUES ($1, $2, $3, 'test', 'linux', 'amd64')`,
-		ids.New(), userID, api.HashToken(token)); err != nil {
+		ids.New(), userID, clitoken.Hash(token)); err != nil {
 		e.t.Fatal(err)
 	}
 	return userID, token

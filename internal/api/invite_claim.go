@@ -126,7 +126,7 @@ func inviteClaim(a *API, c *Call) error {
 	case inv.UsedCount >= inv.MaxUses && !reclaim:
 		return Fail(http.StatusGone, "exhausted")
 	}
-	mesh, err := a.q.InviteMeshByID(ctx, inv.MeshID)
+	mesh, err := a.q.LiveMesh(ctx, inv.MeshID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail(http.StatusNotFound, "not_found")
 	}

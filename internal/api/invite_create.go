@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"net/http"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
@@ -27,25 +26,11 @@ func inviteCreate(a *API, c *Call) error {
 	if err := a.Decode(c, &body, "Invalid body", true); err != nil {
 		return err
 	}
-	who, err := a.Authenticate(c, body.UserID)
+	mesh, _, who, err := a.ownedMesh(c, body.UserID, "Only the owner can invite (for now)")
 	if err != nil {
 		return err
 	}
 	ctx := c.R.Context()
-	slug := c.R.PathValue("slug")
-	if !storable(slug) {
-		return Fail(http.StatusNotFound, "Mesh not found")
-	}
-	mesh, err := a.q.InviteMeshBySlug(ctx, slug)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Fail(http.StatusNotFound, "Mesh not found")
-	}
-	if err != nil {
-		return fmt.Errorf("create invite: load mesh: %w", err)
-	}
-	if mesh.OwnerUserID == nil || *mesh.OwnerUserID != who.UserID {
-		return Fail(http.StatusForbidden, "Only the owner can invite (for now)")
-	}
 	role := "member"
 	if body.Role == "admin" {
 		role = "admin"
@@ -59,6 +44,6 @@ func inviteCreate(a *API, c *Call) error {
 		a.log.Error("create invite", "mesh", mesh.ID, "err", err)
 		return Fail(http.StatusInternalServerError, "Failed to create invite")
 	}
-	return c.OK(map[string]any{"url": inv.URL, "code": inv.Code, "expires_at": inviteTime(inv.ExpiresAt),
+	return c.OK(map[string]any{"url": inv.URL, "code": inv.Code, "expires_at": audit.FormatTime(inv.ExpiresAt),
 		"emailed": false, "token": inv.Token, "join_url": inv.Link, "invite_id": inv.ID, "role": inv.Role})
 }

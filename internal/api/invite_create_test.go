@@ -103,7 +103,7 @@ func TestCreateInviteHealsMeshKeys(t *testing.T) {
 func TestSameSecondInvitesAreDistinct(t *testing.T) {
 	e := newEnv(t, nil)
 	m := e.ownedMesh("twins")
-	mesh, err := e.q.InviteMeshByID(context.Background(), m.ID)
+	mesh, err := e.q.LiveMesh(context.Background(), m.ID)
 	if err != nil {
 		t.Fatal(err)
 	}

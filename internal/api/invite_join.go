@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +19,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/invite"
+	"github.com/meshbroker/meshbroker/internal/pglock"
 	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
@@ -114,7 +113,7 @@ func inviteJoin(a *API, c *Call) error {
 	if err := req.Payload.Verify(); err != nil {
 		return Fail(http.StatusBadRequest, joinBadSignature)
 	}
-	mesh, err := a.q.InviteMeshByID(ctx, req.Payload.MeshID)
+	mesh, err := a.q.LiveMesh(ctx, req.Payload.MeshID)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail(http.StatusBadRequest, joinMeshNotFound)
 	}
@@ -204,9 +203,8 @@ func (a *API) admitInvited(ctx context.Context, inv db.Invite, pubkey, name stri
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		// Serialised per mesh, so concurrent joins cannot all pass the count.
-		sum := sha256.Sum256([]byte("mesh-members:" + inv.MeshID))
-		if err := q.XactLock(ctx, int64(binary.BigEndian.Uint64(sum[:8])&0x7fffffffffffffff)); err != nil {
-			return fmt.Errorf("lock mesh members: %w", err)
+		if err := pglock.Xact(ctx, q, "mesh-members:"+inv.MeshID); err != nil {
+			return err
 		}
 		live, err := q.CountLiveMembers(ctx, db.CountLiveMembersParams{MeshID: inv.MeshID, Cap: maxMeshMembers})
 		if err != nil {

@@ -2,47 +2,36 @@ package api
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/invitestore"
 )
 
-// ownedMesh authenticates the caller (bearer only) and loads the path's live mesh, which it
-// must own: 404 Mesh not found, 403 Only the owner can manage invites.
-func (a *API) ownedMesh(c *Call) (db.Mesh, string, error) {
-	who, err := a.Authenticate(c, "")
+// ownedMesh authenticates the caller (legacyUserID as Authenticate takes it) and loads the
+// path's live mesh, which the caller must own: 404 Mesh not found, 403 forbidden.
+func (a *API) ownedMesh(c *Call, legacyUserID, forbidden string) (db.Mesh, db.CallerMemberRow, Principal, error) {
+	who, err := a.Authenticate(c, legacyUserID)
 	if err != nil {
-		return db.Mesh{}, "", err
+		return db.Mesh{}, db.CallerMemberRow{}, Principal{}, err
 	}
-	slug := c.R.PathValue("slug")
-	if !storable(slug) {
-		return db.Mesh{}, "", Fail(http.StatusNotFound, "Mesh not found")
-	}
-	mesh, err := a.q.InviteMeshBySlug(c.R.Context(), slug)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return db.Mesh{}, "", Fail(http.StatusNotFound, "Mesh not found")
-	}
+	mesh, caller, err := a.meshForCaller(c.R.Context(), c.R.PathValue("slug"), who.UserID)
 	if err != nil {
-		return db.Mesh{}, "", fmt.Errorf("load mesh: %w", err)
+		return db.Mesh{}, db.CallerMemberRow{}, Principal{}, err
 	}
-	if mesh.OwnerUserID == nil || *mesh.OwnerUserID != who.UserID {
-		return db.Mesh{}, "", Fail(http.StatusForbidden, "Only the owner can manage invites")
+	if !caller.IsOwner {
+		return db.Mesh{}, db.CallerMemberRow{}, Principal{}, Fail(http.StatusForbidden, forbidden)
 	}
-	caller, err := a.q.CallerMember(c.R.Context(), db.CallerMemberParams{MeshID: mesh.ID, UserID: who.UserID})
-	if err != nil {
-		return db.Mesh{}, "", fmt.Errorf("look up caller: %w", err)
-	}
-	return mesh, caller.MemberID, nil
+	return mesh, caller, who, nil
 }
+
+// manageInvites is the refusal of a non-owner on the invite listing and revocation.
+const manageInvites = "Only the owner can manage invites"
 
 // inviteList is GET /cli/mesh/{slug}/invites: the owner's view of its mesh's invites
 // (never their tokens).
 func inviteList(a *API, c *Call) error {
-	mesh, _, err := a.ownedMesh(c)
+	mesh, _, _, err := a.ownedMesh(c, "", manageInvites)
 	if err != nil {
 		return err
 	}
@@ -56,7 +45,7 @@ func inviteList(a *API, c *Call) error {
 // inviteRevoke is DELETE /cli/mesh/{slug}/invite/{invite}: the owner revokes an invite by id
 // or code — a leaked link stops admitting anyone at once.
 func inviteRevoke(a *API, c *Call) error {
-	mesh, actor, err := a.ownedMesh(c)
+	mesh, caller, _, err := a.ownedMesh(c, "", manageInvites)
 	if err != nil {
 		return err
 	}
@@ -64,7 +53,7 @@ func inviteRevoke(a *API, c *Call) error {
 	if !storable(ref) || len(ref) > 64 {
 		return Fail(http.StatusNotFound, "Invite not found")
 	}
-	id, err := invitestore.Revoke(c.R.Context(), a.pool, mesh.ID, ref, actor)
+	id, err := invitestore.Revoke(c.R.Context(), a.pool, mesh.ID, ref, caller.MemberID)
 	if errors.Is(err, invitestore.ErrNoInvite) {
 		return Fail(http.StatusNotFound, "Invite not found")
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meshbroker/meshbroker/internal/api"
+	"github.com/meshbroker/meshbroker/internal/auth"
 	"github.com/meshbroker/meshbroker/internal/clitoken"
 )
 
@@ -85,7 +85,7 @@ func TestDeviceCodeLogin(t *testing.T) {
 	var hash string
 	if err := e.d.Pool.QueryRow(context.Background(),
 		`SELECT d.session_token, c.token_hash FROM device_codes d JOIN cli_sessions c ON c.device_code_id = d.id WHERE d.device_code = $1`, dc).
-		Scan(&stored, &hash); err != nil || stored != nil || hash != api.HashToken(token) {
+		Scan(&stored, &hash); err != nil || stored != nil || hash != clitoken.Hash(token) {
 		t.Fatalf("row after collection: token %v, hash %s (%v)", stored, hash, err)
 	}
 
@@ -423,7 +423,7 @@ func legacyHits(t *testing.T, base string) float64 {
 // clitoken stores bearers in the form api.Authenticate looks them up.
 func TestTokenHashIsTheAPIs(t *testing.T) {
 	for _, tok := range []string{"", "x", clitoken.New()} {
-		if clitoken.Hash(tok) != api.HashToken(tok) {
+		if clitoken.Hash(tok) != auth.HashToken(tok) {
 			t.Fatalf("hash of %q differs", tok)
 		}
 	}

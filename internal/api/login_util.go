@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -64,17 +63,6 @@ func (a *API) loginTx(ctx context.Context, fn func(q *db.Queries) error) error {
 		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
-}
-
-// loginTime renders a timestamp as the API does everywhere: ISO-8601 UTC with milliseconds.
-func loginTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
-
-func loginTimePtr(t *time.Time) *string {
-	if t == nil {
-		return nil
-	}
-	s := loginTime(*t)
-	return &s
 }
 
 func loginNoRows(err error) bool { return errors.Is(err, pgx.ErrNoRows) }

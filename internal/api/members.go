@@ -291,7 +291,7 @@ func (a *API) patchSettings(c *Call) error {
 	patch := map[string]bool{}
 	for k, v := range b.SelfEditable {
 		if !slices.Contains(selfEditableFields, k) {
-			return Fail(http.StatusBadRequest, "unknown selfEditable field: "+truncate(k, 64))
+			return Fail(http.StatusBadRequest, "unknown selfEditable field: "+protocol.TruncateUTF8(k, 64))
 		}
 		if v != nil {
 			patch[k] = *v

@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +16,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/pglock"
 	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
@@ -93,8 +92,8 @@ func (a *API) createMesh(c *Call) error {
 	err = pgx.BeginFunc(c.R.Context(), a.pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		// Serialised per user, so concurrent creates cannot all pass the count.
-		if err := q.XactLock(c.R.Context(), userLockKey(p.UserID)); err != nil {
-			return fmt.Errorf("lock user: %w", err)
+		if err := pglock.Xact(c.R.Context(), q, "user-meshes:"+p.UserID); err != nil {
+			return err
 		}
 		owned, err := q.CountOwnedMeshes(c.R.Context(), p.UserID)
 		if err != nil {
@@ -255,12 +254,6 @@ func (a *API) setGrants(c *Call) error {
 	var grants map[string]any
 	_ = json.Unmarshal(merged, &grants)
 	return c.OK(map[string]any{"ok": true, "grants": grants})
-}
-
-// userLockKey is the transaction lock that serialises one user's mesh creations.
-func userLockKey(userID string) int64 {
-	sum := sha256.Sum256([]byte("user-meshes:" + userID))
-	return int64(binary.BigEndian.Uint64(sum[:8]) & 0x7fffffffffffffff)
 }
 
 // capSet validates a grant entry and returns it as a set (sorted, no duplicates).

@@ -11,6 +11,7 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/protocol"
 )
 
 // Mesh permissions (the original's mesh.permission): an explicit row per member overrides
@@ -105,7 +106,7 @@ func (a *API) setPermissions(c *Call) error {
 	}
 	for k := range b.Permissions {
 		if !slices.Contains(permissionKeys, k) {
-			return Fail(http.StatusBadRequest, "unknown permission: "+truncate(k, 64))
+			return Fail(http.StatusBadRequest, "unknown permission: "+protocol.TruncateUTF8(k, 64))
 		}
 	}
 	mesh, _, err := a.meshForCaller(c.R.Context(), c.R.PathValue("slug"), p.UserID)
@@ -167,12 +168,4 @@ func (a *API) setPermissions(c *Call) error {
 		return err
 	}
 	return c.OK(map[string]any{"ok": true})
-}
-
-// truncate shortens s to at most n bytes for an error message.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

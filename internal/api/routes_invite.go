@@ -1,7 +1,5 @@
 package api
 
-import "time"
-
 // inviteRoutes are the invite routes: joining with a v1 token, claiming a v2 code, and the
 // owner making an invite. docs/http-api.md "Invites and joining" documents each.
 func inviteRoutes() []Route {
@@ -18,6 +16,3 @@ func inviteRoutes() []Route {
 			Handler: inviteRevoke, Doc: "the mesh owner revokes an invite by id or code"},
 	}
 }
-
-// inviteTime renders a time as the broker does: ISO-8601 UTC with milliseconds.
-func inviteTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/clitoken"
 )
 
@@ -71,7 +72,7 @@ func (a *API) listSessions(c *Call) error {
 	out := make([]sessionJSON, 0, len(rows))
 	for _, r := range rows {
 		out = append(out, sessionJSON{ID: r.ID, Hostname: r.Hostname, Platform: r.Platform, Arch: r.Arch, Label: r.Label,
-			LastSeenAt: loginTime(r.LastSeenAt), CreatedAt: loginTime(r.CreatedAt)})
+			LastSeenAt: audit.FormatTime(r.LastSeenAt), CreatedAt: audit.FormatTime(r.CreatedAt)})
 	}
 	return c.OK(map[string]any{"sessions": out})
 }

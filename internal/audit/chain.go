@@ -3,8 +3,6 @@ package audit
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/pglock"
 )
 
 // Event is one audit entry to append. Payload must be metadata only.
@@ -37,10 +36,7 @@ type Event struct {
 // LockKey is the advisory lock guarding one mesh's chain: the first 8 bytes of
 // SHA-256("audit:" + meshID), big-endian, as a positive int64 — the original's key, so a
 // mixed fleet of old and new brokers still serialises on the same lock.
-func LockKey(meshID string) int64 {
-	sum := sha256.Sum256([]byte("audit:" + meshID))
-	return int64(binary.BigEndian.Uint64(sum[:8]) & 0x7fffffffffffffff)
-}
+func LockKey(meshID string) int64 { return pglock.Key("audit:" + meshID) }
 
 func prepare(events []Event, now time.Time) error {
 	for i := range events {
@@ -92,7 +88,7 @@ func Append(ctx context.Context, q *db.Queries, events []Event, now time.Time) e
 // link locks one mesh's chain, reads its tail and adds the hashed rows to p.
 func link(ctx context.Context, q *db.Queries, events []Event, p *db.InsertAuditRowsParams) error {
 	meshID := events[0].MeshID
-	if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
+	if err := q.XactLock(ctx, LockKey(meshID)); err != nil {
 		return fmt.Errorf("audit lock: %w", err)
 	}
 	prev, err := q.AuditTail(ctx, meshID)
@@ -184,7 +180,7 @@ func chainRound(ctx context.Context, pool *pgxpool.Pool, meshID string) (n int, 
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		q := db.New(tx)
 		// The lock first: taking rows and appending them is one step of the chain.
-		if err := q.AuditLockMesh(ctx, LockKey(meshID)); err != nil {
+		if err := q.XactLock(ctx, LockKey(meshID)); err != nil {
 			return fmt.Errorf("audit lock: %w", err)
 		}
 		horizon, err := q.AuditHorizon(ctx)

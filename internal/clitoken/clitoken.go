@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/ids"
+	"github.com/meshbroker/meshbroker/internal/pglock"
 )
 
 // Prefix marks a meshbroker bearer (secret scanners can recognise it).
@@ -30,8 +30,8 @@ func New() string {
 	return Prefix + base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// Hash is the stored form of a bearer: SHA-256, lowercase hex (the same as api.HashToken,
-// which a test checks).
+// Hash is the stored form of a bearer: SHA-256, lowercase hex — the same as auth.HashToken's
+// for hook tokens (a test checks; clitoken cannot import auth, whose tests import it).
 func Hash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
@@ -66,9 +66,8 @@ var ErrTooMany = errors.New("too many unrevoked tokens for this user")
 // so the token exists only if the transaction commits; in a transaction, concurrent mints
 // for one user are serialised, so they cannot all pass the count.
 func Mint(ctx context.Context, q *db.Queries, p Params) (Minted, error) {
-	sum := sha256.Sum256([]byte("user-tokens:" + p.UserID))
-	if err := q.XactLock(ctx, int64(binary.BigEndian.Uint64(sum[:8])&0x7fffffffffffffff)); err != nil {
-		return Minted{}, fmt.Errorf("lock user tokens: %w", err)
+	if err := pglock.Xact(ctx, q, "user-tokens:"+p.UserID); err != nil {
+		return Minted{}, err
 	}
 	live, err := q.CountLiveCliSessions(ctx, p.UserID)
 	if err != nil {

@@ -8,8 +8,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +21,7 @@ import (
 	"github.com/meshbroker/meshbroker/internal/audit"
 	"github.com/meshbroker/meshbroker/internal/ids"
 	"github.com/meshbroker/meshbroker/internal/invite"
+	"github.com/meshbroker/meshbroker/internal/pglock"
 )
 
 // Defaults of an invite, as the original made them.
@@ -94,9 +93,8 @@ func Create(ctx context.Context, pool *pgxpool.Pool, p Params) (Created, error) 
 		q := db.New(tx)
 		if p.PerDay > 0 {
 			// Serialised per mesh, so concurrent creations cannot all pass the count.
-			sum := sha256.Sum256([]byte("mesh-invites:" + p.Mesh.ID))
-			if err := q.XactLock(ctx, int64(binary.BigEndian.Uint64(sum[:8])&0x7fffffffffffffff)); err != nil {
-				return fmt.Errorf("lock mesh invites: %w", err)
+			if err := pglock.Xact(ctx, q, "mesh-invites:"+p.Mesh.ID); err != nil {
+				return err
 			}
 			n, err := q.CountRecentInvites(ctx, p.Mesh.ID)
 			if err != nil {
@@ -140,7 +138,7 @@ func Create(ctx context.Context, pool *pgxpool.Pool, p Params) (Created, error) 
 		}
 		err = audit.Append(ctx, q, []audit.Event{{MeshID: mesh.ID, Type: "invite_created",
 			Payload: map[string]any{"inviteId": row.ID, "role": row.Role, "maxUses": row.MaxUses,
-				"expiresAt": row.ExpiresAt.UTC().Format("2006-01-02T15:04:05.000Z")}}}, now)
+				"expiresAt": audit.FormatTime(row.ExpiresAt)}}}, now)
 		if err != nil {
 			return err
 		}

@@ -23,7 +23,7 @@ func TestCodeCollisionsAreRedrawn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mesh, err := q.InviteMeshByID(ctx, m.MeshID)
+	mesh, err := q.LiveMesh(ctx, m.MeshID)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,6 +69,16 @@ func (r *ackRetrier) due(now time.Time) []pendingAck {
 	return out
 }
 
+// again puts back an ack whose retry failed, to be tried after twice the last wait.
+func (r *ackRetrier) again(a pendingAck) {
+	a.wait = min(a.wait*2, ackRetryMax)
+	a.next = time.Now().Add(a.wait)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pending = append(r.pending, a)
+	r.ids += len(a.ids)
+}
+
 // ackRetryLoop retries failed client_acks until ctx ends.
 func (h *Hub) ackRetryLoop(ctx context.Context) {
 	t := time.NewTicker(ackRetryFirst)
@@ -90,12 +100,7 @@ func (h *Hub) ackRetryLoop(ctx context.Context) {
 			case time.Since(a.since) > ackRetryFor || ctx.Err() != nil:
 				h.log.Warn("client_ack dropped after retries (its messages come again)", "presence", pid, "messages", len(a.ids), "err", err)
 			default:
-				a.wait = min(a.wait*2, ackRetryMax)
-				a.next = time.Now().Add(a.wait)
-				h.acks.mu.Lock()
-				h.acks.pending = append(h.acks.pending, a)
-				h.acks.ids += len(a.ids)
-				h.acks.mu.Unlock()
+				h.acks.again(a)
 			}
 		}
 	}

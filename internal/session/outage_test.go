@@ -10,6 +10,7 @@ import (
 	"github.com/meshbroker/meshbroker/db"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/devdb"
 	"github.com/meshbroker/meshbroker/internal/migrate"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
@@ -19,32 +20,8 @@ import (
 // and what was stored before the outage is delivered.
 func TestDatabaseOutageUnderPeers(t *testing.T) {
 	t.Parallel()
-	cluster := testdb.NewDurableCluster(t)
-	ctx := within(t, 60*time.Second)
-	m, err := migrate.Open(cluster.URL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
-	pool, err := pgxpool.New(ctx, cluster.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := brokertest.Mesh(t, db.New(pool), "alice", "bob")
-	pool.Close()
-	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": cluster.URL()})
-	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, inst, ids, alice, bob, ctx := outagePeers(t)
 	defer alice.Close()
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Capabilities: []string{"client_ack"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer bob.Close()
 	// Stored before the outage, not yet acknowledged by bob: must survive it.
 	before, err := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "YmVmb3Jl"})
@@ -122,32 +99,8 @@ func TestDatabaseOutageUnderPeers(t *testing.T) {
 // rather than left to the 30 s lease (which would deliver the message again).
 func TestClientAckDuringAnOutageIsRetried(t *testing.T) {
 	t.Parallel()
-	cluster := testdb.NewDurableCluster(t)
-	ctx := within(t, 60*time.Second)
-	m, err := migrate.Open(cluster.URL(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
-	pool, err := pgxpool.New(ctx, cluster.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids := brokertest.Mesh(t, db.New(pool), "alice", "bob")
-	pool.Close()
-	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": cluster.URL()})
-	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cluster, _, ids, alice, bob, ctx := outagePeers(t)
 	defer alice.Close()
-	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Capabilities: []string{"client_ack"}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer bob.Close()
 	sent, err := alice.Send(ctx, client.Message{Target: ids["bob"].Pubkey, Priority: "now", Nonce: "n", Ciphertext: "YWNr"})
 	if err != nil || sent["queued"] != true {
@@ -186,4 +139,37 @@ func TestClientAckDuringAnOutageIsRetried(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("ack written %v after the restart", time.Since(restarted).Round(100*time.Millisecond))
+}
+
+// outagePeers starts a broker on a cluster of its own (one a test may kill and restart),
+// with alice connected and bob connected as a client_ack client.
+func outagePeers(t *testing.T) (*devdb.Cluster, *brokertest.Instance, map[string]client.Identity, *client.Client, *client.Client, context.Context) {
+	t.Helper()
+	cluster := testdb.NewDurableCluster(t)
+	ctx := within(t, 60*time.Second)
+	m, err := migrate.Open(cluster.URL(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+	pool, err := pgxpool.New(ctx, cluster.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := brokertest.Mesh(t, db.New(pool), "alice", "bob")
+	pool.Close()
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": cluster.URL()})
+	alice, err := client.Dial(ctx, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob, err := client.Dial(ctx, inst.WS, ids["bob"], client.Options{SessionID: "b", Capabilities: []string{"client_ack"}})
+	if err != nil {
+		_ = alice.Close()
+		t.Fatal(err)
+	}
+	return cluster, inst, ids, alice, bob, ctx
 }
