@@ -184,7 +184,7 @@ func (q *Queries) MarkDeliveredByMessage(ctx context.Context, arg MarkDeliveredB
 }
 
 const messageDeliveryState = `-- name: MessageDeliveryState :one
-SELECT m.id, m.mesh_id, m.target_spec, m.target_kind,
+SELECT m.id, m.mesh_id, m.target_spec, m.target_kind, m.mesh_seq, m.sender_member_id, m.sender_member_pubkey, m.sender_session_pubkey,
        count(d.id) AS recipients, count(d.delivered_at) AS delivered, max(d.delivered_at) AS last_delivered_at
 FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
 WHERE m.id = $1
@@ -192,13 +192,17 @@ GROUP BY m.id
 `
 
 type MessageDeliveryStateRow struct {
-	ID              string
-	MeshID          string
-	TargetSpec      string
-	TargetKind      string
-	Recipients      int64
-	Delivered       int64
-	LastDeliveredAt interface{}
+	ID                  string
+	MeshID              string
+	TargetSpec          string
+	TargetKind          string
+	MeshSeq             *int64
+	SenderMemberID      string
+	SenderMemberPubkey  string
+	SenderSessionPubkey *string
+	Recipients          int64
+	Delivered           int64
+	LastDeliveredAt     interface{}
 }
 
 func (q *Queries) MessageDeliveryState(ctx context.Context, id string) (MessageDeliveryStateRow, error) {
@@ -209,6 +213,10 @@ func (q *Queries) MessageDeliveryState(ctx context.Context, id string) (MessageD
 		&i.MeshID,
 		&i.TargetSpec,
 		&i.TargetKind,
+		&i.MeshSeq,
+		&i.SenderMemberID,
+		&i.SenderMemberPubkey,
+		&i.SenderSessionPubkey,
 		&i.Recipients,
 		&i.Delivered,
 		&i.LastDeliveredAt,

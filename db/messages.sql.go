@@ -51,20 +51,30 @@ func (q *Queries) ExistingClientMessages(ctx context.Context, arg ExistingClient
 
 const purgeExpiredMessages = `-- name: PurgeExpiredMessages :execrows
 
-DELETE FROM messages WHERE id IN (
-    SELECT m.id FROM messages m
-    WHERE m.expires_at < now()
-      AND (m.audit_xid IS NULL OR EXISTS (
-          SELECT 1 FROM audit_cursors c
-          WHERE c.mesh_id = m.mesh_id AND (c.message_xid, c.message_id) >= (m.audit_xid, m.id)))
-    ORDER BY m.expires_at LIMIT 5000
+WITH gone AS (
+    DELETE FROM messages WHERE id IN (
+        SELECT m.id FROM messages m
+        WHERE m.expires_at < now()
+          AND (m.audit_xid IS NULL OR EXISTS (
+              SELECT 1 FROM audit_cursors c
+              WHERE c.mesh_id = m.mesh_id AND (c.message_xid, c.message_id) >= (m.audit_xid, m.id)))
+        ORDER BY m.expires_at LIMIT 5000
+    )
+    RETURNING mesh_id, mesh_seq
+), logs AS (
+    UPDATE mesh_logs l SET purged_through = x.last
+    FROM (SELECT mesh_id, max(mesh_seq) AS last FROM gone WHERE mesh_seq IS NOT NULL GROUP BY mesh_id) x
+    WHERE l.mesh_id = x.mesh_id AND l.purged_through < x.last
 )
+SELECT count(*) FROM gone
 `
 
 // Messages and their recipients.
 // Messages past their TTL go, with their deliveries (ON DELETE CASCADE), a batch at a time —
 // except those whose message_sent event the chainer has not appended yet (behind their
 // mesh's audit cursor, or with no cursor at all): the audit chain never loses an event.
+// Purged log entries raise their mesh log's purged_through, so a cursor left below it (a
+// presence in its grace window longer than QUEUE_TTL) is known to have missed them.
 func (q *Queries) PurgeExpiredMessages(ctx context.Context) (int64, error) {
 	result, err := q.db.Exec(ctx, purgeExpiredMessages)
 	if err != nil {
@@ -142,22 +152,41 @@ func (q *Queries) ResolveDirectTargets(ctx context.Context, arg ResolveDirectTar
 }
 
 const storeBatch = `-- name: StoreBatch :many
-WITH msg AS (
+WITH inp AS (
+    SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS mesh_id, unnest($3::bool[]) AS logged,
+           generate_subscripts($1::text[], 1) AS ord
+), heads AS (
+    INSERT INTO mesh_logs AS l (mesh_id, epoch, head)
+    SELECT mesh_id, gen_random_uuid()::text, count(*) FROM inp WHERE logged GROUP BY mesh_id
+    ON CONFLICT (mesh_id) DO UPDATE SET head = l.head + excluded.head
+    RETURNING l.mesh_id, l.head
+), seqs AS (
+    SELECT inp.id, heads.head - count(*) OVER w + row_number() OVER (w ORDER BY inp.ord) AS seq
+    FROM inp JOIN heads ON heads.mesh_id = inp.mesh_id
+    WHERE inp.logged
+    WINDOW w AS (PARTITION BY inp.mesh_id)
+), msg AS (
     INSERT INTO messages (id, mesh_id, sender_member_id, sender_presence_id, sender_session_pubkey,
         sender_member_pubkey, sender_name, target_spec, target_kind, priority, nonce, ciphertext,
-        client_message_id, expires_at, audit_xid)
-    SELECT unnest($1::text[]), unnest($2::text[]), unnest($3::text[]),
-           unnest($4::text[]), NULLIF(unnest($5::text[]), ''),
-           unnest($6::text[]), NULLIF(unnest($7::text[]), ''),
-           unnest($8::text[]), unnest($9::text[]), unnest($10::text[]),
-           unnest($11::text[]), unnest($12::text[]), NULLIF(unnest($13::text[]), ''),
-           unnest($14::timestamptz[]),
-           CASE WHEN $15::boolean THEN pg_current_xact_id() END
+        client_message_id, expires_at, audit_xid, mesh_seq)
+    SELECT x.id, x.mesh_id, x.sender_member_id, x.sender_presence_id, x.sender_session_pubkey, x.sender_member_pubkey,
+           x.sender_name, x.target_spec, x.target_kind, x.priority, x.nonce, x.ciphertext, x.client_message_id,
+           x.expires_at, x.audit_xid, seqs.seq
+    FROM (
+        SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS mesh_id, unnest($4::text[]) AS sender_member_id,
+               unnest($5::text[]) AS sender_presence_id,
+               NULLIF(unnest($6::text[]), '') AS sender_session_pubkey,
+               unnest($7::text[]) AS sender_member_pubkey, NULLIF(unnest($8::text[]), '') AS sender_name,
+               unnest($9::text[]) AS target_spec, unnest($10::text[]) AS target_kind,
+               unnest($11::text[]) AS priority, unnest($12::text[]) AS nonce, unnest($13::text[]) AS ciphertext,
+               NULLIF(unnest($14::text[]), '') AS client_message_id, unnest($15::timestamptz[]) AS expires_at,
+               CASE WHEN $16::boolean THEN pg_current_xact_id() END AS audit_xid
+    ) x LEFT JOIN seqs ON seqs.id = x.id
     RETURNING id
 ), dlv AS (
     INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at)
-    SELECT unnest($16::text[]), unnest($17::text[]), unnest($18::text[]),
-           NULLIF(unnest($19::text[]), ''), unnest($20::text[]), unnest($21::timestamptz[])
+    SELECT unnest($17::text[]), unnest($18::text[]), unnest($19::text[]),
+           NULLIF(unnest($20::text[]), ''), unnest($21::text[]), unnest($22::timestamptz[])
     RETURNING 1
 )
 SELECT msg.id FROM msg
@@ -167,6 +196,7 @@ WHERE (SELECT count(*) FROM dlv) >= 0
 type StoreBatchParams struct {
 	Ids                  []string
 	MeshIds              []string
+	Logged               []bool
 	SenderMemberIds      []string
 	SenderPresenceIds    []string
 	SenderSessionPubkeys []string
@@ -188,21 +218,23 @@ type StoreBatchParams struct {
 	DExpiresAts          []time.Time
 }
 
-// One statement stores a batch of sends: messages and their deliveries — one round trip.
-// Foreign keys are checked at the end of the statement, so deliveries may reference messages
-// inserted by a sibling clause. Each message records the storing transaction's id
-// (audit_xid): the audit chainer appends its message_sent event from this row (see migration
-// 7), so a send writes no audit row of its own. A clientMessageId that is already stored
-// makes the statement fail as a whole (unique violation: nothing of the batch is stored); the
-// caller then stores the sends one by one, acking the duplicate with the stored id. (ON
-// CONFLICT DO NOTHING would skip the duplicate and commit the rest when it has no delivery
-// rows to fail on: a multicast with nobody in scope — and the retry would then store the
-// rest twice.) @audited false stores no audit_xid: the message is never chained (meshload's
-// -no-audit measurement only).
+// One statement stores a batch of sends: messages and the deliveries of direct ones — one
+// round trip. Foreign keys are checked at the end of the statement, so deliveries may
+// reference messages inserted by a sibling clause. A broadcast or group message (@log true)
+// gets no deliveries: it is the next position of its mesh's log (mesh_seq), given out by
+// advancing the log's head, whose row lock is held to commit — so positions are committed
+// in order — and positions follow the batch's order within each mesh. Each message records
+// the storing transaction's id (audit_xid): the audit chainer appends its message_sent event
+// from this row (see migration 7), so a send writes no audit row of its own. A
+// clientMessageId that is already stored makes the statement fail as a whole (unique
+// violation: nothing of the batch is stored, no position given out); the caller then stores
+// the sends one by one, acking the duplicate with the stored id. @audited false stores no
+// audit_xid: the message is never chained (meshload's -no-audit measurement only).
 func (q *Queries) StoreBatch(ctx context.Context, arg StoreBatchParams) ([]string, error) {
 	rows, err := q.db.Query(ctx, storeBatch,
 		arg.Ids,
 		arg.MeshIds,
+		arg.Logged,
 		arg.SenderMemberIds,
 		arg.SenderPresenceIds,
 		arg.SenderSessionPubkeys,

@@ -182,6 +182,13 @@ type Mesh struct {
 	ArchivedAt     *time.Time
 }
 
+type MeshLog struct {
+	MeshID        string
+	Epoch         string
+	Head          int64
+	PurgedThrough int64
+}
+
 type Message struct {
 	ID                  string
 	MeshID              string
@@ -199,6 +206,7 @@ type Message struct {
 	ExpiresAt           time.Time
 	AuditXid            pgtype.Uint64
 	SenderName          *string
+	MeshSeq             *int64
 }
 
 type PeerState struct {
@@ -277,6 +285,10 @@ type Presence struct {
 	EndedAt         *time.Time
 	EndReason       *string
 	SessionProven   bool
+	LogEpoch        *string
+	LogStart        int64
+	LogAcked        int64
+	LogAckedAt      *time.Time
 }
 
 type RateBucket struct {

@@ -278,14 +278,16 @@ WITH room AS (
     INSERT INTO presences (
         id, mesh_id, member_id, identity_key, session_id, session_pubkey, session_proven, display_name, pid, cwd,
         hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
-        visible, profile, status, status_source)
+        visible, profile, status, status_source, log_epoch, log_start, log_acked)
     SELECT
         $10::text, $4::text, $3::text, $5::text, $7::text, $11::text,
         $12::bool, $13::text,
         $8::int, $9::text, $14::text, $15::text, $16::text, $17::text,
         $18::text[], $19::int, $20::text, $21::jsonb, $22::bool, $23::jsonb,
         coalesce((SELECT status FROM pending), 'idle'),
-        CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END
+        CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END,
+        lg.epoch, coalesce(lg.head, 0), coalesce(lg.head, 0)
+    FROM (SELECT 1) one LEFT JOIN mesh_logs lg ON lg.mesh_id = $4::text
     WHERE (SELECT ok FROM allowed)
     RETURNING id, connection_epoch, connected_at, status
 ), audited AS (
@@ -545,52 +547,6 @@ type MergePresenceProfileParams struct {
 func (q *Queries) MergePresenceProfile(ctx context.Context, arg MergePresenceProfileParams) error {
 	_, err := q.db.Exec(ctx, mergePresenceProfile, arg.Patch, arg.ID)
 	return err
-}
-
-const multicastRecipients = `-- name: MulticastRecipients :many
-SELECT p.id, p.member_id, p.groups, m.peer_grants
-FROM presences p JOIN members m ON m.id = p.member_id
-WHERE p.mesh_id = $1 AND p.ended_at IS NULL AND p.visible AND p.member_id <> $2
-  AND m.revoked_at IS NULL
-`
-
-type MulticastRecipientsParams struct {
-	MeshID         string
-	SenderMemberID string
-}
-
-type MulticastRecipientsRow struct {
-	ID         string
-	MemberID   string
-	Groups     []byte
-	PeerGrants []byte
-}
-
-// Live presences of a mesh that a broadcast or group message reaches (grace-window
-// presences included), with their member's grants; the sender's own member is excluded.
-func (q *Queries) MulticastRecipients(ctx context.Context, arg MulticastRecipientsParams) ([]MulticastRecipientsRow, error) {
-	rows, err := q.db.Query(ctx, multicastRecipients, arg.MeshID, arg.SenderMemberID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	items := []MulticastRecipientsRow{}
-	for rows.Next() {
-		var i MulticastRecipientsRow
-		if err := rows.Scan(
-			&i.ID,
-			&i.MemberID,
-			&i.Groups,
-			&i.PeerGrants,
-		); err != nil {
-			return nil, err
-		}
-		items = append(items, i)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return items, nil
 }
 
 const purgeEndedPresences = `-- name: PurgeEndedPresences :execrows

@@ -96,7 +96,7 @@ WHERE d.recipient_presence_id = @presence_id AND d.delivered_at IS NULL
   AND m.id = d.message_id AND m.target_kind = 'session';
 
 -- name: MessageDeliveryState :one
-SELECT m.id, m.mesh_id, m.target_spec, m.target_kind,
+SELECT m.id, m.mesh_id, m.target_spec, m.target_kind, m.mesh_seq, m.sender_member_id, m.sender_member_pubkey, m.sender_session_pubkey,
        count(d.id) AS recipients, count(d.delivered_at) AS delivered, max(d.delivered_at) AS last_delivered_at
 FROM messages m LEFT JOIN deliveries d ON d.message_id = m.id
 WHERE m.id = @id

@@ -69,14 +69,16 @@ WITH room AS (
     INSERT INTO presences (
         id, mesh_id, member_id, identity_key, session_id, session_pubkey, session_proven, display_name, pid, cwd,
         hostname, peer_type, channel, model, capabilities, protocol_version, instance_id, groups,
-        visible, profile, status, status_source)
+        visible, profile, status, status_source, log_epoch, log_start, log_acked)
     SELECT
         @id::text, @mesh_id::text, @member_id::text, @identity_key::text, @session_id::text, sqlc.narg(session_pubkey)::text,
         @proven::bool, sqlc.narg(display_name)::text,
         @pid::int, @cwd::text, sqlc.narg(hostname)::text, sqlc.narg(peer_type)::text, sqlc.narg(channel)::text, sqlc.narg(model)::text,
         @capabilities::text[], sqlc.narg(protocol_version)::int, sqlc.narg(instance_id)::text, @groups::jsonb, @visible::bool, @profile::jsonb,
         coalesce((SELECT status FROM pending), 'idle'),
-        CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END
+        CASE WHEN EXISTS (SELECT 1 FROM pending) THEN 'hook' ELSE 'jsonl' END,
+        lg.epoch, coalesce(lg.head, 0), coalesce(lg.head, 0)
+    FROM (SELECT 1) one LEFT JOIN mesh_logs lg ON lg.mesh_id = @mesh_id::text
     WHERE (SELECT ok FROM allowed)
     RETURNING id, connection_epoch, connected_at, status
 ), audited AS (
@@ -137,14 +139,6 @@ UPDATE presences SET groups = @groups WHERE id = @id AND ended_at IS NULL;
 
 -- name: GetPresenceGroups :one
 SELECT groups FROM presences WHERE id = @id;
-
--- name: MulticastRecipients :many
--- Live presences of a mesh that a broadcast or group message reaches (grace-window
--- presences included), with their member's grants; the sender's own member is excluded.
-SELECT p.id, p.member_id, p.groups, m.peer_grants
-FROM presences p JOIN members m ON m.id = p.member_id
-WHERE p.mesh_id = @mesh_id AND p.ended_at IS NULL AND p.visible AND p.member_id <> @sender_member_id
-  AND m.revoked_at IS NULL;
 
 -- name: ExpiredGracePresences :many
 -- Presences whose socket has been gone longer than the grace window, and those of revoked

@@ -254,7 +254,7 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 	sp := db.StoreBatchParams{}
 	firstByKey := map[clientKey]*pending{}
 	sameAs := map[*pending]*pending{}
-	var wakeP, wakeM []string
+	var wakeP, wakeM, wakeL []string
 	for _, p := range todo {
 		rcs, ok := recips[p]
 		if !ok {
@@ -276,8 +276,10 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 				storedKind = "session"
 			}
 		}
+		logged := p.kind == "broadcast" || p.kind == "group"
 		sp.Ids = append(sp.Ids, p.out.MessageID)
 		sp.MeshIds = append(sp.MeshIds, p.s.MeshID)
+		sp.Logged = append(sp.Logged, logged)
 		sp.SenderMemberIds = append(sp.SenderMemberIds, p.s.MemberID)
 		sp.SenderPresenceIds = append(sp.SenderPresenceIds, p.s.PresenceID)
 		sp.SenderSessionPubkeys = append(sp.SenderSessionPubkeys, p.s.SessionPubkey)
@@ -290,16 +292,17 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 		sp.Ciphertexts = append(sp.Ciphertexts, p.req.Ciphertext)
 		sp.ClientMessageIds = append(sp.ClientMessageIds, p.req.ClientMessageID)
 		sp.ExpiresAts = append(sp.ExpiresAts, expires)
-		prio := p.req.Priority
-		if p.kind == "broadcast" || p.kind == "group" {
-			prio = "now" // multicast is never held by priority gating
+		if logged {
+			// One log entry; its recipients are decided when each of them reads the log.
+			wakeL = append(wakeL, p.s.MeshID)
+			continue
 		}
 		for _, rc := range rcs {
 			sp.DMessageIds = append(sp.DMessageIds, p.out.MessageID)
 			sp.DMeshIds = append(sp.DMeshIds, p.s.MeshID)
 			sp.DMemberIds = append(sp.DMemberIds, rc.memberID)
 			sp.DPresenceIds = append(sp.DPresenceIds, rc.presenceID)
-			sp.DPriorities = append(sp.DPriorities, prio)
+			sp.DPriorities = append(sp.DPriorities, p.req.Priority)
 			sp.DExpiresAts = append(sp.DExpiresAts, expires)
 			if rc.presenceID != "" {
 				wakeP = append(wakeP, rc.presenceID)
@@ -332,7 +335,7 @@ func (r *Router) store(ctx context.Context, batch []*pending, lookupExisting boo
 	}
 	// Stored: the wake-up is a hint (the poll is the guarantee), so a failure here is logged
 	// by the caller's metrics, not returned — the sends are acked as queued.
-	if payloads := notifier.WakePayloads(dedupe(wakeP), dedupe(wakeM)); len(payloads) > 0 {
+	if payloads := notifier.WakePayloads(dedupe(wakeP), dedupe(wakeM), dedupe(wakeL)); len(payloads) > 0 {
 		_ = q.NotifyMany(ctx, db.NotifyManyParams{Channel: notifier.Channel, Payloads: payloads})
 	}
 	return nil
@@ -385,39 +388,12 @@ func (r *Router) resolve(ctx context.Context, q *db.Queries, todo []*pending) (m
 		}
 	}
 
-	// Multicast scopes: the mesh's live presences, once per (mesh, sender member).
-	type scopeKey struct{ mesh, sender string }
-	scopes := map[scopeKey][]db.MulticastRecipientsRow{}
+	// Broadcast and group messages go to the mesh's log whoever is in scope (nobody may be):
+	// each recipient decides, when it reads the log, whether an entry is for it.
 	for _, p := range todo {
-		if p.kind == "direct" {
-			continue
+		if p.kind != "direct" {
+			recips[p] = nil
 		}
-		k := scopeKey{p.s.MeshID, p.s.MemberID}
-		rows, ok := scopes[k]
-		if !ok {
-			var err error
-			rows, err = q.MulticastRecipients(ctx, db.MulticastRecipientsParams{MeshID: k.mesh, SenderMemberID: k.sender})
-			if err != nil {
-				return nil, fmt.Errorf("multicast recipients: %w", err)
-			}
-			scopes[k] = rows
-		}
-		group := ""
-		if p.kind == "group" {
-			group = p.req.TargetSpec[1:]
-		}
-		list := []recipient{}
-		for _, row := range rows {
-			if group != "" && !InGroup(row.Groups, group) {
-				continue
-			}
-			if !Allowed(row.PeerGrants, p.s.MemberPubkey, p.s.SessionPubkey, "broadcast") {
-				r.OnGrantDrop("broadcast")
-				continue
-			}
-			list = append(list, recipient{memberID: row.MemberID, presenceID: row.ID})
-		}
-		recips[p] = list
 	}
 	return recips, nil
 }

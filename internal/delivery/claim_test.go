@@ -285,9 +285,10 @@ func TestDuplicateInABatchStoresTheRestOnce(t *testing.T) {
 	}
 }
 
-// A multicast does not address the presences of a revoked member, even one whose socket is
+// Broadcasts are entries of the mesh log in send order, one row each whoever is in scope;
+// reading the log does not reach the presences of a revoked member, even one whose socket is
 // still open for a moment (its instance closes it on the revoke notification).
-func TestMulticastSkipsRevokedMembers(t *testing.T) {
+func TestLogEntriesInOrderAndRevokedMembersReadNothing(t *testing.T) {
 	t.Parallel()
 	d := testdb.New(t)
 	q := db.New(d.Pool)
@@ -302,11 +303,35 @@ func TestMulticastSkipsRevokedMembers(t *testing.T) {
 	if _, err := d.Pool.Exec(ctx, "UPDATE members SET revoked_at = now() WHERE id = $1", ids["carol"].MemberID); err != nil {
 		t.Fatal(err)
 	}
-	rows, err := q.MulticastRecipients(ctx, db.MulticastRecipientsParams{MeshID: ids["alice"].MeshID, SenderMemberID: ids["alice"].MemberID})
+	r := delivery.NewRouter(d.Pool, time.Hour)
+	s := sender(nil, ids["alice"].MeshID, ids["alice"].MemberID, ids["alice"].Pubkey)
+	var sent []string
+	for i := range 3 {
+		out, err := r.Send(ctx, s, delivery.Request{TargetSpec: []string{"*", "@ops", "@all"}[i], Priority: "now", Nonce: "n", Ciphertext: "c"})
+		if err != nil || !out.Queued {
+			t.Fatal(out, err)
+		}
+		sent = append(sent, out.MessageID)
+	}
+	var deliveries int
+	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM deliveries").Scan(&deliveries); err != nil || deliveries != 0 {
+		t.Fatalf("%d deliveries for broadcasts (%v); want none: a broadcast is one log entry", deliveries, err)
+	}
+	rows, err := q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p", "carol-p"}, Froms: []int64{0, 0}, Epochs: []string{"", ""}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rows) != 1 || rows[0].ID != "bob-p" {
-		t.Fatalf("multicast recipients: %+v; want bob's presence only", rows)
+	if len(rows) != 3 {
+		t.Fatalf("log read: %d rows; want bob's 3 entries and nothing for carol: %+v", len(rows), rows)
+	}
+	for i, row := range rows {
+		if row.PresenceID != "bob-p" || row.Seq != int64(i+1) || row.MessageID != sent[i] || row.Missed {
+			t.Fatalf("entry %d: %+v; want bob-p, position %d, %s", i, row, i+1, sent[i])
+		}
+	}
+	// Read again from the last position: bob's presence alone, with no entry.
+	rows, err = q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p"}, Froms: []int64{3}, Epochs: []string{rows[0].Epoch}})
+	if err != nil || len(rows) != 1 || rows[0].Seq != 0 || rows[0].FromSeq != 3 {
+		t.Fatalf("read past the head: %+v %v; want one empty row from 3", rows, err)
 	}
 }

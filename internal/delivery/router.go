@@ -108,3 +108,37 @@ func InGroup(groupsJSON []byte, g string) bool {
 	}
 	return false
 }
+
+// LogEntry is what decides a broadcast or group message's scope.
+type LogEntry struct {
+	SenderMemberID      string
+	SenderMemberPubkey  string
+	SenderSessionPubkey string
+	TargetKind          string // "broadcast" or "group"
+	TargetSpec          string
+}
+
+// LogReader is a presence reading its mesh's log, as it is now.
+type LogReader struct {
+	MemberID string
+	Visible  bool
+	Groups   []byte // the presence's groups, JSON [{name, role?}]
+	Grants   []byte // its member's peer_grants
+}
+
+// Reaches decides, per recipient and at delivery time, whether a log entry is for a
+// presence: visible, not of the sender's member, in the group (for a group message: a
+// member of a/b is in @a), and its member's grants allow the sender "broadcast".
+// byGrant reports a refusal by grants alone (broker_messages_dropped_by_grant_total).
+func Reaches(e LogEntry, r LogReader) (ok, byGrant bool) {
+	if !r.Visible || r.MemberID == e.SenderMemberID {
+		return false, false
+	}
+	if e.TargetKind == "group" && (len(e.TargetSpec) < 2 || !InGroup(r.Groups, e.TargetSpec[1:])) {
+		return false, false
+	}
+	if !Allowed(r.Grants, e.SenderMemberPubkey, e.SenderSessionPubkey, "broadcast") {
+		return false, true
+	}
+	return true, false
+}

@@ -213,7 +213,7 @@ func (r *Runner) SweepStatusesOnce(ctx context.Context) (ran bool, err error) {
 		if err != nil {
 			return err
 		}
-		for _, p := range notifier.WakePayloads(flipped, nil) {
+		for _, p := range notifier.WakePayloads(flipped, nil, nil) {
 			if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: p}); err != nil {
 				return err
 			}

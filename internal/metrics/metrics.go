@@ -62,6 +62,7 @@ type Metrics struct {
 	NotificationsReceived *prometheus.CounterVec
 	PollsWithWork         prometheus.Counter
 	Redeliveries          prometheus.Counter
+	LogCursorsMissed      prometheus.Counter
 	Takeovers             prometheus.Counter
 	SendBatchSize         prometheus.Histogram
 	SendBatchDuration     prometheus.Histogram
@@ -116,6 +117,8 @@ func New() *Metrics {
 			"Claims started by the periodic poll (not a notification) that found deliverable rows"),
 		Redeliveries: f.counter("broker_redeliveries_total",
 			"Pushes of rows claimed before (lease expired or socket lost before delivery)"),
+		LogCursorsMissed: f.counter("broker_log_cursors_missed_total",
+			"Presences told messages_missed: mesh log entries after their cursor were purged (QUEUE_TTL) or the log was recreated"),
 		Takeovers: f.counter("broker_takeovers_total",
 			"Hellos that took over a live presence (a reconnect or a duplicate session)"),
 		SendBatchSize: f.histogramBuckets("broker_send_batch_size",

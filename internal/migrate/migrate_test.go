@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"context"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -237,5 +238,97 @@ func TestDownPastMessageAuditKeepsUnchainedEvents(t *testing.T) {
 	want := []string{"peer_joined a alice - -", "message_sent a alice @ops next", "message_sent a alice bb low", "peer_left a alice - -"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("audit_pending after down-to 6: %q, want %q", got, want)
+	}
+}
+
+// Migration 14 moves queued multicast copies into the mesh log — each message with an
+// undelivered copy gets a position, each live presence's cursor goes just below the first
+// entry it had a copy of, the copies go — and back: down recreates exactly the undelivered
+// copies, and the direct messages' deliveries are untouched both ways.
+func TestMeshLogMigrationMovesQueuedMulticastBothWays(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	d := testdb.NewEmpty(t)
+	m, err := migrate.Open(d.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.DownTo(ctx, 13); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(stmts ...string) {
+		t.Helper()
+		for _, s := range stmts {
+			if _, err := conn.Exec(ctx, s); err != nil {
+				t.Fatalf("%s: %v", s, err)
+			}
+		}
+	}
+	msg := func(id, target, kind string, ago int) string {
+		return `INSERT INTO messages (id, mesh_id, sender_member_id, sender_member_pubkey, target_spec, target_kind, priority, nonce, ciphertext, created_at, expires_at)
+		 VALUES ('` + id + `', 'm', 'a', 'aa', '` + target + `', '` + kind + `', 'now', 'n', 'c', now() - interval '` + strconv.Itoa(ago) + ` seconds', now() + interval '1 hour')`
+	}
+	exec(`INSERT INTO meshes (id, name, slug) VALUES ('m', 'm', 'm')`,
+		`INSERT INTO members (id, mesh_id, peer_pubkey, display_name) VALUES ('a', 'm', 'aa', 'alice'), ('b', 'm', 'bb', 'bob'), ('c', 'm', 'cc', 'carol')`,
+		`INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, pid, cwd, groups) VALUES
+		 ('bp', 'm', 'b', 'kb', 'sb', 1, '/', '[]'), ('cp', 'm', 'c', 'kc', 'sc', 2, '/', '[{"name":"ops/db"}]')`,
+		msg("x1", "*", "broadcast", 3), msg("x2", "@ops", "group", 2), msg("x3", "*", "broadcast", 1), msg("d1", "bb", "member", 1),
+		`INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at, delivered_at) VALUES
+		 ('x1', 'm', 'b', 'bp', 'now', now() + interval '1 hour', now())`,
+		`INSERT INTO deliveries (message_id, mesh_id, recipient_member_id, recipient_presence_id, priority, expires_at) VALUES
+		 ('x1', 'm', 'c', 'cp', 'now', now() + interval '1 hour'), ('x2', 'm', 'c', 'cp', 'now', now() + interval '1 hour'),
+		 ('x3', 'm', 'b', 'bp', 'now', now() + interval '1 hour'), ('x3', 'm', 'c', 'cp', 'now', now() + interval '1 hour'),
+		 ('d1', 'm', 'b', NULL, 'now', now() + interval '1 hour')`)
+	copies := func() []string {
+		t.Helper()
+		rows, err := conn.Query(ctx, `SELECT message_id || '>' || coalesce(recipient_presence_id, recipient_member_id) FROM deliveries
+			WHERE delivered_at IS NULL ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	before := copies()
+
+	if _, err := m.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := copies(); !slices.Equal(got, []string{"d1>b"}) {
+		t.Fatalf("undelivered copies after up: %q; want the direct message's alone", got)
+	}
+	var seqs string
+	if err := conn.QueryRow(ctx, `SELECT string_agg(id || '=' || coalesce(mesh_seq::text, '-'), ' ' ORDER BY id) FROM messages`).Scan(&seqs); err != nil {
+		t.Fatal(err)
+	}
+	if seqs != "d1=- x1=1 x2=2 x3=3" {
+		t.Fatalf("positions after up: %s", seqs)
+	}
+	var cursors string
+	if err := conn.QueryRow(ctx, `SELECT string_agg(p.id || '=' || p.log_acked || (p.log_epoch = l.epoch)::text, ' ' ORDER BY p.id)
+		FROM presences p JOIN mesh_logs l ON l.mesh_id = p.mesh_id WHERE l.head = 3`).Scan(&cursors); err != nil {
+		t.Fatal(err)
+	}
+	if cursors != "bp=2true cp=0true" {
+		t.Fatalf("cursors after up: %s; want bob's below x3 and carol's below x1, in the log's epoch", cursors)
+	}
+
+	if _, err := m.DownTo(ctx, 13); err != nil {
+		t.Fatal(err)
+	}
+	if got := copies(); !slices.Equal(got, before) {
+		t.Fatalf("undelivered copies after down: %q; want those before up, %q", got, before)
 	}
 }

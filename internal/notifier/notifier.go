@@ -8,7 +8,8 @@
 // have missed while disconnected. Connected reports the listener's state for readiness.
 //
 // Wire format: "w <tokens…>" where tokens are p:<presenceID> (that presence has work) and
-// m:<memberID> (that member has work); "k <presenceID> <epoch>" (close sockets of the
+// m:<memberID> (that member has work) and l:<meshID> (that mesh's log has new entries:
+// every local presence of the mesh reads it); "k <presenceID> <epoch>" (close sockets of the
 // presence older than epoch: a takeover); "r <memberID>" (the member was revoked: close its
 // sockets and end their presences); "x <presenceID>" (the session was kicked: close it 4001
 // and end its presence); "a <meshID>" (the mesh was archived: close its sockets); "s <json>"
@@ -36,6 +37,7 @@ const maxPayload = 7900
 // time, and must not block for long.
 type Handler interface {
 	OnWake(presenceIDs, memberIDs []string)
+	OnLogWake(meshIDs []string)
 	OnKick(presenceID string, epoch int64)
 	OnRevoke(memberID string)
 	OnKickSession(presenceID string)
@@ -129,16 +131,23 @@ func (l *Listener) dispatch(payload string) {
 	kind, rest, _ := strings.Cut(payload, " ")
 	switch kind {
 	case "w":
-		var ps, ms []string
+		var ps, ms, ls []string
 		for _, tok := range strings.Fields(rest) {
 			switch {
 			case strings.HasPrefix(tok, "p:"):
 				ps = append(ps, tok[2:])
 			case strings.HasPrefix(tok, "m:"):
 				ms = append(ms, tok[2:])
+			case strings.HasPrefix(tok, "l:"):
+				ls = append(ls, tok[2:])
 			}
 		}
-		l.h.OnWake(ps, ms)
+		if len(ps)+len(ms) > 0 {
+			l.h.OnWake(ps, ms)
+		}
+		if len(ls) > 0 {
+			l.h.OnLogWake(ls)
+		}
 	case "k":
 		id, epochStr, _ := strings.Cut(rest, " ")
 		epoch, err := strconv.ParseInt(epochStr, 10, 64)
@@ -165,8 +174,10 @@ func (l *Listener) dispatch(payload string) {
 	}
 }
 
-// WakePayloads encodes wake tokens into as few notification payloads as fit.
-func WakePayloads(presenceIDs, memberIDs []string) []string {
+// WakePayloads encodes wake tokens into as few notification payloads as fit: presences and
+// members with new deliveries, and meshes with new log entries (one token per mesh, however
+// many recipients the entries have).
+func WakePayloads(presenceIDs, memberIDs, meshIDs []string) []string {
 	var out []string
 	var b strings.Builder
 	add := func(tok string) {
@@ -185,6 +196,9 @@ func WakePayloads(presenceIDs, memberIDs []string) []string {
 	}
 	for _, m := range memberIDs {
 		add("m:" + m)
+	}
+	for _, m := range meshIDs {
+		add("l:" + m)
 	}
 	if b.Len() > 0 {
 		out = append(out, b.String())

@@ -11,6 +11,7 @@ import (
 type nopHandler struct{}
 
 func (nopHandler) OnWake(_, _ []string)  {}
+func (nopHandler) OnLogWake([]string)    {}
 func (nopHandler) OnKick(string, int64)  {}
 func (nopHandler) OnRevoke(string)       {}
 func (nopHandler) OnKickSession(string)  {}

@@ -57,7 +57,7 @@ func End(ctx context.Context, pool *pgxpool.Pool, presenceID string, epoch int64
 		if _, err := q.ReleaseLeases(ctx, db.ReleaseLeasesParams{PresenceID: &presenceID, MemberID: ended.MemberID}); err != nil {
 			return err
 		}
-		if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.WakePayloads(nil, []string{ended.MemberID})[0]}); err != nil {
+		if err := q.Notify(ctx, db.NotifyParams{Channel: notifier.Channel, Payload: notifier.WakePayloads(nil, []string{ended.MemberID}, nil)[0]}); err != nil {
 			return err
 		}
 		if err := audit.Enqueue(ctx, q, []audit.Event{{MeshID: ended.MeshID, Type: "peer_left", ActorID: ended.MemberID, ActorName: e.Name, Payload: map[string]any{}}}, time.Now()); err != nil {

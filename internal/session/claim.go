@@ -18,28 +18,42 @@ import (
 )
 
 // The claim: the middle of the delivery path. A send is written as rows (package delivery:
-// StoreBatch, then a wake-up NOTIFY); the notification, or the poll, marks the recipient's
-// presences held here dirty; a claim worker leases their deliverable rows in one statement
-// and enqueues them on the sockets (Session.enqueue, session.go), whose drainer writes them;
-// markLoop then marks them delivered (client_ack clients mark them with their ack).
+// StoreBatch, then a wake-up NOTIFY): a direct message as a delivery, a broadcast or group
+// message as an entry of its mesh's log. The notification, or the poll, marks the
+// recipient's presences held here dirty (for deliveries, for the log, or both); a claim
+// worker leases their deliverable rows in one statement, reads the log after their cursors
+// in another (claimlog.go), and enqueues both on the sockets (Session.enqueue, session.go),
+// whose drainer writes them; markLoop then marks deliveries delivered and logMarkLoop stores
+// the cursors (client_ack clients do both with their ack).
 
 type dirtyEntry struct {
 	s        *Session
 	fromPoll bool
+	dm       bool // claim deliveries
+	log      bool // read the mesh log
 }
 
-// markDirty queues a claim for a presence held here.
-func (h *Hub) markDirty(presenceIDs ...string) { h.mark(false, presenceIDs...) }
+// markDirty queues a claim of deliveries for presences held here.
+func (h *Hub) markDirty(presenceIDs ...string) { h.mark(false, true, false, presenceIDs...) }
 
-func (h *Hub) mark(fromPoll bool, presenceIDs ...string) {
+// markLog queues a read of the mesh log for presences held here.
+func (h *Hub) markLog(presenceIDs ...string) { h.mark(false, false, true, presenceIDs...) }
+
+func (h *Hub) mark(fromPoll, dm, log bool, presenceIDs ...string) {
 	h.mu.Lock()
 	n := 0
 	for _, id := range presenceIDs {
 		if s := h.byPresence[id]; s != nil {
-			if e, ok := h.dirty[id]; ok && !e.fromPoll {
-				continue // already queued by a notification
+			e, ok := h.dirty[id]
+			if ok && e.s == s && (e.dm || !dm) && (e.log || !log) && (!e.fromPoll || fromPoll) {
+				continue // already queued for as much
 			}
-			h.dirty[id] = dirtyEntry{s: s, fromPoll: fromPoll}
+			if !ok || e.s != s {
+				e = dirtyEntry{s: s, fromPoll: fromPoll}
+			}
+			e.fromPoll = e.fromPoll && fromPoll
+			e.dm, e.log = e.dm || dm, e.log || log
+			h.dirty[id] = e
 			n++
 		}
 	}
@@ -57,6 +71,7 @@ func (h *Hub) pollLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			h.expireLogLeases()
 			h.pollStale(time.Now().Add(-h.cfg.PollInterval))
 		}
 	}
@@ -70,14 +85,18 @@ func (h *Hub) pollLoop(ctx context.Context) {
 func (h *Hub) pollStale(before time.Time) {
 	cut := before.UnixNano()
 	h.mu.Lock()
-	ids := make([]string, 0, len(h.byPresence))
+	var dm, log []string
 	for id, s := range h.byPresence {
 		if s.lastClaim.Load() < cut {
-			ids = append(ids, id)
+			dm = append(dm, id)
+		}
+		if s.lastLogClaim.Load() < cut {
+			log = append(log, id)
 		}
 	}
 	h.mu.Unlock()
-	h.mark(true, ids...)
+	h.mark(true, true, false, dm...)
+	h.mark(true, false, true, log...)
 }
 
 // claimLoop is one claim worker. It claims for dirty presences, many at once (a share of
@@ -150,8 +169,28 @@ const (
 	claimWorkers   = 4   // claim statements in flight at once
 )
 
-// claim leases and pushes the deliverable rows of a set of presences held here.
+// claim pushes what is deliverable for a set of presences held here: their deliveries and
+// their mesh log's next entries, as each entry of the batch asks.
 func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
+	var dm, log []dirtyEntry
+	for _, e := range batch {
+		if e.dm {
+			dm = append(dm, e)
+		}
+		if e.log {
+			log = append(log, e)
+		}
+	}
+	if len(dm) > 0 {
+		h.claimDeliveries(ctx, dm)
+	}
+	if len(log) > 0 {
+		h.claimLog(ctx, log)
+	}
+}
+
+// claimDeliveries leases and pushes the deliverable rows of a set of presences held here.
+func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
 	byID := make(map[string]dirtyEntry, len(batch))
 	p := db.ClaimDeliveriesParams{Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds()}
 	for _, e := range batch {
@@ -303,7 +342,7 @@ func claimPool(main *pgxpool.Pool) (*pgxpool.Pool, error) {
 		}
 		return nil
 	}
-	pc.MaxConns = claimWorkers + 1 // the workers and the mark loop
+	pc.MaxConns = claimWorkers + 2 // the workers and the mark loops
 	pc.MinConns = 0
 	pool, err := pgxpool.NewWithConfig(context.Background(), pc)
 	if err != nil {

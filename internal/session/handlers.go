@@ -66,6 +66,7 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 		if b.MessageID != "" {
 			ids = append(ids, b.MessageID)
 		}
+		ids = s.logAck(ids) // broadcast and group pushes move the log cursor; the rest are deliveries
 		if len(ids) > 0 {
 			pid := s.presenceID
 			if _, err := h.q.MarkDeliveredByMessage(ctx, db.MarkDeliveredByMessageParams{MessageIds: ids, PresenceID: &pid}); err != nil {
@@ -256,7 +257,7 @@ func (h *Hub) writeStatus(ctx context.Context, presenceID, status, source string
 		return err
 	}
 	if becameIdle {
-		h.publish(ctx, notifier.WakePayloads([]string{presenceID}, nil)[0])
+		h.publish(ctx, notifier.WakePayloads([]string{presenceID}, nil, nil)[0])
 	}
 	return nil
 }
@@ -360,20 +361,30 @@ func (s *Session) messageStatus(ctx context.Context, messageID string, reqID jso
 		s.send(protocol.NewError(protocol.CodeInternal, "message status unavailable", reqID))
 		return
 	}
-	delivered := st.Recipients > 0 && st.Delivered == st.Recipients
-	rows, err := s.hub.q.MessageRecipients(ctx, st.ID)
+	var recips []statusRecipient
+	delivered, lastAt := false, any(st.LastDeliveredAt)
+	if st.MeshSeq != nil {
+		recips, delivered, lastAt, err = s.logStatus(ctx, st)
+	} else {
+		delivered = st.Recipients > 0 && st.Delivered == st.Recipients
+		var rows []db.MessageRecipientsRow
+		rows, err = s.hub.q.MessageRecipients(ctx, st.ID)
+		for _, r := range rows {
+			recips = append(recips, statusRecipient{name: r.Name, pubkey: r.Pubkey, delivered: r.DeliveredAt != nil})
+		}
+	}
 	if err != nil {
 		s.send(protocol.NewError(protocol.CodeInternal, "message status unavailable", reqID))
 		return
 	}
-	recipients := make([]json.RawMessage, 0, len(rows))
+	recipients := make([]json.RawMessage, 0, len(recips))
 	budget := newReplyBudget(MaxMessageStatusBytes)
-	for i, r := range rows {
+	for i, r := range recips {
 		status := "held"
-		if r.DeliveredAt != nil {
+		if r.delivered {
 			status = "delivered"
 		}
-		if i == maxRecipientsPerStatus || !budget.add(&recipients, map[string]any{"name": r.Name, "pubkey": r.Pubkey, "status": status}) {
+		if i == maxRecipientsPerStatus || !budget.add(&recipients, map[string]any{"name": r.name, "pubkey": r.pubkey, "status": status}) {
 			budget.truncated = true
 			break
 		}
@@ -383,13 +394,51 @@ func (s *Session) messageStatus(ctx context.Context, messageID string, reqID jso
 	if budget.truncated {
 		res["truncated"] = true
 	}
-	if t, ok := st.LastDeliveredAt.(time.Time); ok && delivered {
+	if t, ok := lastAt.(time.Time); ok && delivered {
 		res["deliveredAt"] = audit.FormatTime(t)
 	}
 	if reqID != nil {
 		res["_reqId"] = reqID
 	}
 	s.send(res)
+}
+
+type statusRecipient struct {
+	name, pubkey string
+	delivered    bool
+}
+
+// logStatus is message_status for a broadcast or group message (a log entry): its
+// recipients are the presences that could read it (LogRecipients) that it reaches, decided
+// now as delivery decides (delivery.Reaches); delivered when their cursor passed it. Its
+// deliveredAt is when the last of their cursors was stored past it, at most a poll interval
+// after the push.
+func (s *Session) logStatus(ctx context.Context, st db.MessageDeliveryStateRow) (recips []statusRecipient, all bool, lastAt any, err error) {
+	rows, err := s.hub.q.LogRecipients(ctx, db.LogRecipientsParams{Seq: *st.MeshSeq, MeshID: st.MeshID, SenderMemberID: st.SenderMemberID})
+	if err != nil {
+		return nil, false, nil, err
+	}
+	e := delivery.LogEntry{SenderMemberID: st.SenderMemberID, SenderMemberPubkey: st.SenderMemberPubkey,
+		TargetKind: st.TargetKind, TargetSpec: st.TargetSpec}
+	if st.SenderSessionPubkey != nil {
+		e.SenderSessionPubkey = *st.SenderSessionPubkey
+	}
+	var last time.Time
+	all = true
+	for _, r := range rows {
+		if ok, _ := delivery.Reaches(e, delivery.LogReader{Visible: r.Visible, Groups: r.Groups, Grants: r.PeerGrants}); !ok {
+			continue
+		}
+		recips = append(recips, statusRecipient{name: r.Name, pubkey: r.Pubkey, delivered: r.Delivered})
+		all = all && r.Delivered
+		if r.Delivered && r.LogAckedAt != nil && r.LogAckedAt.After(last) {
+			last = *r.LogAckedAt
+		}
+	}
+	if len(recips) == 0 || last.IsZero() {
+		return recips, false, nil, nil
+	}
+	return recips, all, last, nil
 }
 
 func (s *Session) auditQuery(ctx context.Context, b *protocol.AuditQuery, reqID json.RawMessage) {

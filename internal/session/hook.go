@@ -186,7 +186,7 @@ func (h *Hub) applyHook(ctx context.Context, req presence.HookRequest, memberID,
 			}
 			h.publish(ctx, notifier.KickPayload(t.ID, t.ConnectionEpoch+1))
 		case presence.HookWakes:
-			h.publish(ctx, notifier.WakePayloads([]string{t.ID}, nil)[0])
+			h.publish(ctx, notifier.WakePayloads([]string{t.ID}, nil, nil)[0])
 		default:
 			if err := h.writeStatus(ctx, t.ID, req.Status, presence.SourceHook); err != nil {
 				h.log.Warn("hook status", "err", err)

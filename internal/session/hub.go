@@ -70,6 +70,7 @@ type Hub struct {
 	acks       *ackRetrier    // client_acks whose write failed, retried
 	outbox     chan string    // notifications waiting for publishLoop
 	delivered  chan int64     // delivery ids written to sockets, to mark delivered
+	logMarks   chan logMark   // log cursors to store
 	registered atomic.Bool    // this instance's row exists in instances
 
 	sockets        atomic.Int64         // WebSocket sockets held, before and after hello (MaxSockets)
@@ -101,7 +102,7 @@ func NewHub(cfg Config, pool *pgxpool.Pool, router *delivery.Router, m *metrics.
 		cfg: cfg, pool: pool, q: db.New(pool), claimQ: db.New(pool), router: router, metrics: m, log: log, limiter: ratelimit.Limiter{Q: db.New(pool)},
 		byPresence: map[string]*Session{}, byMember: map[string]map[*Session]struct{}{},
 		byMesh: map[string]map[*Session]struct{}{}, dirty: map[string]dirtyEntry{}, claiming: map[string]bool{}, revokedAt: map[string]time.Time{},
-		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096), acks: newAckRetrier(), outbox: make(chan string, publishQueue),
+		kick: make(chan struct{}, 1), delivered: make(chan int64, 4096), logMarks: make(chan logMark, 4096), acks: newAckRetrier(), outbox: make(chan string, publishQueue),
 		preauth: map[string]int{}, fullAt: map[string]time.Time{}, verifies: map[string]*verifyCall{},
 		memberHellos:   ratelimit.NewBuckets(memberHelloBurst, memberHelloPerSecond),
 		memberVerifies: ratelimit.NewBuckets(memberVerifyBurst, memberVerifyPerSecond),
@@ -119,7 +120,7 @@ func (h *Hub) Run(ctx context.Context) {
 		h.claimQ = db.New(cp)
 	}
 	var wg sync.WaitGroup
-	wg.Add(4 + claimWorkers)
+	wg.Add(5 + claimWorkers)
 	go func() { defer wg.Done(); h.pingLoop(ctx) }()
 	go func() { defer wg.Done(); h.ackRetryLoop(ctx) }()
 	wg.Add(1)
@@ -128,6 +129,7 @@ func (h *Hub) Run(ctx context.Context) {
 		go func() { defer wg.Done(); h.claimLoop(ctx) }()
 	}
 	go func() { defer wg.Done(); h.markLoop(ctx) }()
+	go func() { defer wg.Done(); h.logMarkLoop(ctx) }()
 	go func() { defer wg.Done(); h.pollLoop(ctx) }()
 	wg.Wait()
 }
@@ -199,6 +201,21 @@ func (h *Hub) OnWake(presenceIDs, memberIDs []string) {
 		h.mu.Unlock()
 	}
 	h.markDirty(ids...)
+}
+
+// OnLogWake implements notifier.Handler: new entries in these meshes' logs, read by every
+// local presence of each.
+func (h *Hub) OnLogWake(meshIDs []string) {
+	h.metrics.NotificationsReceived.WithLabelValues("wake").Inc()
+	var ids []string
+	h.mu.Lock()
+	for _, m := range meshIDs {
+		for s := range h.byMesh[m] {
+			ids = append(ids, s.presenceID)
+		}
+	}
+	h.mu.Unlock()
+	h.markLog(ids...)
 }
 
 // OnKick implements notifier.Handler: a newer socket took the presence over.

@@ -46,8 +46,8 @@ func TestClaimPoolHasNoBitmapScans(t *testing.T) {
 	if err := d.Pool.QueryRow(ctx, "SHOW enable_bitmapscan").Scan(&setting); err != nil || setting != "on" {
 		t.Fatalf("main pool enable_bitmapscan = %q, %v; want on (ReleaseLeases needs a bitmap scan)", setting, err)
 	}
-	if got := cp.Config().MaxConns; got != claimWorkers+1 {
-		t.Fatalf("claim pool MaxConns = %d, want %d (the claim workers and the mark loop)", got, claimWorkers+1)
+	if got := cp.Config().MaxConns; got != claimWorkers+2 {
+		t.Fatalf("claim pool MaxConns = %d, want %d (the claim workers and the two mark loops)", got, claimWorkers+2)
 	}
 }
 

@@ -40,10 +40,13 @@ const (
 )
 
 // outFrame is one frame for the writer. deliveryID > 0 marks the delivery delivered once
-// the write succeeded.
+// the write succeeded; logSeq > 0 moves the socket's log cursor (claimlog.go) once it did. A
+// frame with no data only moves the cursor (past skipped entries), in its turn.
 type outFrame struct {
 	data       []byte
 	deliveryID int64
+	logSeq     int64
+	logEpoch   string
 	priority   string    // set for message pushes (counted in broker_messages_routed_total)
 	storedAt   time.Time // when the message was stored (send→push latency)
 }
@@ -69,15 +72,17 @@ type Session struct {
 	// The outbound queue. An idle socket holds no writer goroutine and no buffer: enqueue
 	// starts a drainer when the queue goes from empty to non-empty, and the drainer exits
 	// when it is empty again (10 000 idle sockets must cost what bare sockets cost).
-	qmu         sync.Mutex
-	queue       []outFrame    // guarded by qmu
-	draining    bool          // a drainer goroutine runs; guarded by qmu
-	queuedBytes int64         // bytes in queue; guarded by qmu
-	nextPing    atomic.Int64  // unix nanos of this socket's next liveness ping
-	lastClaim   atomic.Int64  // unix nanos when the last claim for this socket started
-	done        chan struct{} // closed when the session ends
-	endOnce     sync.Once
-	endKind     atomic.Int32 // why the socket is closing (endDrop, endReplaced, …)
+	qmu          sync.Mutex
+	queue        []outFrame    // guarded by qmu
+	draining     bool          // a drainer goroutine runs; guarded by qmu
+	queuedBytes  int64         // bytes in queue; guarded by qmu
+	nextPing     atomic.Int64  // unix nanos of this socket's next liveness ping
+	lastClaim    atomic.Int64  // unix nanos when the last claim for this socket started
+	lastLogClaim atomic.Int64  // unix nanos when the last read of the mesh log for this socket started
+	log          logCursor     // the socket's position in its mesh's log
+	done         chan struct{} // closed when the session ends
+	endOnce      sync.Once
+	endKind      atomic.Int32 // why the socket is closing (endDrop, endReplaced, …)
 }
 
 const (
@@ -358,7 +363,7 @@ func (h *Hub) serve(reqHTTP *http.Request, conn *websocket.Conn, raw *corkconn.C
 		}
 		h.systemPush(ctx, member.MeshID, member.ID, event, data)
 	}
-	h.markDirty(s.presenceID)
+	h.mark(false, true, true, s.presenceID)
 	conn.SetReadLimit(int64(h.cfg.MaxMessageBytes))
 	// The socket's life continues on a fresh goroutine and the HTTP handler returns (the
 	// connection is hijacked, so net/http lets go of it). The handshake grew this goroutine's
@@ -587,6 +592,9 @@ func (s *Session) drain() {
 			if f.deliveryID > 0 {
 				s.hub.delivered <- f.deliveryID
 			}
+			if f.logSeq > 0 {
+				s.logWrittenTo(f.logSeq, f.logEpoch)
+			}
 		}
 	}
 }
@@ -598,6 +606,9 @@ func (s *Session) writeBatch(batch []outFrame) error {
 	s.raw.Cork()
 	corked := 0
 	for _, f := range batch {
+		if f.data == nil {
+			continue // moves the log cursor only
+		}
 		// A corked write only appends to the buffer; its deadline bounds waiting for the
 		// library's write lock (a ping or close frame being written).
 		if err := s.writeFrame(f.data); err != nil {

@@ -1,0 +1,340 @@
+package session
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/audit"
+	"github.com/meshbroker/meshbroker/internal/delivery"
+	"github.com/meshbroker/meshbroker/internal/protocol"
+)
+
+// Reading the mesh log: how broadcast and group messages reach a presence (migration 14).
+// A broadcast is one row, an entry of its mesh's log (package delivery); its wake-up names
+// the mesh, and every local presence of the mesh reads the log after its cursor
+// (claimLog). Each entry is decided for the presence now (delivery.Reaches): the ones for
+// it are pushed, the others skipped. The cursor moves when the pushes are done — written to
+// the socket, or acknowledged by a client_ack client — and is stored (AdvanceLogCursors) in
+// batches by logMarkLoop, one row update per presence however many entries it covers. A
+// skipped tail moves the cursor with a cursor-only frame, queued behind the pushes so it is
+// never stored ahead of a push not yet written.
+//
+// Leases: a client_ack client's pushes not acknowledged within the lease are read again
+// from the stored cursor (expireLogLeases); a new socket of the presence (a reconnect inside
+// the grace window, a takeover) starts from the stored cursor. Both are at-least-once, as
+// for direct messages: a client deduplicates by messageId.
+
+// logCursor is one socket's position in its mesh's log.
+type logCursor struct {
+	mu      sync.Mutex
+	epoch   string           // the log epoch the positions count in; "" before the first read
+	next    int64            // the highest position read by this socket's claims
+	written int64            // the highest position whose frame (push or cursor-only) was written
+	flight  []logFlight      // client_ack pushes not yet acknowledged, in log order
+	byID    map[string]int64 // their positions, by message id
+	stored  int64            // the highest position handed to logMarkLoop
+}
+
+type logFlight struct {
+	seq   int64
+	at    time.Time
+	acked bool
+}
+
+// done is the position everything up to which is done for the presence: written, and for a
+// client_ack client also acknowledged. Caller holds mu.
+func (c *logCursor) done() int64 {
+	d := c.written
+	for len(c.flight) > 0 && c.flight[0].acked {
+		c.flight = c.flight[1:]
+	}
+	if len(c.flight) > 0 && c.flight[0].seq-1 < d {
+		d = c.flight[0].seq - 1
+	}
+	return d
+}
+
+// logMark is a cursor to store.
+type logMark struct {
+	presenceID string
+	epoch      string
+	seq        int64
+}
+
+// advanceLog stores the cursor if it moved (caller must not hold c.mu).
+func (s *Session) advanceLog() {
+	c := &s.log
+	c.mu.Lock()
+	d, epoch := c.done(), c.epoch
+	moved := d > c.stored && epoch != ""
+	if moved {
+		c.stored = d
+	}
+	c.mu.Unlock()
+	if moved {
+		s.hub.logMarks <- logMark{presenceID: s.presenceID, epoch: epoch, seq: d}
+	}
+}
+
+// logWrittenTo records that the frame at position seq (epoch) reached the socket.
+func (s *Session) logWrittenTo(seq int64, epoch string) {
+	c := &s.log
+	c.mu.Lock()
+	if epoch == c.epoch && seq > c.written {
+		c.written = seq
+	}
+	c.mu.Unlock()
+	s.advanceLog()
+}
+
+// logAck takes a client_ack's message ids: those of log entries in flight are acknowledged
+// here (no row to update: the cursor moves); the rest are returned, for the deliveries.
+func (s *Session) logAck(ids []string) (rest []string) {
+	c := &s.log
+	c.mu.Lock()
+	hit := false
+	for _, id := range ids {
+		seq, ok := c.byID[id]
+		if !ok {
+			rest = append(rest, id)
+			continue
+		}
+		delete(c.byID, id)
+		if i, found := slices.BinarySearchFunc(c.flight, seq, func(f logFlight, seq int64) int { return cmp.Compare(f.seq, seq) }); found {
+			c.flight[i].acked, hit = true, true
+		}
+	}
+	c.mu.Unlock()
+	if hit {
+		s.advanceLog()
+	}
+	return rest
+}
+
+// claimLog reads the log for presences held here and queues what is for them.
+func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) {
+	byID := make(map[string]*Session, len(batch))
+	p := db.ClaimLogParams{Lim: claimBatch}
+	for _, e := range batch {
+		if e.s.isClosed() {
+			continue
+		}
+		byID[e.s.presenceID] = e.s
+		e.s.log.mu.Lock()
+		p.PresenceIds = append(p.PresenceIds, e.s.presenceID)
+		p.Froms = append(p.Froms, e.s.log.next)
+		p.Epochs = append(p.Epochs, e.s.log.epoch)
+		e.s.log.mu.Unlock()
+	}
+	if len(p.PresenceIds) == 0 {
+		return
+	}
+	start := time.Now()
+	rows, err := h.claimQ.ClaimLog(ctx, p)
+	h.metrics.ClaimDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		if ctx.Err() == nil {
+			h.log.Warn("claim log", "presences", len(p.PresenceIds), "err", err)
+		}
+		return
+	}
+	for _, s := range byID {
+		s.lastLogClaim.Store(start.UnixNano())
+	}
+	frames := map[string][]byte{} // an entry reaches many of the presences with the same frame
+	for i := 0; i < len(rows); {
+		j := i + 1
+		for j < len(rows) && rows[j].PresenceID == rows[i].PresenceID {
+			j++
+		}
+		if s := byID[rows[i].PresenceID]; s != nil {
+			h.queueLog(s, rows[i:j], frames)
+		}
+		i = j
+	}
+}
+
+// queueLog queues one presence's share of a log read (rows of one presence, in log order).
+func (h *Hub) queueLog(s *Session, rows []db.ClaimLogRow, frames map[string][]byte) {
+	first := rows[0]
+	reader := delivery.LogReader{MemberID: first.MemberID, Visible: first.Visible, Groups: first.Groups, Grants: first.PeerGrants}
+	var out []outFrame
+	c := &s.log
+	c.mu.Lock()
+	if c.epoch != first.Epoch {
+		// The first read of this socket, or the log was recreated: positions start over,
+		// from the stored cursor (which needs no storing again unless it moves past a loss).
+		c.epoch, c.next, c.written, c.stored = first.Epoch, first.FromSeq, first.FromSeq, first.FromSeq
+		if first.Missed {
+			c.stored = 0
+		}
+		c.flight, c.byID = nil, nil
+	}
+	if first.Missed {
+		out = append(out, outFrame{data: h.missedFrame(s)})
+	}
+	last, lastPushed, n := first.FromSeq, int64(0), 0
+	for _, r := range rows {
+		if r.Seq == 0 {
+			continue // no entries: the presence's row alone
+		}
+		n++
+		last = r.Seq
+		ok, byGrant := delivery.Reaches(delivery.LogEntry{
+			SenderMemberID: r.SenderMemberID, SenderMemberPubkey: r.SenderMemberPubkey,
+			SenderSessionPubkey: r.SenderSessionPubkey, TargetKind: r.TargetKind, TargetSpec: r.TargetSpec,
+		}, reader)
+		if byGrant {
+			h.metrics.MessagesDroppedByGrant.WithLabelValues("broadcast").Inc()
+		}
+		if !ok {
+			continue
+		}
+		data, ok := frames[r.MessageID]
+		if !ok {
+			push := protocol.Push{
+				Type: "push", MessageID: r.MessageID, MeshID: s.member.MeshID, SenderPubkey: r.SenderSessionPubkey,
+				SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
+				Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt), ClientMessageID: r.ClientMessageID,
+			}
+			if push.SenderPubkey == "" {
+				push.SenderPubkey = r.SenderMemberPubkey
+			}
+			var err error
+			if data, err = json.Marshal(push); err != nil {
+				continue
+			}
+			frames[r.MessageID] = data
+		}
+		if s.clientAck {
+			if c.byID == nil {
+				c.byID = map[string]int64{}
+			}
+			c.flight = append(c.flight, logFlight{seq: r.Seq, at: time.Now()})
+			c.byID[r.MessageID] = r.Seq
+		}
+		out = append(out, outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt, logSeq: r.Seq, logEpoch: first.Epoch})
+		lastPushed = r.Seq
+	}
+	if last > lastPushed && (n > 0 || first.Missed) {
+		// Skipped entries at the end, or purged ones: the cursor passes them once what is
+		// queued before has been written.
+		out = append(out, outFrame{logSeq: last, logEpoch: first.Epoch})
+	}
+	if last > c.next {
+		c.next = last
+	}
+	c.mu.Unlock()
+	for _, f := range out {
+		s.enqueue(f)
+	}
+	if n == claimBatch {
+		h.markLog(s.presenceID) // there may be more
+	}
+}
+
+// missedFrame is the system push telling a presence that log entries after its cursor were
+// lost to it (purged by QUEUE_TTL while it was away, or the log was recreated): broadcasts
+// it will never receive, said rather than skipped silently.
+func (h *Hub) missedFrame(s *Session) []byte {
+	h.metrics.LogCursorsMissed.Inc()
+	raw, _ := json.Marshal(map[string]any{"reason": "log_truncated"})
+	b, _ := json.Marshal(protocol.Push{
+		Type: "push", MessageID: newUUID(), MeshID: s.member.MeshID, SenderPubkey: "system", Priority: "low",
+		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: "messages_missed", EventData: raw,
+	})
+	return b
+}
+
+// expireLogLeases reads the log again, from the stored cursor, for client_ack sockets with
+// a push not acknowledged within the lease.
+func (h *Hub) expireLogLeases() {
+	cut := time.Now().Add(-h.cfg.LeaseDuration)
+	h.mu.Lock()
+	var expired []*Session
+	for _, s := range h.byPresence {
+		if !s.clientAck {
+			continue
+		}
+		s.log.mu.Lock()
+		c := &s.log
+		c.done()
+		if len(c.flight) > 0 && c.flight[0].at.Before(cut) {
+			c.next = c.flight[0].seq - 1
+			c.written = c.next
+			c.flight, c.byID = nil, nil
+			expired = append(expired, s)
+		}
+		s.log.mu.Unlock()
+	}
+	h.mu.Unlock()
+	for _, s := range expired {
+		h.metrics.Redeliveries.Inc()
+		h.markLog(s.presenceID)
+	}
+}
+
+// logMarkLoop stores cursors in batches: one update per presence however many entries its
+// cursor passed since the last batch. A batch that fails is kept (merged with later marks)
+// and retried: a cursor not stored only means entries read again after a reconnect.
+func (h *Hub) logMarkLoop(ctx context.Context) {
+	pending := map[string]logMark{}
+	add := func(m logMark) {
+		if old, ok := pending[m.presenceID]; !ok || old.epoch != m.epoch || m.seq > old.seq {
+			pending[m.presenceID] = m
+		}
+	}
+	flush := func() {
+		if len(pending) == 0 {
+			return
+		}
+		var p db.AdvanceLogCursorsParams
+		for _, m := range pending {
+			p.PresenceIds = append(p.PresenceIds, m.presenceID)
+			p.Epochs = append(p.Epochs, m.epoch)
+			p.Seqs = append(p.Seqs, m.seq)
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := h.claimQ.AdvanceLogCursors(fctx, p); err != nil {
+			h.log.Warn("store log cursors", "n", len(pending), "err", err)
+			return
+		}
+		clear(pending)
+	}
+	retry := time.NewTicker(time.Second)
+	defer retry.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for {
+				select {
+				case m := <-h.logMarks:
+					add(m)
+				default:
+					flush()
+					return
+				}
+			}
+		case <-retry.C:
+			flush()
+		case m := <-h.logMarks:
+			add(m)
+		drain:
+			for len(pending) < 1024 {
+				select {
+				case m := <-h.logMarks:
+					add(m)
+				default:
+					break drain
+				}
+			}
+			flush()
+		}
+	}
+}
