@@ -6,6 +6,7 @@
 # far less than the rates.
 #
 #   docs/ab.sh /tmp/old/broker /tmp/broker [rounds]
+#   LOAD="-broadcast 50 -duration 10s -size 256 -window 8" docs/ab.sh …   # per broadcast delivery
 #
 # Prerequisites as for docs/benchmarks.sh: /tmp/meshload built, /tmp/bench (the embedded
 # cluster in /tmp/bench/pg is created by the first run), and nothing else on port 17901 (stop
@@ -17,6 +18,7 @@
 # state alone.
 set -u
 OLD=${1:?old broker binary}; NEW=${2:?new broker binary}; ROUNDS=${3:-3}
+LOAD=${LOAD:--pairs 100 -duration 10s -size 256 -window 8}
 DSN="postgres://meshbroker@/meshbroker?host=/tmp/bench/pg.run&port=5432"
 TICK=$(getconf CLK_TCK)
 # CPU ticks (user + system, with waited-for children) of the given process ids.
@@ -42,7 +44,7 @@ for _ in $(seq "$ROUNDS"); do
     bin=$NEW; [ $which = old ] && bin=$OLD
     start "$bin"
     pg0=$(cpu $(pgpids)); br0=$(cpu "$BPID")
-    out=$(/usr/bin/time -f "ML %U %S" /tmp/meshload -dsn "$DSN" -url ws://127.0.0.1:17901/ws -pairs 100 -duration 10s -size 256 -window 8 2>&1 < /dev/null)
+    out=$(/usr/bin/time -f "ML %U %S" /tmp/meshload -dsn "$DSN" -url ws://127.0.0.1:17901/ws $LOAD 2>&1 < /dev/null)
     sleep 2 # the audit chainer catches up
     pg1=$(cpu $(pgpids)); br1=$(cpu "$BPID")
     n=$(echo "$out" | grep '"delivered"' | tr -dc '0-9')

@@ -2,19 +2,27 @@
 -- (migration 14).
 
 -- name: ClaimLog :many
--- The next log entries of each of several presences held here, in log order, after its
--- cursor: the greater of its stored cursor (log_acked) and @froms, what this socket already
--- read, each counted in its epoch (@epochs: the socket's, '' before its first read). A pure
--- read: an entry is done for a presence when its cursor passes it (AdvanceLogCursors),
--- which the socket does once the push is written (or acknowledged). Scope — visible, not
--- the sender's member, in the group, the recipient's grants allow broadcast — is decided by
--- the caller, per recipient, now. A presence with no entry comes back once, the entry
--- columns empty (seq 0); one whose mesh has no log yet, or that ended, not at all.
--- reset: neither the stored cursor nor the socket's counts in the log's epoch (the log was
--- recreated); missed: entries after the cursor were purged (QUEUE_TTL) before it read them.
--- from_seq is where reading resumes: the head after a reset, past the purged entries after
--- a miss. A stored cursor with no epoch (the presence joined before its mesh had a log)
--- counts from the log's start.
+-- The next log entries of several presences held here, after each one's cursor: the
+-- greater of its stored cursor (log_acked) and @froms, what this socket already read, each
+-- counted in its epoch (@epochs: the socket's, '' before its first read). A pure read: an
+-- entry is done for a presence when its cursor passes it (AdvanceLogCursors), which the
+-- socket does once the push is written (or acknowledged). Scope — visible, not the sender's
+-- member, in the group, the recipient's grants allow broadcast — is decided by the caller,
+-- per recipient, now.
+--
+-- Two kinds of rows. One per presence (kind 'p', entry columns empty): where it reads from
+-- (from_seq) and what decides its scope; absent for a presence that ended, is revoked, or
+-- whose mesh has no log yet. reset: neither the stored cursor nor the socket's counts in the
+-- log's epoch (the log was recreated); missed: entries after the cursor were purged
+-- (QUEUE_TTL) before it read them; from_seq is the head after a reset, past the purged
+-- entries after a miss. A stored cursor with no epoch (the presence joined before its mesh
+-- had a log) counts from the log's start. Then the entries (kind 'e', presence columns
+-- empty), once per distinct (mesh, from_seq) — the presences of a mesh woken together read
+-- from the same position, so an entry's ciphertext crosses once, not once per recipient:
+-- positions (from_seq, from_seq + @lim]. The caller gives each presence the entries of its
+-- mesh in (from_seq, min(from_seq + @lim, head)]: a position up to the head that is not
+-- there is gone (purged, or its sender deleted), never still to come — the head is
+-- advanced in the transaction that stores the entry, so both are seen together.
 WITH t AS (
     SELECT unnest(@presence_ids::text[]) AS presence_id, unnest(@froms::bigint[]) AS from_seq,
            unnest(@epochs::text[]) AS epoch
@@ -33,26 +41,25 @@ WITH t AS (
            CASE WHEN tp.reset THEN tp.head ELSE greatest(coalesce(tp.cursor, 0), tp.purged_through) END AS from_seq
     FROM tp
 )
-SELECT tc.presence_id::text AS presence_id, tc.epoch::text AS epoch, tc.from_seq::bigint AS from_seq,
-       tc.missed::bool AS missed, tc.member_id::text AS member_id, tc.groups, tc.visible::bool AS visible,
-       tc.peer_grants, coalesce(e.mesh_seq, 0)::bigint AS seq, coalesce(e.id, '')::text AS message_id,
-       coalesce(e.sender_member_id, '')::text AS sender_member_id,
-       coalesce(e.sender_session_pubkey, '')::text AS sender_session_pubkey,
-       coalesce(e.sender_member_pubkey, '')::text AS sender_member_pubkey,
-       coalesce(e.target_kind, '')::text AS target_kind, coalesce(e.target_spec, '')::text AS target_spec,
-       coalesce(e.priority, '')::text AS priority, coalesce(e.nonce, '')::text AS nonce,
-       coalesce(e.ciphertext, '')::text AS ciphertext, coalesce(e.created_at, now())::timestamptz AS created_at,
-       coalesce(e.client_message_id, '')::text AS client_message_id
+SELECT 'p'::text AS kind, tc.presence_id::text AS presence_id, tc.mesh_id::text AS mesh_id, tc.epoch::text AS epoch,
+       tc.from_seq::bigint AS from_seq, tc.head::bigint AS head, tc.missed::bool AS missed, tc.member_id::text AS member_id,
+       tc.groups::jsonb AS groups, tc.visible::bool AS visible, tc.peer_grants::jsonb AS peer_grants,
+       0::bigint AS seq, ''::text AS message_id, ''::text AS sender_member_id, ''::text AS sender_session_pubkey,
+       ''::text AS sender_member_pubkey, ''::text AS target_kind, ''::text AS target_spec, ''::text AS priority,
+       ''::text AS nonce, ''::text AS ciphertext, now()::timestamptz AS created_at, ''::text AS client_message_id
 FROM tc
-LEFT JOIN LATERAL (
+UNION ALL
+SELECT 'e', '', r.mesh_id, '', r.from_seq, 0, false, '', '[]'::jsonb, false, '{}'::jsonb,
+       e.mesh_seq, e.id, e.sender_member_id, coalesce(e.sender_session_pubkey, ''), e.sender_member_pubkey,
+       e.target_kind, e.target_spec, e.priority, e.nonce, e.ciphertext, e.created_at, coalesce(e.client_message_id, '')
+FROM (SELECT DISTINCT tc.mesh_id, tc.from_seq FROM tc) r
+CROSS JOIN LATERAL (
     SELECT m.mesh_seq, m.id, m.sender_member_id, m.sender_session_pubkey, m.sender_member_pubkey, m.target_kind,
            m.target_spec, m.priority, m.nonce, m.ciphertext, m.created_at, m.client_message_id
     FROM messages m
-    WHERE m.mesh_id = tc.mesh_id AND m.mesh_seq > tc.from_seq AND m.mesh_seq IS NOT NULL
+    WHERE m.mesh_id = r.mesh_id AND m.mesh_seq > r.from_seq AND m.mesh_seq <= r.from_seq + @lim::int
     ORDER BY m.mesh_seq
-    LIMIT @lim
-) e ON true
-ORDER BY tc.presence_id, e.mesh_seq;
+) e;
 
 -- name: AdvanceLogCursors :execrows
 -- Cursors move forward (never back) to the positions given, in the epoch given: a cursor

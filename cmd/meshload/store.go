@@ -70,6 +70,7 @@ func runStore(ctx context.Context, o options, n, c int, deliveries, auditRows bo
 			p.SenderNames = append(p.SenderNames, "store-0")
 			p.TargetSpecs = append(p.TargetSpecs, "pb")
 			p.TargetKinds = append(p.TargetKinds, "member")
+			p.Logged = append(p.Logged, false)
 			p.Priorities = append(p.Priorities, "now")
 			p.Nonces = append(p.Nonces, "nonce-nonce-nonce-nonce-nonce-nonce")
 			p.Ciphertexts = append(p.Ciphertexts, string(ct))

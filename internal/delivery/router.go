@@ -10,6 +10,7 @@ package delivery
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 
 	"github.com/meshbroker/meshbroker/internal/protocol"
@@ -71,12 +72,20 @@ func TargetKind(spec string) string {
 // Allowed applies a recipient's grants (reference §5.1): an entry under the sender's member
 // key decides (an empty list blocks); else an entry under its session key; else defaults.
 func Allowed(grantsJSON []byte, senderMemberPubkey, senderSessionPubkey, capability string) bool {
+	return allowed(parseGrants(grantsJSON), senderMemberPubkey, senderSessionPubkey, capability)
+}
+
+func parseGrants(grantsJSON []byte) map[string][]string {
 	var grants map[string][]string
 	if len(grantsJSON) > 0 {
 		if err := json.Unmarshal(grantsJSON, &grants); err != nil {
 			grants = nil // unreadable grants fall back to the defaults, as an absent entry would
 		}
 	}
+	return grants
+}
+
+func allowed(grants map[string][]string, senderMemberPubkey, senderSessionPubkey, capability string) bool {
 	caps, ok := grants[senderMemberPubkey]
 	if !ok && senderSessionPubkey != "" {
 		caps, ok = grants[senderSessionPubkey]
@@ -84,25 +93,30 @@ func Allowed(grantsJSON []byte, senderMemberPubkey, senderSessionPubkey, capabil
 	if !ok {
 		caps = DefaultCaps
 	}
-	for _, c := range caps {
-		if c == capability {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(caps, capability)
 }
 
 // InGroup reports whether a presence's groups (JSON [{name, role?}]) put it in group g:
 // a member of a/b/c is in @a/b/c, @a/b and @a.
-func InGroup(groupsJSON []byte, g string) bool {
+func InGroup(groupsJSON []byte, g string) bool { return inGroup(parseGroups(groupsJSON), g) }
+
+func parseGroups(groupsJSON []byte) []string {
 	var groups []struct {
 		Name string `json:"name"`
 	}
 	if json.Unmarshal(groupsJSON, &groups) != nil {
-		return false
+		return nil
 	}
-	for _, gr := range groups {
-		if gr.Name == g || strings.HasPrefix(gr.Name, g+"/") {
+	names := make([]string, len(groups))
+	for i, gr := range groups {
+		names[i] = gr.Name
+	}
+	return names
+}
+
+func inGroup(names []string, g string) bool {
+	for _, n := range names {
+		if n == g || strings.HasPrefix(n, g+"/") {
 			return true
 		}
 	}
@@ -118,26 +132,33 @@ type LogEntry struct {
 	TargetSpec          string
 }
 
-// LogReader is a presence reading its mesh's log, as it is now.
+// LogReader is a presence reading its mesh's log, as it is now: its groups and its
+// member's grants parsed once for all the entries it reads.
 type LogReader struct {
-	MemberID string
-	Visible  bool
-	Groups   []byte // the presence's groups, JSON [{name, role?}]
-	Grants   []byte // its member's peer_grants
+	memberID string
+	visible  bool
+	groups   []string
+	grants   map[string][]string
+}
+
+// NewLogReader builds a reader from a presence's member, visibility, groups (JSON [{name,
+// role?}]) and its member's peer_grants (JSON).
+func NewLogReader(memberID string, visible bool, groupsJSON, grantsJSON []byte) LogReader {
+	return LogReader{memberID: memberID, visible: visible, groups: parseGroups(groupsJSON), grants: parseGrants(grantsJSON)}
 }
 
 // Reaches decides, per recipient and at delivery time, whether a log entry is for a
 // presence: visible, not of the sender's member, in the group (for a group message: a
 // member of a/b is in @a), and its member's grants allow the sender "broadcast".
 // byGrant reports a refusal by grants alone (broker_messages_dropped_by_grant_total).
-func Reaches(e LogEntry, r LogReader) (ok, byGrant bool) {
-	if !r.Visible || r.MemberID == e.SenderMemberID {
+func (r LogReader) Reaches(e LogEntry) (ok, byGrant bool) {
+	if !r.visible || r.memberID == e.SenderMemberID {
 		return false, false
 	}
-	if e.TargetKind == "group" && (len(e.TargetSpec) < 2 || !InGroup(r.Groups, e.TargetSpec[1:])) {
+	if e.TargetKind == "group" && (len(e.TargetSpec) < 2 || !inGroup(r.groups, e.TargetSpec[1:])) {
 		return false, false
 	}
-	if !Allowed(r.Grants, e.SenderMemberPubkey, e.SenderSessionPubkey, "broadcast") {
+	if !allowed(r.grants, e.SenderMemberPubkey, e.SenderSessionPubkey, "broadcast") {
 		return false, true
 	}
 	return true, false

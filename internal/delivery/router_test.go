@@ -54,27 +54,34 @@ func TestInGroup(t *testing.T) {
 func TestReaches(t *testing.T) {
 	bcast := LogEntry{SenderMemberID: "alice", SenderMemberPubkey: "ak", TargetKind: "broadcast", TargetSpec: "*"}
 	group := func(g string) LogEntry { e := bcast; e.TargetKind, e.TargetSpec = "group", g; return e }
-	bob := LogReader{MemberID: "bob", Visible: true, Groups: []byte(`[{"name":"ops/db"}]`), Grants: []byte(`{}`)}
-	with := func(f func(*LogReader)) LogReader { r := bob; f(&r); return r }
+	type reader struct {
+		member  string
+		visible bool
+		groups  string
+		grants  string
+	}
+	bob := reader{"bob", true, `[{"name":"ops/db"}]`, `{}`}
+	with := func(f func(*reader)) reader { r := bob; f(&r); return r }
 	cases := []struct {
 		name        string
 		e           LogEntry
-		r           LogReader
+		r           reader
 		ok, byGrant bool
 	}{
 		{"broadcast to another member", bcast, bob, true, false},
-		{"not to the sender's own member", bcast, with(func(r *LogReader) { r.MemberID = "alice" }), false, false},
-		{"not to a hidden presence", bcast, with(func(r *LogReader) { r.Visible = false }), false, false},
+		{"not to the sender's own member", bcast, with(func(r *reader) { r.member = "alice" }), false, false},
+		{"not to a hidden presence", bcast, with(func(r *reader) { r.visible = false }), false, false},
 		{"group: exact name", group("@ops/db"), bob, true, false},
 		{"group: a parent reaches its subgroups", group("@ops"), bob, true, false},
 		{"group: not a sibling", group("@ops/web"), bob, false, false},
 		{"group: not a name prefix that is no parent", group("@op"), bob, false, false},
-		{"grants without broadcast block", bcast, with(func(r *LogReader) { r.Grants = []byte(`{"ak":["dm"]}`) }), false, true},
-		{"grants block a group message too", group("@ops"), with(func(r *LogReader) { r.Grants = []byte(`{"ak":[]}`) }), false, true},
-		{"out of the group is not a grant refusal", group("@web"), with(func(r *LogReader) { r.Grants = []byte(`{"ak":[]}`) }), false, false},
+		{"grants without broadcast block", bcast, with(func(r *reader) { r.grants = `{"ak":["dm"]}` }), false, true},
+		{"grants block a group message too", group("@ops"), with(func(r *reader) { r.grants = `{"ak":[]}` }), false, true},
+		{"out of the group is not a grant refusal", group("@web"), with(func(r *reader) { r.grants = `{"ak":[]}` }), false, false},
 	}
 	for _, c := range cases {
-		if ok, byGrant := Reaches(c.e, c.r); ok != c.ok || byGrant != c.byGrant {
+		r := NewLogReader(c.r.member, c.r.visible, []byte(c.r.groups), []byte(c.r.grants))
+		if ok, byGrant := r.Reaches(c.e); ok != c.ok || byGrant != c.byGrant {
 			t.Errorf("%s: Reaches = %v, %v; want %v, %v", c.name, ok, byGrant, c.ok, c.byGrant)
 		}
 	}

@@ -146,49 +146,59 @@ func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) {
 	for _, s := range byID {
 		s.lastLogClaim.Store(start.UnixNano())
 	}
+	// The entries, once per mesh in log order (ranges read for different positions may
+	// overlap), then each presence's share of them.
+	entries := map[string][]*db.ClaimLogRow{}
+	for i := range rows {
+		if r := &rows[i]; r.Kind == "e" {
+			entries[r.MeshID] = append(entries[r.MeshID], r)
+		}
+	}
+	for mesh, es := range entries {
+		slices.SortFunc(es, func(a, b *db.ClaimLogRow) int { return cmp.Compare(a.Seq, b.Seq) })
+		entries[mesh] = slices.CompactFunc(es, func(a, b *db.ClaimLogRow) bool { return a.Seq == b.Seq })
+	}
 	frames := map[string][]byte{} // an entry reaches many of the presences with the same frame
-	for i := 0; i < len(rows); {
-		j := i + 1
-		for j < len(rows) && rows[j].PresenceID == rows[i].PresenceID {
-			j++
+	for i := range rows {
+		if r := &rows[i]; r.Kind == "p" {
+			if s := byID[r.PresenceID]; s != nil {
+				h.queueLog(s, r, entries[r.MeshID], frames)
+			}
 		}
-		if s := byID[rows[i].PresenceID]; s != nil {
-			h.queueLog(s, rows[i:j], frames)
-		}
-		i = j
 	}
 }
 
-// queueLog queues one presence's share of a log read (rows of one presence, in log order).
-func (h *Hub) queueLog(s *Session, rows []db.ClaimLogRow, frames map[string][]byte) {
-	first := rows[0]
-	reader := delivery.LogReader{MemberID: first.MemberID, Visible: first.Visible, Groups: first.Groups, Grants: first.PeerGrants}
+// queueLog queues one presence's share of a log read: the entries of its mesh (in log
+// order) in (from, min(from+claimBatch, head)], those that reach it pushed, the cursor moved
+// past the rest.
+func (h *Hub) queueLog(s *Session, p *db.ClaimLogRow, entries []*db.ClaimLogRow, frames map[string][]byte) {
+	reader := delivery.NewLogReader(p.MemberID, p.Visible, p.Groups, p.PeerGrants)
+	upto := min(p.FromSeq+claimBatch, p.Head)
 	var out []outFrame
 	c := &s.log
 	c.mu.Lock()
-	if c.epoch != first.Epoch {
+	if c.epoch != p.Epoch {
 		// The first read of this socket, or the log was recreated: positions start over,
 		// from the stored cursor (which needs no storing again unless it moves past a loss).
-		c.epoch, c.next, c.written, c.stored = first.Epoch, first.FromSeq, first.FromSeq, first.FromSeq
-		if first.Missed {
+		c.epoch, c.next, c.written, c.stored = p.Epoch, p.FromSeq, p.FromSeq, p.FromSeq
+		if p.Missed {
 			c.stored = 0
 		}
 		c.flight, c.byID = nil, nil
 	}
-	if first.Missed {
+	if p.Missed {
 		out = append(out, outFrame{data: h.missedFrame(s)})
 	}
-	last, lastPushed, n := first.FromSeq, int64(0), 0
-	for _, r := range rows {
-		if r.Seq == 0 {
-			continue // no entries: the presence's row alone
+	i, _ := slices.BinarySearchFunc(entries, p.FromSeq+1, func(e *db.ClaimLogRow, seq int64) int { return cmp.Compare(e.Seq, seq) })
+	lastPushed := int64(0)
+	for _, r := range entries[i:] {
+		if r.Seq > upto {
+			break
 		}
-		n++
-		last = r.Seq
-		ok, byGrant := delivery.Reaches(delivery.LogEntry{
+		ok, byGrant := reader.Reaches(delivery.LogEntry{
 			SenderMemberID: r.SenderMemberID, SenderMemberPubkey: r.SenderMemberPubkey,
 			SenderSessionPubkey: r.SenderSessionPubkey, TargetKind: r.TargetKind, TargetSpec: r.TargetSpec,
-		}, reader)
+		})
 		if byGrant {
 			h.metrics.MessagesDroppedByGrant.WithLabelValues("broadcast").Inc()
 		}
@@ -198,7 +208,7 @@ func (h *Hub) queueLog(s *Session, rows []db.ClaimLogRow, frames map[string][]by
 		data, ok := frames[r.MessageID]
 		if !ok {
 			push := protocol.Push{
-				Type: "push", MessageID: r.MessageID, MeshID: s.member.MeshID, SenderPubkey: r.SenderSessionPubkey,
+				Type: "push", MessageID: r.MessageID, MeshID: r.MeshID, SenderPubkey: r.SenderSessionPubkey,
 				SenderMemberPubkey: r.SenderMemberPubkey, Priority: r.Priority, Nonce: r.Nonce,
 				Ciphertext: r.Ciphertext, CreatedAt: audit.FormatTime(r.CreatedAt), ClientMessageID: r.ClientMessageID,
 			}
@@ -218,13 +228,14 @@ func (h *Hub) queueLog(s *Session, rows []db.ClaimLogRow, frames map[string][]by
 			c.flight = append(c.flight, logFlight{seq: r.Seq, at: time.Now()})
 			c.byID[r.MessageID] = r.Seq
 		}
-		out = append(out, outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt, logSeq: r.Seq, logEpoch: first.Epoch})
+		out = append(out, outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt, logSeq: r.Seq, logEpoch: p.Epoch})
 		lastPushed = r.Seq
 	}
-	if last > lastPushed && (n > 0 || first.Missed) {
-		// Skipped entries at the end, or purged ones: the cursor passes them once what is
-		// queued before has been written.
-		out = append(out, outFrame{logSeq: last, logEpoch: first.Epoch})
+	last := max(upto, p.FromSeq)
+	if last > lastPushed && (last > p.FromSeq || p.Missed) {
+		// Entries skipped (not for it, or gone) after the last push, or purged ones: the
+		// cursor passes them once what is queued before has been written.
+		out = append(out, outFrame{logSeq: last, logEpoch: p.Epoch})
 	}
 	if last > c.next {
 		c.next = last
@@ -233,8 +244,8 @@ func (h *Hub) queueLog(s *Session, rows []db.ClaimLogRow, frames map[string][]by
 	for _, f := range out {
 		s.enqueue(f)
 	}
-	if n == claimBatch {
-		h.markLog(s.presenceID) // there may be more
+	if upto < p.Head {
+		h.markLog(s.presenceID) // there is more
 	}
 }
 
@@ -279,9 +290,16 @@ func (h *Hub) expireLogLeases() {
 	}
 }
 
+// logMarkInterval is how often logMarkLoop stores the cursors that moved. A cursor stored
+// late costs nothing but duplicates after a crash (at-least-once), and message_status
+// reporting a delivery up to this much later; storing each move at once cost one row
+// update per recipient per claim — 50 per broadcast to 50 idle peers.
+const logMarkInterval = 50 * time.Millisecond
+
 // logMarkLoop stores cursors in batches: one update per presence however many entries its
 // cursor passed since the last batch. A batch that fails is kept (merged with later marks)
-// and retried: a cursor not stored only means entries read again after a reconnect.
+// and retried a second later: a cursor not stored only means entries read again after a
+// reconnect.
 func (h *Hub) logMarkLoop(ctx context.Context) {
 	pending := map[string]logMark{}
 	add := func(m logMark) {
@@ -289,9 +307,9 @@ func (h *Hub) logMarkLoop(ctx context.Context) {
 			pending[m.presenceID] = m
 		}
 	}
-	flush := func() {
+	flush := func() bool {
 		if len(pending) == 0 {
-			return
+			return true
 		}
 		var p db.AdvanceLogCursorsParams
 		for _, m := range pending {
@@ -303,12 +321,14 @@ func (h *Hub) logMarkLoop(ctx context.Context) {
 		defer cancel()
 		if _, err := h.claimQ.AdvanceLogCursors(fctx, p); err != nil {
 			h.log.Warn("store log cursors", "n", len(pending), "err", err)
-			return
+			return false
 		}
 		clear(pending)
+		return true
 	}
-	retry := time.NewTicker(time.Second)
-	defer retry.Stop()
+	t := time.NewTicker(logMarkInterval)
+	defer t.Stop()
+	var retryAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -321,20 +341,12 @@ func (h *Hub) logMarkLoop(ctx context.Context) {
 					return
 				}
 			}
-		case <-retry.C:
-			flush()
 		case m := <-h.logMarks:
 			add(m)
-		drain:
-			for len(pending) < 1024 {
-				select {
-				case m := <-h.logMarks:
-					add(m)
-				default:
-					break drain
-				}
+		case now := <-t.C:
+			if now.After(retryAt) && !flush() {
+				retryAt = now.Add(time.Second)
 			}
-			flush()
 		}
 	}
 }

@@ -426,7 +426,7 @@ func (s *Session) logStatus(ctx context.Context, st db.MessageDeliveryStateRow) 
 	var last time.Time
 	all = true
 	for _, r := range rows {
-		if ok, _ := delivery.Reaches(e, delivery.LogReader{Visible: r.Visible, Groups: r.Groups, Grants: r.PeerGrants}); !ok {
+		if ok, _ := delivery.NewLogReader("", r.Visible, r.Groups, r.PeerGrants).Reaches(e); !ok {
 			continue
 		}
 		recips = append(recips, statusRecipient{name: r.Name, pubkey: r.Pubkey, delivered: r.Delivered})
