@@ -14,20 +14,29 @@ const advanceLogCursors = `-- name: AdvanceLogCursors :execrows
 UPDATE presences p
 SET log_acked = CASE WHEN p.log_epoch IS DISTINCT FROM x.epoch THEN x.seq ELSE greatest(p.log_acked, x.seq) END,
     log_epoch = x.epoch, log_acked_at = now()
-FROM (SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS epoch, unnest($3::bigint[]) AS seq) x
-WHERE p.id = x.id AND (p.log_epoch IS DISTINCT FROM x.epoch OR p.log_acked < x.seq)
+FROM (SELECT unnest($1::text[]) AS id, unnest($2::text[]) AS epoch, unnest($3::bigint[]) AS seq,
+             unnest($4::bigint[]) AS conn) x
+WHERE p.id = x.id AND p.connection_epoch = x.conn AND (p.log_epoch IS DISTINCT FROM x.epoch OR p.log_acked < x.seq)
 `
 
 type AdvanceLogCursorsParams struct {
 	PresenceIds []string
 	Epochs      []string
 	Seqs        []int64
+	Conns       []int64
 }
 
 // Cursors move forward (never back) to the positions given, in the epoch given: a cursor
 // still in another epoch (a reset, or one that had none) takes the new epoch and position.
+// Only from the socket that owns the presence (@conns): a socket taken over meanwhile wrote
+// to a connection its client has left.
 func (q *Queries) AdvanceLogCursors(ctx context.Context, arg AdvanceLogCursorsParams) (int64, error) {
-	result, err := q.db.Exec(ctx, advanceLogCursors, arg.PresenceIds, arg.Epochs, arg.Seqs)
+	result, err := q.db.Exec(ctx, advanceLogCursors,
+		arg.PresenceIds,
+		arg.Epochs,
+		arg.Seqs,
+		arg.Conns,
+	)
 	if err != nil {
 		return 0, err
 	}
@@ -38,31 +47,35 @@ const claimLog = `-- name: ClaimLog :many
 
 WITH t AS (
     SELECT unnest($1::text[]) AS presence_id, unnest($2::bigint[]) AS from_seq,
-           unnest($3::text[]) AS epoch
+           unnest($3::text[]) AS epoch, unnest($4::bigint[]) AS conn
 ), tp AS (
     SELECT t.presence_id, p.mesh_id, p.member_id, p.groups, p.visible, mb.peer_grants, l.epoch, l.head,
            l.purged_through,
            p.log_epoch IS NOT NULL AND p.log_epoch <> l.epoch AND t.epoch <> l.epoch AS reset,
-           greatest(CASE WHEN p.log_epoch IS NULL THEN 0 WHEN p.log_epoch = l.epoch THEN p.log_acked END,
+           p.log_epoch IS NULL AND t.epoch <> l.epoch AS adopt,
+           greatest(CASE WHEN p.log_epoch IS NULL THEN greatest(l.purged_through, (
+                        SELECT coalesce(max(m.mesh_seq), 0) FROM messages m
+                        WHERE m.mesh_id = p.mesh_id AND m.mesh_seq IS NOT NULL AND m.created_at < p.connected_at))
+                    WHEN p.log_epoch = l.epoch THEN p.log_acked END,
                     CASE WHEN t.epoch = l.epoch THEN t.from_seq END) AS cursor
     FROM t
-    JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL
+    JOIN presences p ON p.id = t.presence_id AND p.ended_at IS NULL AND p.connection_epoch = t.conn
     JOIN members mb ON mb.id = p.member_id AND mb.revoked_at IS NULL
     JOIN mesh_logs l ON l.mesh_id = p.mesh_id
 ), tc AS (
-    SELECT tp.presence_id, tp.mesh_id, tp.member_id, tp.groups, tp.visible, tp.peer_grants, tp.epoch, tp.head, tp.purged_through, tp.reset, tp.cursor, tp.reset OR coalesce(tp.cursor, 0) < tp.purged_through AS missed,
+    SELECT tp.presence_id, tp.mesh_id, tp.member_id, tp.groups, tp.visible, tp.peer_grants, tp.epoch, tp.head, tp.purged_through, tp.reset, tp.adopt, tp.cursor, tp.reset OR coalesce(tp.cursor, 0) < tp.purged_through AS missed,
            CASE WHEN tp.reset THEN tp.head ELSE greatest(coalesce(tp.cursor, 0), tp.purged_through) END AS from_seq
     FROM tp
 )
 SELECT 'p'::text AS kind, tc.presence_id::text AS presence_id, tc.mesh_id::text AS mesh_id, tc.epoch::text AS epoch,
-       tc.from_seq::bigint AS from_seq, tc.head::bigint AS head, tc.missed::bool AS missed, tc.member_id::text AS member_id,
+       tc.from_seq::bigint AS from_seq, tc.head::bigint AS head, tc.missed::bool AS missed, tc.adopt::bool AS adopt, tc.member_id::text AS member_id,
        tc.groups::jsonb AS groups, tc.visible::bool AS visible, tc.peer_grants::jsonb AS peer_grants,
        0::bigint AS seq, ''::text AS message_id, ''::text AS sender_member_id, ''::text AS sender_session_pubkey,
        ''::text AS sender_member_pubkey, ''::text AS target_kind, ''::text AS target_spec, ''::text AS priority,
        ''::text AS nonce, ''::text AS ciphertext, now()::timestamptz AS created_at, ''::text AS client_message_id
 FROM tc
 UNION ALL
-SELECT 'e', '', r.mesh_id, '', r.from_seq, 0, false, '', '[]'::jsonb, false, '{}'::jsonb,
+SELECT 'e', '', r.mesh_id, '', r.from_seq, 0, false, false, '', '[]'::jsonb, false, '{}'::jsonb,
        e.mesh_seq, e.id, e.sender_member_id, coalesce(e.sender_session_pubkey, ''), e.sender_member_pubkey,
        e.target_kind, e.target_spec, e.priority, e.nonce, e.ciphertext, e.created_at, coalesce(e.client_message_id, '')
 FROM (SELECT DISTINCT tc.mesh_id, tc.from_seq FROM tc) r
@@ -70,7 +83,8 @@ CROSS JOIN LATERAL (
     SELECT m.mesh_seq, m.id, m.sender_member_id, m.sender_session_pubkey, m.sender_member_pubkey, m.target_kind,
            m.target_spec, m.priority, m.nonce, m.ciphertext, m.created_at, m.client_message_id
     FROM messages m
-    WHERE m.mesh_id = r.mesh_id AND m.mesh_seq > r.from_seq AND m.mesh_seq <= r.from_seq + $4::int
+    WHERE m.mesh_id = r.mesh_id AND m.mesh_seq > r.from_seq AND m.mesh_seq <= r.from_seq + $5::int
+      AND m.expires_at > now()
     ORDER BY m.mesh_seq
 ) e
 `
@@ -79,6 +93,7 @@ type ClaimLogParams struct {
 	PresenceIds []string
 	Froms       []int64
 	Epochs      []string
+	Conns       []int64
 	Lim         int32
 }
 
@@ -90,6 +105,7 @@ type ClaimLogRow struct {
 	FromSeq             int64
 	Head                int64
 	Missed              bool
+	Adopt               bool
 	MemberID            string
 	Groups              []byte
 	Visible             bool
@@ -112,7 +128,9 @@ type ClaimLogRow struct {
 // (migration 14).
 // The next log entries of several presences held here, after each one's cursor: the
 // greater of its stored cursor (log_acked) and @froms, what this socket already read, each
-// counted in its epoch (@epochs: the socket's, ” before its first read). A pure read: an
+// counted in its epoch (@epochs: the socket's, ” before its first read). Only for the
+// socket that owns the presence (@conns, its connection epoch): a socket taken over reads
+// nothing, so it cannot move the cursor past what its successor has not read. A pure read: an
 // entry is done for a presence when its cursor passes it (AdvanceLogCursors), which the
 // socket does once the push is written (or acknowledged). Scope — visible, not the sender's
 // member, in the group, the recipient's grants allow broadcast — is decided by the caller,
@@ -123,8 +141,10 @@ type ClaimLogRow struct {
 // whose mesh has no log yet. reset: neither the stored cursor nor the socket's counts in the
 // log's epoch (the log was recreated); missed: entries after the cursor were purged
 // (QUEUE_TTL) before it read them; from_seq is the head after a reset, past the purged
-// entries after a miss. A stored cursor with no epoch (the presence joined before its mesh
-// had a log) counts from the log's start. Then the entries (kind 'e', presence columns
+// entries after a miss. adopt: the stored cursor has no epoch — the presence joined before
+// its mesh had a log, or was made by an instance of the release before the log — so it
+// starts after the last entry stored before it connected, and the caller stores that.
+// Entries past their TTL (waiting for the purge) are not read. Then the entries (kind 'e', presence columns
 // empty), once per distinct (mesh, from_seq) — the presences of a mesh woken together read
 // from the same position, so an entry's ciphertext crosses once, not once per recipient:
 // positions (from_seq, from_seq + @lim]. The caller gives each presence the entries of its
@@ -136,6 +156,7 @@ func (q *Queries) ClaimLog(ctx context.Context, arg ClaimLogParams) ([]ClaimLogR
 		arg.PresenceIds,
 		arg.Froms,
 		arg.Epochs,
+		arg.Conns,
 		arg.Lim,
 	)
 	if err != nil {
@@ -153,6 +174,7 @@ func (q *Queries) ClaimLog(ctx context.Context, arg ClaimLogParams) ([]ClaimLogR
 			&i.FromSeq,
 			&i.Head,
 			&i.Missed,
+			&i.Adopt,
 			&i.MemberID,
 			&i.Groups,
 			&i.Visible,

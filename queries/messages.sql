@@ -77,6 +77,7 @@ WITH inp AS (
 ), heads AS (
     INSERT INTO mesh_logs AS l (mesh_id, epoch, head)
     SELECT mesh_id, gen_random_uuid()::text, count(*) FROM inp WHERE logged GROUP BY mesh_id
+    ORDER BY mesh_id -- every batch locks its meshes' log rows in one order: no deadlock
     ON CONFLICT (mesh_id) DO UPDATE SET head = l.head + excluded.head
     RETURNING l.mesh_id, l.head
 ), seqs AS (

@@ -317,7 +317,7 @@ func TestLogEntriesInOrderAndRevokedMembersReadNothing(t *testing.T) {
 	if err := d.Pool.QueryRow(ctx, "SELECT count(*) FROM deliveries").Scan(&deliveries); err != nil || deliveries != 0 {
 		t.Fatalf("%d deliveries for broadcasts (%v); want none: a broadcast is one log entry", deliveries, err)
 	}
-	rows, err := q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p", "carol-p"}, Froms: []int64{0, 0}, Epochs: []string{"", ""}})
+	rows, err := q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p", "carol-p"}, Froms: []int64{0, 0}, Epochs: []string{"", ""}, Conns: []int64{1, 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,8 +342,30 @@ func TestLogEntriesInOrderAndRevokedMembersReadNothing(t *testing.T) {
 		}
 	}
 	// Read again from the last position: bob's presence alone, with no entry.
-	rows, err = q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p"}, Froms: []int64{3}, Epochs: []string{readers[0].Epoch}})
+	rows, err = q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p"}, Froms: []int64{3}, Epochs: []string{readers[0].Epoch}, Conns: []int64{1}})
 	if err != nil || len(rows) != 1 || rows[0].Kind != "p" || rows[0].FromSeq != 3 {
 		t.Fatalf("read past the head: %+v %v; want bob's row alone, from 3", rows, err)
+	}
+	// A socket that no longer owns the presence (taken over: the connection epoch moved on)
+	// reads nothing, and cannot store the cursor.
+	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET connection_epoch = 2 WHERE id = 'bob-p'"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"bob-p"}, Froms: []int64{0}, Epochs: []string{""}, Conns: []int64{1}})
+	if err != nil || len(rows) != 0 {
+		t.Fatalf("read by a socket taken over: %+v %v; want nothing", rows, err)
+	}
+	if n, err := q.AdvanceLogCursors(ctx, db.AdvanceLogCursorsParams{PresenceIds: []string{"bob-p"}, Epochs: []string{readers[0].Epoch}, Seqs: []int64{3}, Conns: []int64{1}}); err != nil || n != 0 {
+		t.Fatalf("cursor stored by a socket taken over: %d %v; want 0", n, err)
+	}
+	// A presence whose cursor has no epoch (made by an instance of the release before the
+	// log) reads from after the last entry stored before it connected, not from the start.
+	if _, err := d.Pool.Exec(ctx, `INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, pid, cwd, connected_at)
+		VALUES ('dave-p', $1, $2, 'dave-p', 'dave-p', 1, '/', now() + interval '1 second')`, ids["bob"].MeshID, ids["bob"].MemberID); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = q.ClaimLog(ctx, db.ClaimLogParams{Lim: 10, PresenceIds: []string{"dave-p"}, Froms: []int64{0}, Epochs: []string{""}, Conns: []int64{1}})
+	if err != nil || len(rows) != 1 || rows[0].FromSeq != 3 || !rows[0].Adopt || rows[0].Missed {
+		t.Fatalf("read without an epoch: %+v %v; want from 3 (after what was stored before it connected), adopt", rows, err)
 	}
 }

@@ -181,16 +181,61 @@ func (h *Hub) claim(ctx context.Context, batch []dirtyEntry) {
 			log = append(log, e)
 		}
 	}
+	var direct, logged map[*Session][]outFrame
 	if len(dm) > 0 {
-		h.claimDeliveries(ctx, dm)
+		direct = h.claimDeliveries(ctx, dm)
 	}
 	if len(log) > 0 {
-		h.claimLog(ctx, log)
+		logged = h.claimLog(ctx, log)
+	}
+	for s, fs := range direct {
+		if lf, ok := logged[s]; ok {
+			fs = mergePushes(fs, lf)
+			delete(logged, s)
+		}
+		for _, f := range fs {
+			s.enqueue(f)
+		}
+	}
+	for s, fs := range logged {
+		for _, f := range fs {
+			s.enqueue(f)
+		}
 	}
 }
 
-// claimDeliveries leases and pushes the deliverable rows of a set of presences held here.
-func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
+// mergePushes merges a socket's direct pushes and log frames, each in its own order, into
+// the order the messages were stored (created_at, then the time-ordered id), so one
+// sender's direct and broadcast messages reach a recipient in the order sent. Log frames
+// that are no push (messages_missed, cursor-only) keep their place among the log's.
+func mergePushes(direct, logged []outFrame) []outFrame {
+	out := make([]outFrame, 0, len(direct)+len(logged))
+	before := func(a, b outFrame) bool { // a direct push a goes before log frame b
+		if b.msgID == "" {
+			return b.logSeq > 0 // messages_missed goes first; a cursor-only frame waits for nothing
+		}
+		if c := a.storedAt.Compare(b.storedAt); c != 0 {
+			return c < 0
+		}
+		return a.msgID < b.msgID
+	}
+	i, j := 0, 0
+	for i < len(direct) && j < len(logged) {
+		if before(direct[i], logged[j]) {
+			out = append(out, direct[i])
+			i++
+		} else {
+			out = append(out, logged[j])
+			j++
+		}
+	}
+	out = append(out, direct[i:]...)
+	return append(out, logged[j:]...)
+}
+
+// claimDeliveries leases the deliverable rows of a set of presences held here and returns
+// their pushes, per socket in stored order.
+func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) map[*Session][]outFrame {
 	byID := make(map[string]dirtyEntry, len(batch))
 	p := db.ClaimDeliveriesParams{Lim: claimBatch, LeaseSeconds: h.cfg.LeaseDuration.Seconds()}
 	for _, e := range batch {
@@ -203,7 +248,7 @@ func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
 		p.Epochs = append(p.Epochs, e.s.epoch)
 	}
 	if len(p.PresenceIds) == 0 {
-		return
+		return nil
 	}
 	start := time.Now()
 	rows, err := h.claimQ.ClaimDeliveries(ctx, p)
@@ -212,7 +257,7 @@ func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
 		if ctx.Err() == nil {
 			h.log.Warn("claim deliveries", "presences", len(p.PresenceIds), "err", err)
 		}
-		return
+		return nil
 	}
 	for _, e := range byID {
 		e.s.lastClaim.Store(start.UnixNano()) // this claim saw every row committed before start
@@ -226,6 +271,7 @@ func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
 	})
 	counts := map[string]int{}
 	frames := make(map[string][]byte, len(rows))
+	out := make(map[*Session][]outFrame, len(byID))
 	for _, r := range rows {
 		e, ok := byID[r.PresenceID]
 		if !ok {
@@ -253,11 +299,11 @@ func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
 			}
 			frames[r.MessageID] = data
 		}
-		f := outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt}
+		f := outFrame{data: data, msgID: r.MessageID, priority: r.Priority, storedAt: r.CreatedAt}
 		if !e.s.clientAck {
 			f.deliveryID = r.DeliveryID
 		}
-		e.s.enqueue(f)
+		out[e.s] = append(out[e.s], f)
 	}
 	for id, n := range counts {
 		if byID[id].fromPoll {
@@ -267,6 +313,7 @@ func (h *Hub) claimDeliveries(ctx context.Context, batch []dirtyEntry) {
 			h.markDirty(id) // there may be more
 		}
 	}
+	return out
 }
 
 // markLoop marks written deliveries delivered, in batches.

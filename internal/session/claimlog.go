@@ -33,11 +33,13 @@ import (
 type logCursor struct {
 	mu      sync.Mutex
 	epoch   string           // the log epoch the positions count in; "" before the first read
+	gen     uint64           // bumped when positions are read again (lease expiry, new epoch): older reads and writes are void
 	next    int64            // the highest position read by this socket's claims
 	written int64            // the highest position whose frame (push or cursor-only) was written
 	flight  []logFlight      // client_ack pushes not yet acknowledged, in log order
 	byID    map[string]int64 // their positions, by message id
 	stored  int64            // the highest position handed to logMarkLoop
+	paused  bool             // reads stopped with maxLogInFlight unacknowledged; an ack resumes them
 }
 
 type logFlight struct {
@@ -45,6 +47,11 @@ type logFlight struct {
 	at    time.Time
 	acked bool
 }
+
+// maxLogInFlight bounds a client_ack socket's unacknowledged broadcast pushes: past it, the
+// socket reads no more of the log until acknowledgements come (the deliveries' leases bound
+// the same for direct messages), so a client that never acknowledges costs bounded memory.
+const maxLogInFlight = 4096
 
 // done is the position everything up to which is done for the presence: written, and for a
 // client_ack client also acknowledged. Caller holds mu.
@@ -62,6 +69,7 @@ func (c *logCursor) done() int64 {
 // logMark is a cursor to store.
 type logMark struct {
 	presenceID string
+	conn       int64 // the socket's connection epoch: only the presence's owner stores
 	epoch      string
 	seq        int64
 }
@@ -77,15 +85,15 @@ func (s *Session) advanceLog() {
 	}
 	c.mu.Unlock()
 	if moved {
-		s.hub.logMarks <- logMark{presenceID: s.presenceID, epoch: epoch, seq: d}
+		s.hub.logMarks <- logMark{presenceID: s.presenceID, conn: s.epoch, epoch: epoch, seq: d}
 	}
 }
 
-// logWrittenTo records that the frame at position seq (epoch) reached the socket.
-func (s *Session) logWrittenTo(seq int64, epoch string) {
+// logWrittenTo records that the frame at position seq (of a read in gen) reached the socket.
+func (s *Session) logWrittenTo(seq int64, gen uint64) {
 	c := &s.log
 	c.mu.Lock()
-	if epoch == c.epoch && seq > c.written {
+	if gen == c.gen && seq > c.written {
 		c.written = seq
 	}
 	c.mu.Unlock()
@@ -109,30 +117,46 @@ func (s *Session) logAck(ids []string) (rest []string) {
 			c.flight[i].acked, hit = true, true
 		}
 	}
+	resume := c.paused && hit
+	if resume {
+		c.paused = false
+	}
 	c.mu.Unlock()
 	if hit {
 		s.advanceLog()
 	}
+	if resume {
+		s.hub.markLog(s.presenceID)
+	}
 	return rest
 }
 
-// claimLog reads the log for presences held here and queues what is for them.
-func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) {
+// claimLog reads the log for presences held here and returns what to queue on each socket.
+func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) map[*Session][]outFrame {
 	byID := make(map[string]*Session, len(batch))
+	gens := make(map[*Session]uint64, len(batch))
 	p := db.ClaimLogParams{Lim: claimBatch}
 	for _, e := range batch {
 		if e.s.isClosed() {
 			continue
 		}
+		c := &e.s.log
+		c.mu.Lock()
+		if len(c.flight) >= maxLogInFlight {
+			c.paused = true
+			c.mu.Unlock()
+			continue
+		}
 		byID[e.s.presenceID] = e.s
-		e.s.log.mu.Lock()
+		gens[e.s] = c.gen
 		p.PresenceIds = append(p.PresenceIds, e.s.presenceID)
-		p.Froms = append(p.Froms, e.s.log.next)
-		p.Epochs = append(p.Epochs, e.s.log.epoch)
-		e.s.log.mu.Unlock()
+		p.Froms = append(p.Froms, c.next)
+		p.Epochs = append(p.Epochs, c.epoch)
+		p.Conns = append(p.Conns, e.s.epoch)
+		c.mu.Unlock()
 	}
 	if len(p.PresenceIds) == 0 {
-		return
+		return nil
 	}
 	start := time.Now()
 	rows, err := h.claimQ.ClaimLog(ctx, p)
@@ -141,7 +165,7 @@ func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) {
 		if ctx.Err() == nil {
 			h.log.Warn("claim log", "presences", len(p.PresenceIds), "err", err)
 		}
-		return
+		return nil
 	}
 	for _, s := range byID {
 		s.lastLogClaim.Store(start.UnixNano())
@@ -159,29 +183,41 @@ func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) {
 		entries[mesh] = slices.CompactFunc(es, func(a, b *db.ClaimLogRow) bool { return a.Seq == b.Seq })
 	}
 	frames := map[string][]byte{} // an entry reaches many of the presences with the same frame
+	out := make(map[*Session][]outFrame, len(byID))
 	for i := range rows {
 		if r := &rows[i]; r.Kind == "p" {
 			if s := byID[r.PresenceID]; s != nil {
-				h.queueLog(s, r, entries[r.MeshID], frames)
+				if fs := h.logFrames(s, r, gens[s], entries[r.MeshID], frames); len(fs) > 0 {
+					out[s] = fs
+				}
 			}
 		}
 	}
+	return out
 }
 
-// queueLog queues one presence's share of a log read: the entries of its mesh (in log
-// order) in (from, min(from+claimBatch, head)], those that reach it pushed, the cursor moved
-// past the rest.
-func (h *Hub) queueLog(s *Session, p *db.ClaimLogRow, entries []*db.ClaimLogRow, frames map[string][]byte) {
+// logFrames is one presence's share of a log read: the entries of its mesh (in log order)
+// in (from, min(from+claimBatch, head)], those that reach it as pushes, then a cursor-only
+// frame past the rest. A read begun before the socket's positions were reset (gen) is
+// dropped and done again.
+func (h *Hub) logFrames(s *Session, p *db.ClaimLogRow, gen uint64, entries []*db.ClaimLogRow, frames map[string][]byte) []outFrame {
 	reader := delivery.NewLogReader(p.MemberID, p.Visible, p.Groups, p.PeerGrants)
 	upto := min(p.FromSeq+claimBatch, p.Head)
 	var out []outFrame
 	c := &s.log
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		defer h.markLog(s.presenceID)
+		return nil
+	}
 	if c.epoch != p.Epoch {
 		// The first read of this socket, or the log was recreated: positions start over,
-		// from the stored cursor (which needs no storing again unless it moves past a loss).
+		// from the stored cursor (which needs no storing again unless it moved past a loss
+		// or had no epoch).
+		c.gen++
 		c.epoch, c.next, c.written, c.stored = p.Epoch, p.FromSeq, p.FromSeq, p.FromSeq
-		if p.Missed {
+		if p.Missed || p.Adopt {
 			c.stored = 0
 		}
 		c.flight, c.byID = nil, nil
@@ -228,25 +264,21 @@ func (h *Hub) queueLog(s *Session, p *db.ClaimLogRow, entries []*db.ClaimLogRow,
 			c.flight = append(c.flight, logFlight{seq: r.Seq, at: time.Now()})
 			c.byID[r.MessageID] = r.Seq
 		}
-		out = append(out, outFrame{data: data, priority: r.Priority, storedAt: r.CreatedAt, logSeq: r.Seq, logEpoch: p.Epoch})
+		out = append(out, outFrame{data: data, msgID: r.MessageID, priority: r.Priority, storedAt: r.CreatedAt, logSeq: r.Seq, logGen: c.gen})
 		lastPushed = r.Seq
 	}
 	last := max(upto, p.FromSeq)
-	if last > lastPushed && (last > p.FromSeq || p.Missed) {
-		// Entries skipped (not for it, or gone) after the last push, or purged ones: the
-		// cursor passes them once what is queued before has been written.
-		out = append(out, outFrame{logSeq: last, logEpoch: p.Epoch})
+	if last > lastPushed && (last > p.FromSeq || p.Missed || p.Adopt) {
+		// Entries skipped (not for it, or gone) after the last push, purged ones, or a
+		// cursor without an epoch: the cursor passes them once what is queued before it
+		// has been written.
+		out = append(out, outFrame{logSeq: last, logGen: c.gen})
 	}
-	if last > c.next {
-		c.next = last
-	}
-	c.mu.Unlock()
-	for _, f := range out {
-		s.enqueue(f)
-	}
+	c.next = max(c.next, last)
 	if upto < p.Head {
-		h.markLog(s.presenceID) // there is more
+		defer h.markLog(s.presenceID) // there is more (after c.mu is released)
 	}
+	return out
 }
 
 // missedFrame is the system push telling a presence that log entries after its cursor were
@@ -276,9 +308,12 @@ func (h *Hub) expireLogLeases() {
 		c := &s.log
 		c.done()
 		if len(c.flight) > 0 && c.flight[0].at.Before(cut) {
+			// Read again from the first unacknowledged push; what is queued or being read
+			// meanwhile (an older gen) no longer moves the cursor.
+			c.gen++
 			c.next = c.flight[0].seq - 1
 			c.written = c.next
-			c.flight, c.byID = nil, nil
+			c.flight, c.byID, c.paused = nil, nil, false
 			expired = append(expired, s)
 		}
 		s.log.mu.Unlock()
@@ -303,7 +338,7 @@ const logMarkInterval = 50 * time.Millisecond
 func (h *Hub) logMarkLoop(ctx context.Context) {
 	pending := map[string]logMark{}
 	add := func(m logMark) {
-		if old, ok := pending[m.presenceID]; !ok || old.epoch != m.epoch || m.seq > old.seq {
+		if old, ok := pending[m.presenceID]; !ok || old.epoch != m.epoch || old.conn != m.conn || m.seq > old.seq {
 			pending[m.presenceID] = m
 		}
 	}
@@ -314,6 +349,7 @@ func (h *Hub) logMarkLoop(ctx context.Context) {
 		var p db.AdvanceLogCursorsParams
 		for _, m := range pending {
 			p.PresenceIds = append(p.PresenceIds, m.presenceID)
+			p.Conns = append(p.Conns, m.conn)
 			p.Epochs = append(p.Epochs, m.epoch)
 			p.Seqs = append(p.Seqs, m.seq)
 		}

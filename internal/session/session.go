@@ -46,7 +46,8 @@ type outFrame struct {
 	data       []byte
 	deliveryID int64
 	logSeq     int64
-	logEpoch   string
+	logGen     uint64    // the log cursor's generation the frame was read in
+	msgID      string    // for message pushes: with storedAt, the order of a socket's pushes
 	priority   string    // set for message pushes (counted in broker_messages_routed_total)
 	storedAt   time.Time // when the message was stored (send→push latency)
 }
@@ -593,7 +594,7 @@ func (s *Session) drain() {
 				s.hub.delivered <- f.deliveryID
 			}
 			if f.logSeq > 0 {
-				s.logWrittenTo(f.logSeq, f.logEpoch)
+				s.logWrittenTo(f.logSeq, f.logGen)
 			}
 		}
 	}
