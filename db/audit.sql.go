@@ -11,22 +11,24 @@ import (
 )
 
 const auditBacklog = `-- name: AuditBacklog :one
-SELECT EXISTS (SELECT 1 FROM audit_pending p WHERE p.mesh_id = $1)
-    OR EXISTS (
-        SELECT 1 FROM messages x
-        WHERE x.mesh_id = $1 AND x.audit_xid IS NOT NULL
-          AND (x.audit_xid, x.id) > (
-              coalesce((SELECT c.message_xid FROM audit_cursors c WHERE c.mesh_id = $1), '0'::xid8),
-              coalesce((SELECT c.message_id FROM audit_cursors c WHERE c.mesh_id = $1), ''))
-    ) AS backlog
+SELECT (EXISTS (SELECT 1 FROM audit_pending p WHERE p.mesh_id = $1)
+    OR coalesce((
+        SELECT (x.audit_xid, x.id) > (coalesce(c.message_xid, '0'::xid8), coalesce(c.message_id, ''))
+        FROM (SELECT m.audit_xid, m.id FROM messages m WHERE m.mesh_id = $1 AND m.audit_xid IS NOT NULL
+              ORDER BY m.audit_xid DESC, m.id DESC LIMIT 1) x
+        LEFT JOIN audit_cursors c ON c.mesh_id = $1), false))::bool AS backlog
 `
 
 // Whether a mesh has events the chainer has not linked yet: pending rows, or messages past
 // its cursor (typically held back by a transaction older than them still running). The
 // chainer keeps such a mesh noted, so it is retried on the next tick, not the next sweep.
-func (q *Queries) AuditBacklog(ctx context.Context, meshID string) (*bool, error) {
+// Asked as "is the mesh's last message past the cursor" — one probe at the end of the
+// mesh's range of messages_audit_idx — not as "does any message lie past the cursor": the
+// generic plan of that form (a prepared statement's, after five runs) scanned the whole
+// messages table, 37 ms at 125 000 rows, on every chainer tick for every busy mesh.
+func (q *Queries) AuditBacklog(ctx context.Context, meshID string) (bool, error) {
 	row := q.db.QueryRow(ctx, auditBacklog, meshID)
-	var backlog *bool
+	var backlog bool
 	err := row.Scan(&backlog)
 	return backlog, err
 }

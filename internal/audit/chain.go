@@ -411,7 +411,7 @@ func (c *Chainer) Run(ctx context.Context, tick, sweep time.Duration) {
 			if err != nil && ctx.Err() == nil {
 				c.log.Warn("audit chainer", "mesh", m, "err", err)
 			}
-			if backlog != nil && *backlog {
+			if backlog {
 				c.mu.Lock()
 				if _, ok := c.noted[m]; !ok {
 					c.noted[m] = at
