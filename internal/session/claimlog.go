@@ -1,6 +1,7 @@
 package session
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -40,6 +41,22 @@ type logCursor struct {
 	byID    map[string]int64 // their positions, by message id
 	stored  int64            // the highest position handed to logMarkLoop
 	paused  bool             // reads stopped with maxLogInFlight unacknowledged; an ack resumes them
+
+	// The scope of the last read (delivery.LogReader), kept while the presence's groups and
+	// its member's grants read the same: parsed once, not once per read.
+	reader                 delivery.LogReader
+	readerGroups, readerGr []byte
+	readerVisible          bool
+	readerOK               bool
+}
+
+// scope is the presence's reader for a read's groups, visibility and grants. Caller holds mu.
+func (c *logCursor) scope(memberID string, visible bool, groups, grants []byte) delivery.LogReader {
+	if !c.readerOK || visible != c.readerVisible || !bytes.Equal(groups, c.readerGroups) || !bytes.Equal(grants, c.readerGr) {
+		c.reader = delivery.NewLogReader(memberID, visible, groups, grants)
+		c.readerGroups, c.readerGr, c.readerVisible, c.readerOK = groups, grants, visible, true
+	}
+	return c.reader
 }
 
 type logFlight struct {
@@ -201,12 +218,12 @@ func (h *Hub) claimLog(ctx context.Context, batch []dirtyEntry) map[*Session][]o
 // frame past the rest. A read begun before the socket's positions were reset (gen) is
 // dropped and done again.
 func (h *Hub) logFrames(s *Session, p *db.ClaimLogRow, gen uint64, entries []*db.ClaimLogRow, frames map[string][]byte) []outFrame {
-	reader := delivery.NewLogReader(p.MemberID, p.Visible, p.Groups, p.PeerGrants)
 	upto := min(p.FromSeq+claimBatch, p.Head)
 	var out []outFrame
 	c := &s.log
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	reader := c.scope(p.MemberID, p.Visible, p.Groups, p.PeerGrants)
 	if gen != c.gen {
 		defer h.markLog(s.presenceID)
 		return nil
