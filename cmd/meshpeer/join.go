@@ -23,6 +23,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/internal/client"
 	"github.com/meshbroker/meshbroker/internal/invite"
+	"github.com/meshbroker/meshbroker/internal/peerhome"
 )
 
 // identityFile is what join stores: everything listen and send need to connect.
@@ -40,15 +41,19 @@ type identityFile struct {
 // codeShape is a v2 invite code, alone or at the end of an /i/<code> link.
 var codeShape = regexp.MustCompile(`(?i)(?:^|/i/)([` + invite.CodeAlphabet + `]{8})/?$`)
 
-// join enrolls a fresh ed25519 identity in a mesh with an invite — a v1 token or its
-// ic://join/<token> link through POST /join, or a v2 code through POST
-// /invites/<code>/claim — and writes it to -out (mode 0600, never over an existing file).
+// join enrolls the user's member key (peerhome: made on first use, as by init) in a mesh
+// with an invite — a v1 token or its ic://join/<token> link through POST /join, or a v2
+// code through POST /invites/<code>/claim — and records the mesh in the home; with -out, a
+// fresh ed25519 identity instead, written to that file (mode 0600, never over an existing
+// file).
 func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("join", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	wsURL := fs.String("url", "", "")
 	name := fs.String("name", "", "")
 	out := fs.String("out", "", "")
+	defHome, _ := peerhome.DefaultDir()
+	homeDir := fs.String("home", defHome, "")
 	if err := fs.Parse(args); err != nil {
 		return usageErr{err.Error()}
 	}
@@ -56,17 +61,28 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageErr{"join needs exactly one invite: an ic://join/… link, a token or a code"}
 	}
 	arg := strings.TrimSpace(fs.Arg(0))
-	if *name == "" {
-		*name = defaultName()
+	var id identityFile
+	var home *peerhome.Home
+	if *out == "" {
+		h, created, err := peerhome.Init(*homeDir, nonEmpty(*name, defaultName()))
+		if err != nil {
+			return err
+		}
+		if created {
+			fmt.Fprintf(stderr, "identity created in %s (%s)\n", h.Dir, h.Pubkey)
+		}
+		home = h
+		id = identityFile{DisplayName: nonEmpty(*name, h.DisplayName), Pubkey: h.Pubkey, SecretKey: h.SecretKey}
+	} else {
+		pub, sec, _ := ed25519.GenerateKey(rand.Reader)
+		id = identityFile{DisplayName: nonEmpty(*name, defaultName()), Pubkey: hex.EncodeToString(pub), SecretKey: hex.EncodeToString(sec)}
 	}
-	pub, sec, _ := ed25519.GenerateKey(rand.Reader)
-	id := identityFile{DisplayName: *name, Pubkey: hex.EncodeToString(pub), SecretKey: hex.EncodeToString(sec)}
 
 	// Where the identity goes is settled before the broker is asked: a use of the invite
 	// must not be spent on an identity that cannot be written.
-	checkOut := func(def string) error {
+	checkOut := func() error {
 		if *out == "" {
-			*out = def + ".identity.json"
+			return nil // the home, written at the end
 		}
 		if _, err := os.Stat(*out); err == nil {
 			return fmt.Errorf("%s exists: choose another -out", *out)
@@ -78,7 +94,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *wsURL == "" {
 			return usageErr{"a v2 code carries no broker address: give -url ws(s)://…/ws"}
 		}
-		if err := checkOut("mesh-" + code); err != nil {
+		if err := checkOut(); err != nil {
 			return err
 		}
 		if err := claimCode(ctx, stderr, code, *wsURL, &id); err != nil {
@@ -95,7 +111,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if time.Unix(p.ExpiresAt, 0).Before(time.Now()) {
 			return fmt.Errorf("the invite expired at %s", time.Unix(p.ExpiresAt, 0).UTC().Format(time.RFC3339))
 		}
-		if err := checkOut(fileStem(nonEmpty(p.MeshSlug, p.MeshID))); err != nil {
+		if err := checkOut(); err != nil {
 			return err
 		}
 		id.BrokerURL = p.BrokerURL
@@ -114,6 +130,13 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		id.MemberID = res.MemberID
+	}
+	if home != nil {
+		if err := home.AddMesh(peerhome.Mesh{MeshID: id.MeshID, MemberID: id.MemberID, Slug: id.Slug, BrokerURL: id.BrokerURL, RootKey: id.RootKey}); err != nil {
+			return fmt.Errorf("joined mesh %s as member %s, but the home could not be saved: %w", nonEmpty(id.Slug, id.MeshID), id.MemberID, err)
+		}
+		fmt.Fprintf(stdout, "joined mesh %s as %s (member %s); recorded in %s\n", nonEmpty(id.Slug, id.MeshID), id.DisplayName, id.MemberID, home.Dir)
+		return nil
 	}
 	b, _ := json.MarshalIndent(id, "", "  ")
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -242,25 +265,6 @@ func defaultName() string {
 	}
 	h, _ := os.Hostname()
 	return nonEmpty(h, "meshpeer")
-}
-
-// fileStem makes a name from an untrusted token (a slug or a mesh id) safe as a file name
-// in the working directory: letters, digits, '-' and '_' only, at most 64 of them; a token's
-// "../x" must not choose where the identity is written.
-func fileStem(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		if b.Len() >= 64 {
-			break
-		}
-		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
-			b.WriteRune(r)
-		}
-	}
-	if b.Len() == 0 {
-		return "mesh"
-	}
-	return b.String()
 }
 
 func nonEmpty(a, b string) string {

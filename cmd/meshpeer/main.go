@@ -34,9 +34,20 @@ import (
 )
 
 const usage = `usage:
-  meshpeer join   [-name NAME] [-out FILE] [-url ws(s)://HOST/ws] LINK|TOKEN|CODE
-                  enroll a fresh identity with an invite (-url is needed for a code, and
-                  overrides the invite's broker); writes FILE (default <mesh slug>.identity.json)
+  meshpeer init   [-name NAME]              create this user's member key (in $MESHPEER_HOME,
+                                            else <config dir>/meshpeer; mode 0600)
+  meshpeer join   [-name NAME] [-url ws(s)://HOST/ws] LINK|TOKEN|CODE
+                  enroll this user's key in a mesh with an invite (-url is needed for a code,
+                  and overrides the invite's broker); several meshes may be joined
+  meshpeer whoami [-json]
+  meshpeer peers  [-mesh SLUG|ID] [-json]
+  meshpeer send   -to NAME|PUBKEY|@group|* -text TEXT [-priority now|next|low] [-mesh …] [-json]
+  meshpeer inbox  [-wait 1s] [-all] [-keep] [-mesh …] [-json]
+                  collect what arrived (stored on disk before it is acknowledged), print what
+                  was not read yet, mark it read
+  every command above takes -home DIR (default as for init) and -url (overrides the broker)
+
+  meshpeer join   -out FILE …              a fresh identity in FILE instead (for listen/send below)
   meshpeer listen -identity FILE [-url …]
   meshpeer send   -identity FILE -to PUBKEY|*|@group -text TEXT [-priority now|next|low] [-url …]
   meshpeer keygen FILE
@@ -84,7 +95,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	case "join":
 		return join(ctx, args[1:], stdout, stderr)
-	case "listen", "send":
+	case "init":
+		return cmdInit(args[1:], stdout)
+	case "whoami":
+		return cmdWhoami(args[1:], stdout)
+	case "peers":
+		return cmdPeers(ctx, args[1:], stdout, stderr)
+	case "inbox":
+		return cmdInbox(ctx, args[1:], stdout, stderr)
+	case "send":
+		if !hasFlag(args[1:], "identity", "member", "key") {
+			return cmdSend(ctx, args[1:], stdout, stderr)
+		}
+		// -identity FILE, or -mesh/-member/-key: the earlier form, below.
+	case "listen":
 	default:
 		return usageErr{fmt.Sprintf("unknown command %q", args[0])}
 	}
@@ -204,6 +228,23 @@ func identityFromFlags(identity, mesh, member, keyPath string, url *string) (cli
 		return client.Identity{}, fmt.Errorf("%s: secretKey must be 128 hex characters", keyPath)
 	}
 	return client.Identity{MeshID: mesh, MemberID: member, Pubkey: kf.Pubkey, Secret: ed25519.PrivateKey(sec)}, nil
+}
+
+// hasFlag reports whether args use any of the flags (-name or --name, with or without =).
+func hasFlag(args []string, names ...string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		a = strings.TrimLeft(a, "-")
+		a, _, _ = strings.Cut(a, "=")
+		for _, n := range names {
+			if a == n {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func cwd() string {

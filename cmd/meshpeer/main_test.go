@@ -15,10 +15,19 @@ import (
 	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/invitestore"
+	"github.com/meshbroker/meshbroker/internal/peerhome"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
-func TestMain(m *testing.M) { testdb.Main(m) }
+func TestMain(m *testing.M) {
+	// No test writes to the real user's meshpeer home: commands given no -home use this.
+	dir, err := os.MkdirTemp("", "meshpeer-home-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv(peerhome.EnvDir, filepath.Join(dir, "home"))
+	testdb.Main(m) // exits; the directory is left in the system's temp dir
+}
 
 // syncBuffer is an io.Writer a test can read while a command writes to it.
 type syncBuffer struct {

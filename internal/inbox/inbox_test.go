@@ -1,0 +1,59 @@
+package inbox
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Messages are kept once however often they are delivered, read once, and a torn last line
+// (a crash in the middle of an append) costs neither itself nor the next message.
+func TestInboxDedupesSurvivesATornLineAndMarksSeen(t *testing.T) {
+	dir := t.TempDir()
+	in, err := Open(dir, "mesh1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := in.Add(Message{ID: "a", Text: "1"}, Message{ID: "b", Text: "2"}, Message{ID: "a", Text: "1"}); err != nil || n != 2 {
+		t.Fatalf("add: %d %v; want 2 new", n, err)
+	}
+	if n, _ := in.Add(Message{ID: "b", Text: "2"}); n != 0 {
+		t.Fatalf("a redelivery was added again (%d)", n)
+	}
+	// A crash tore the next line in half.
+	f, err := os.OpenFile(in.msgs, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString(`{"id":"torn","te`)
+	f.Close()
+	if n, err := in.Add(Message{ID: "c", Text: "3"}); err != nil || n != 1 {
+		t.Fatalf("add after a torn line: %d %v", n, err)
+	}
+	unseen, err := in.Unseen()
+	if err != nil || len(unseen) != 3 || unseen[2].ID != "c" {
+		t.Fatalf("unseen: %+v %v; want a, b, c", unseen, err)
+	}
+	if err := in.MarkSeen("a", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if unseen, _ = in.Unseen(); len(unseen) != 1 || unseen[0].ID != "b" {
+		t.Fatalf("unseen after marking a and c: %+v", unseen)
+	}
+	if st, err := os.Stat(in.msgs); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("inbox file mode: %v %v", st, err)
+	}
+}
+
+// A mesh id from an invite names no path outside the inbox directory.
+func TestInboxFileNameStaysInside(t *testing.T) {
+	for _, id := range []string{"../../x", "a/b", "", "..", "ok-mesh_1"} {
+		name := fileName(id)
+		if name == "" || filepath.Base(name) != name || name == "." || name == ".." {
+			t.Errorf("mesh id %q gives file name %q", id, name)
+		}
+	}
+	if fileName("ok-mesh_1") != "ok-mesh_1" {
+		t.Error("a plain mesh id is not kept as the file name")
+	}
+}
