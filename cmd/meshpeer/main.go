@@ -103,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdPeers(ctx, args[1:], stdout, stderr)
 	case "inbox":
 		return cmdInbox(ctx, args[1:], stdout, stderr)
+	case "mcp":
+		return cmdMCP(ctx, args[1:], os.Stdin, nopCloser{stdout}, stderr)
 	case "send":
 		if !hasFlag(args[1:], "identity", "member", "key") {
 			return cmdSend(ctx, args[1:], stdout, stderr)
@@ -229,6 +231,10 @@ func identityFromFlags(identity, mesh, member, keyPath string, url *string) (cli
 	}
 	return client.Identity{MeshID: mesh, MemberID: member, Pubkey: kf.Pubkey, Secret: ed25519.PrivateKey(sec)}, nil
 }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
 
 // hasFlag reports whether args use any of the flags (-name or --name, with or without =).
 func hasFlag(args []string, names ...string) bool {

@@ -193,6 +193,11 @@ func (p *peerConn) peers(ctx context.Context) ([]peer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parsePeers(f, p.c.SessionPub), nil
+}
+
+// parsePeers reads a peers_list frame; selfPub is this process's session key.
+func parsePeers(f client.Frame, selfPub string) []peer {
 	raw, _ := f["peers"].([]any)
 	out := make([]peer, 0, len(raw))
 	for _, r := range raw {
@@ -200,9 +205,9 @@ func (p *peerConn) peers(ctx context.Context) ([]peer, error) {
 		s := func(k string) string { v, _ := e[k].(string); return v }
 		groups, _ := e["groups"].([]any)
 		out = append(out, peer{Name: s("displayName"), Pubkey: s("pubkey"), MemberPubkey: s("memberPubkey"), Status: s("status"),
-			Summary: s("summary"), Cwd: s("cwd"), Groups: groups, Self: s("pubkey") == p.c.SessionPub})
+			Summary: s("summary"), Cwd: s("cwd"), Groups: groups, Self: s("pubkey") == selfPub})
 	}
-	return out, nil
+	return out
 }
 
 func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -441,26 +446,11 @@ func cmdInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if rerr != nil {
 		fmt.Fprintf(stderr, "receiving stopped: %v\n", rerr)
 	}
-	msgs, err := in.Unseen()
-	if *all {
-		msgs, err = in.All()
-	}
+	msgs, err := readInbox(in, *all, !*keep)
 	if err != nil {
 		return err
 	}
-	if !*keep {
-		ids := make([]string, len(msgs))
-		for i, m := range msgs {
-			ids[i] = m.ID
-		}
-		if err := in.MarkSeen(ids...); err != nil {
-			return err
-		}
-	}
 	if c.json {
-		if msgs == nil {
-			msgs = []inbox.Message{}
-		}
 		return printJSON(stdout, msgs)
 	}
 	if len(msgs) == 0 {
@@ -474,6 +464,31 @@ func cmdInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "[%s %s] from %s: %s\n", m.Kind, m.Priority, short(m.From), m.Text)
 	}
 	return nil
+}
+
+// readInbox returns the unseen messages (all: every message kept), marking them seen when
+// mark is set; never nil.
+func readInbox(in *inbox.Inbox, all, mark bool) ([]inbox.Message, error) {
+	msgs, err := in.Unseen()
+	if all {
+		msgs, err = in.All()
+	}
+	if err != nil {
+		return nil, err
+	}
+	if mark && len(msgs) > 0 {
+		ids := make([]string, len(msgs))
+		for i, m := range msgs {
+			ids[i] = m.ID
+		}
+		if err := in.MarkSeen(ids...); err != nil {
+			return nil, err
+		}
+	}
+	if msgs == nil {
+		msgs = []inbox.Message{}
+	}
+	return msgs, nil
 }
 
 func short(k string) string {

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/admin"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/inbox"
+	"github.com/meshbroker/meshbroker/internal/invitestore"
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+// buildMeshpeer builds this command's binary for the test: the MCP server is driven as
+// Claude Code drives it, a child process spoken to over its stdin and stdout.
+func buildMeshpeer(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "meshpeer")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// mcpSession starts `meshpeer mcp` for a home and connects an MCP client to it over stdio.
+func mcpSession(t *testing.T, bin, home, url string) *mcp.ClientSession {
+	t.Helper()
+	cmd := exec.Command(bin, "mcp", "-home", home, "-url", url)
+	c := mcp.NewClient(&mcp.Implementation{Name: "claude-code-test", Version: "0"}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := c.Connect(ctx, &mcp.CommandTransport{Command: cmd}, nil)
+	if err != nil {
+		t.Fatalf("connect to meshpeer mcp: %v", err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+// call calls a tool and decodes its structured result into out; a tool error fails the test.
+func call(t *testing.T, cs *mcp.ClientSession, tool string, args map[string]any, out any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: args})
+	if err != nil {
+		t.Fatalf("%s: %v", tool, err)
+	}
+	if res.IsError {
+		b, _ := json.Marshal(res.Content)
+		t.Fatalf("%s failed: %s", tool, b)
+	}
+	if out != nil {
+		b, _ := json.Marshal(res.StructuredContent)
+		if err := json.Unmarshal(b, out); err != nil {
+			t.Fatalf("%s result %s: %v", tool, b, err)
+		}
+	}
+}
+
+func eventually(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// inboxTexts reads a session's unseen messages (marking them read) as kind:text.
+func inboxTexts(t *testing.T, cs *mcp.ClientSession) []string {
+	var out struct{ Messages []inbox.Message }
+	call(t, cs, "mesh_inbox", map[string]any{}, &out)
+	var texts []string
+	for _, m := range out.Messages {
+		if m.Kind != "system" {
+			texts = append(texts, m.Kind+":"+m.Text)
+		}
+	}
+	return texts
+}
+
+// Two Claude Code-style sessions on two broker instances, each driven through `meshpeer
+// mcp` over stdio: they see each other, exchange an end-to-end encrypted DM and a
+// broadcast, the sender sees the DM delivered, and a `next` DM waits while its recipient
+// is working and arrives when it goes idle.
+func TestMCPSessionsOnTwoInstances(t *testing.T) {
+	bin := buildMeshpeer(t)
+	d := testdb.New(t)
+	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	created, err := admin.CreateMesh(ctx, q, "pair")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, _ := q.GetMesh(ctx, created.MeshID)
+	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: 2, BrokerURL: i1.WS, AppURL: "http://app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	aliceHome, bobHome := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
+	meshpeerRun(t, "join", "-home", aliceHome, "-name", "alice", inv.Link)
+	meshpeerRun(t, "join", "-home", bobHome, "-name", "bob", inv.Link)
+	alice := mcpSession(t, bin, aliceHome, i1.WS)
+	bob := mcpSession(t, bin, bobHome, i2.WS)
+
+	ctx2, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tools, err := alice.ListTools(ctx2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range tools.Tools {
+		if !strings.HasPrefix(tool.Name, "mesh_") {
+			t.Errorf("tool %q is not namespaced (it could collide with Claude Code's own)", tool.Name)
+		}
+	}
+
+	sees := func(cs *mcp.ClientSession, name string) bool {
+		var out struct{ Peers []peer }
+		call(t, cs, "mesh_peers", map[string]any{}, &out)
+		for _, p := range out.Peers {
+			if p.Name == name && !p.Self {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, "alice and bob to see each other", 15*time.Second, func() bool { return sees(alice, "bob") && sees(bob, "alice") })
+
+	var sent struct{ MessageID, Target string }
+	call(t, alice, "mesh_send", map[string]any{"to": "bob", "text": "a secret for bob"}, &sent)
+	var got []string
+	eventually(t, "bob's DM", 10*time.Second, func() bool { got = append(got, inboxTexts(t, bob)...); return len(got) > 0 })
+	if strings.Join(got, ",") != "direct:a secret for bob" {
+		t.Fatalf("bob's inbox: %v", got)
+	}
+	// The broker only ever carried ciphertext.
+	var stored string
+	if err := d.Pool.QueryRow(ctx, "SELECT ciphertext FROM messages WHERE id = $1", sent.MessageID).Scan(&stored); err != nil || strings.Contains(stored, "secret") {
+		t.Fatalf("stored ciphertext %q (%v)", stored, err)
+	}
+	eventually(t, "the DM reported delivered", 10*time.Second, func() bool {
+		var st map[string]any
+		call(t, alice, "mesh_message_status", map[string]any{"messageId": sent.MessageID}, &st)
+		return st["delivered"] == true
+	})
+
+	call(t, bob, "mesh_send", map[string]any{"to": "*", "text": "hello everyone"}, nil)
+	got = nil
+	eventually(t, "alice's broadcast", 10*time.Second, func() bool { got = append(got, inboxTexts(t, alice)...); return len(got) > 0 })
+	if strings.Join(got, ",") != "broadcast:hello everyone" {
+		t.Fatalf("alice's inbox: %v", got)
+	}
+
+	// Held while working, delivered on idle.
+	call(t, bob, "mesh_set_status", map[string]any{"status": "working"}, nil)
+	eventually(t, "bob shown working", 10*time.Second, func() bool {
+		var out struct{ Peers []peer }
+		call(t, alice, "mesh_peers", map[string]any{}, &out)
+		for _, p := range out.Peers {
+			if p.Name == "bob" && p.Status == "working" {
+				return true
+			}
+		}
+		return false
+	})
+	call(t, alice, "mesh_send", map[string]any{"to": "bob", "text": "when you are free", "priority": "next"}, nil)
+	time.Sleep(1500 * time.Millisecond)
+	if early := inboxTexts(t, bob); len(early) != 0 {
+		t.Fatalf("a next message reached a working peer: %v", early)
+	}
+	call(t, bob, "mesh_set_status", map[string]any{"status": "idle"}, nil)
+	got = nil
+	eventually(t, "the held message after idle", 10*time.Second, func() bool { got = append(got, inboxTexts(t, bob)...); return len(got) > 0 })
+	if strings.Join(got, ",") != "direct:when you are free" {
+		t.Fatalf("bob's inbox after idle: %v", got)
+	}
+}
