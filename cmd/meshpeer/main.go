@@ -45,6 +45,12 @@ const usage = `usage:
   meshpeer inbox  [-wait 1s] [-all] [-keep] [-mesh …] [-json]
                   collect what arrived (stored on disk before it is acknowledged), print what
                   was not read yet, mark it read
+  meshpeer mcp    [-mesh …]                 MCP server on stdio for Claude Code (claude mcp add meshpeer -- meshpeer mcp)
+  meshpeer hooks install [-settings FILE] [-mesh …]   Claude Code hooks: status to the broker
+                  (with this member's hook token), unread messages into the session;
+                  FILE defaults to ~/.claude/settings.json
+  meshpeer hooks uninstall                  remove exactly what install added
+  meshpeer hook   …                         run by the installed hooks (hook body on stdin)
   every command above takes -home DIR (default as for init) and -url (overrides the broker)
 
   meshpeer join   -out FILE …              a fresh identity in FILE instead (for listen/send below)
@@ -103,6 +109,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdPeers(ctx, args[1:], stdout, stderr)
 	case "inbox":
 		return cmdInbox(ctx, args[1:], stdout, stderr)
+	case "hooks":
+		return cmdHooks(ctx, args[1:], stdout, stderr)
+	case "hook":
+		return cmdHook(args[1:], os.Stdin, stdout)
 	case "mcp":
 		return cmdMCP(ctx, args[1:], os.Stdin, nopCloser{stdout}, stderr)
 	case "send":

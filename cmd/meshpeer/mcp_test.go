@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -30,10 +32,12 @@ func buildMeshpeer(t *testing.T) string {
 	return bin
 }
 
-// mcpSession starts `meshpeer mcp` for a home and connects an MCP client to it over stdio.
-func mcpSession(t *testing.T, bin, home, url string) *mcp.ClientSession {
+// mcpSession starts `meshpeer mcp` for a home, in a project directory as Claude Code would,
+// and connects an MCP client to it over stdio.
+func mcpSession(t *testing.T, bin, home, url, project string) *mcp.ClientSession {
 	t.Helper()
 	cmd := exec.Command(bin, "mcp", "-home", home, "-url", url)
+	cmd.Dir = project
 	c := mcp.NewClient(&mcp.Implementation{Name: "claude-code-test", Version: "0"}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -90,10 +94,12 @@ func inboxTexts(t *testing.T, cs *mcp.ClientSession) []string {
 	return texts
 }
 
-// Two Claude Code-style sessions on two broker instances, each driven through `meshpeer
-// mcp` over stdio: they see each other, exchange an end-to-end encrypted DM and a
-// broadcast, the sender sees the DM delivered, and a `next` DM waits while its recipient
-// is working and arrives when it goes idle.
+// Issue 12's "done when": two Claude Code-style sessions on two broker instances, each
+// driven through `meshpeer mcp` over stdio, see each other, exchange an end-to-end
+// encrypted DM and a broadcast (the sender sees the DM delivered), and a `next` DM waits
+// while its recipient is working — set by its UserPromptSubmit http hook, as installed by
+// `meshpeer hooks install` — and arrives when its Stop hook fires; the command hook then
+// puts it in front of the model once.
 func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	bin := buildMeshpeer(t)
 	d := testdb.New(t)
@@ -114,8 +120,16 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	aliceHome, bobHome := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
 	meshpeerRun(t, "join", "-home", aliceHome, "-name", "alice", inv.Link)
 	meshpeerRun(t, "join", "-home", bobHome, "-name", "bob", inv.Link)
-	alice := mcpSession(t, bin, aliceHome, i1.WS)
-	bob := mcpSession(t, bin, bobHome, i2.WS)
+	aliceProject, bobProject := filepath.Join(dir, "alice-project"), filepath.Join(dir, "bob-project")
+	for _, p := range []string{aliceProject, bobProject} {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := mcpSession(t, bin, aliceHome, i1.WS, aliceProject)
+	bob := mcpSession(t, bin, bobHome, i2.WS, bobProject)
+	bobSettings := filepath.Join(dir, "bob-claude", "settings.json")
+	meshpeerRun(t, "hooks", "install", "-home", bobHome, "-settings", bobSettings, "-url", i2.WS, "-command", bin)
 
 	ctx2, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -166,8 +180,11 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 		t.Fatalf("alice's inbox: %v", got)
 	}
 
-	// Held while working, delivered on idle.
-	call(t, bob, "mesh_set_status", map[string]any{"status": "working"}, nil)
+	// Held while working, delivered when the Stop hook fires. Claude Code posts its own hook
+	// body to the installed http hook; the broker finds bob's session by its cwd, among the
+	// presences of the token's member.
+	claude := map[string]any{"session_id": "claude-session-bob", "cwd": bobProject}
+	postClaudeHook(t, bobSettings, "UserPromptSubmit", claude)
 	eventually(t, "bob shown working", 10*time.Second, func() bool {
 		var out struct{ Peers []peer }
 		call(t, alice, "mesh_peers", map[string]any{}, &out)
@@ -178,15 +195,30 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 		}
 		return false
 	})
-	call(t, alice, "mesh_send", map[string]any{"to": "bob", "text": "when you are free", "priority": "next"}, nil)
+	var held struct{ MessageID string }
+	call(t, alice, "mesh_send", map[string]any{"to": "bob", "text": "when you are free", "priority": "next"}, &held)
 	time.Sleep(1500 * time.Millisecond)
-	if early := inboxTexts(t, bob); len(early) != 0 {
-		t.Fatalf("a next message reached a working peer: %v", early)
+	bobInbox, err := inbox.Open(bobHome, mesh.ID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	call(t, bob, "mesh_set_status", map[string]any{"status": "idle"}, nil)
-	got = nil
-	eventually(t, "the held message after idle", 10*time.Second, func() bool { got = append(got, inboxTexts(t, bob)...); return len(got) > 0 })
-	if strings.Join(got, ",") != "direct:when you are free" {
-		t.Fatalf("bob's inbox after idle: %v", got)
+	if unseen, _ := bobInbox.Unseen(); len(unseen) != 0 {
+		t.Fatalf("a next message reached a working peer: %+v", unseen)
+	}
+	postClaudeHook(t, bobSettings, "Stop", claude)
+	eventually(t, "the held message in bob's inbox after Stop", 10*time.Second, func() bool {
+		unseen, _ := bobInbox.Unseen()
+		return len(unseen) == 1 && unseen[0].ID == held.MessageID && unseen[0].Text == "when you are free"
+	})
+	// The Stop command hook shows it to the model once.
+	var out bytes.Buffer
+	if err := cmdHook([]string{"-home", bobHome}, strings.NewReader(`{"hook_event_name":"Stop","stop_hook_active":false}`), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), `"decision": "block"`) || !strings.Contains(out.String(), "when you are free") {
+		t.Fatalf("Stop hook output: %s", out.String())
+	}
+	if texts := inboxTexts(t, bob); len(texts) != 0 {
+		t.Fatalf("mesh_inbox shows what the hook already showed: %v", texts)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -132,14 +133,26 @@ func connect(ctx context.Context, stderr io.Writer, c commonFlags) (*peerConn, e
 	fmt.Fprintf(stderr, "connecting to %s (mesh %s) …\n", url, nonEmpty(m.Slug, m.MeshID))
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	cl, err := client.Dial(dctx, url, h.Identity(m), client.Options{
+	opts := client.Options{
 		SessionID: fmt.Sprintf("meshpeer-%d-%x", os.Getpid(), randBytes(4)), SessionKey: session, Proof: true,
 		Pid: os.Getpid(), Cwd: cwd(), DisplayName: h.DisplayName, Capabilities: []string{"client_ack"},
-	})
+	}
+	cl, err := client.Dial(dctx, url, h.Identity(m), opts)
+	for try := 0; try < 3 && isReplayed(err); try++ {
+		// Another process of this member signed its hello in the same millisecond (the
+		// signature covers the timestamp, not the session): sign again, a moment later.
+		time.Sleep(time.Duration(2+try) * time.Millisecond)
+		cl, err = client.Dial(dctx, url, h.Identity(m), opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
 	return &peerConn{home: h, mesh: m, session: session, c: cl, in: in}, nil
+}
+
+func isReplayed(err error) bool {
+	var refused *client.RefusedError
+	return errors.As(err, &refused) && refused.Code == "replayed"
 }
 
 // request writes a frame with a _reqId and waits for the reply of type want.

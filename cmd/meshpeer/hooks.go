@@ -1,0 +1,308 @@
+package main
+
+// meshpeer hooks install|uninstall and meshpeer hook: Claude Code hooks that tell the broker
+// what the session is doing and put mesh messages in front of the model, without
+// experimental flags.
+//
+// install adds, to a Claude Code settings file (default ~/.claude/settings.json):
+//   - an "http" hook straight to the broker's POST /hook/set-status on UserPromptSubmit and
+//     PreToolUse (working), Stop (idle) and SessionEnd (offline) — Claude Code posts its own
+//     hook body ({session_id, cwd, hook_event_name, …}); the member's hook token rides in a
+//     static "headers" entry, so only this member's presences are touched;
+//   - a "command" hook on UserPromptSubmit and Stop running `meshpeer hook`, which injects
+//     the inbox's unread messages as additional context (on Stop by blocking the stop with
+//     them as the reason, unless stop_hook_active says this stop already continued once).
+//
+// What it added is recorded in the home (hooks.json), and uninstall removes exactly those
+// entries — nothing the user or another tool wrote.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+
+	"github.com/meshbroker/meshbroker/internal/inbox"
+	"github.com/meshbroker/meshbroker/internal/peerhome"
+)
+
+// statusEvents are the Claude Code events whose hook body the broker maps to a status.
+var statusEvents = []string{"UserPromptSubmit", "PreToolUse", "Stop", "SessionEnd"}
+
+// injectEvents run `meshpeer hook` to show unread messages.
+var injectEvents = []string{"UserPromptSubmit", "Stop"}
+
+// hooksRecord is what install added, kept in the home for uninstall.
+type hooksRecord struct {
+	Settings string                       `json:"settings"`
+	Added    map[string][]json.RawMessage `json:"added"` // event → the matcher groups added
+}
+
+func hooksRecordPath(home string) string { return filepath.Join(home, "hooks.json") }
+
+func defaultSettings() string {
+	h, err := os.UserHomeDir()
+	if err != nil {
+		return ".claude/settings.json"
+	}
+	return filepath.Join(h, ".claude", "settings.json")
+}
+
+func cmdHooks(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "install" && args[0] != "uninstall") {
+		return usageErr{"hooks needs install or uninstall"}
+	}
+	var c commonFlags
+	fs := newFlags("hooks", &c)
+	settings := fs.String("settings", defaultSettings(), "")
+	bin := fs.String("command", "", "")
+	if err := fs.Parse(args[1:]); err != nil {
+		return usageErr{err.Error()}
+	}
+	if args[0] == "uninstall" {
+		return uninstallHooks(c.home, stdout)
+	}
+	if *bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("where is meshpeer? give -command: %w", err)
+		}
+		*bin = exe
+	}
+	// Installing again replaces what the last install added (a new token, another mesh).
+	if _, err := os.Stat(hooksRecordPath(c.home)); err == nil {
+		if err := uninstallHooks(c.home, io.Discard); err != nil {
+			return err
+		}
+	}
+	p, err := connect(ctx, stderr, c)
+	if err != nil {
+		return err
+	}
+	tok, err := p.request(ctx, map[string]any{"type": "hook_token"}, "hook_token")
+	p.c.Close()
+	if err != nil {
+		return fmt.Errorf("hook token: %w", err)
+	}
+	base, err := httpBase(nonEmpty(c.url, p.mesh.BrokerURL))
+	if err != nil {
+		return err
+	}
+	httpHook := map[string]any{"type": "http", "url": base + "/hook/set-status",
+		"headers": map[string]string{"Authorization": "Bearer " + tok.Str("token")}, "timeout": 5}
+	cmdHook := map[string]any{"type": "command", "command": shellQuote(*bin) + " hook -home " + shellQuote(c.home) + " -mesh " + shellQuote(p.mesh.MeshID), "timeout": 10}
+	added := map[string][]json.RawMessage{}
+	add := func(event string, hook map[string]any) {
+		b, _ := json.Marshal(map[string]any{"hooks": []any{hook}})
+		added[event] = append(added[event], b)
+	}
+	for _, e := range statusEvents {
+		add(e, httpHook)
+	}
+	for _, e := range injectEvents {
+		add(e, cmdHook)
+	}
+	doc, err := readSettings(*settings)
+	if err != nil {
+		return err
+	}
+	hooks, _ := doc["hooks"].(map[string]any)
+	if hooks == nil {
+		hooks = map[string]any{}
+	}
+	for event, groups := range added {
+		list, _ := hooks[event].([]any)
+		for _, g := range groups {
+			var v any
+			_ = json.Unmarshal(g, &v)
+			list = append(list, v)
+		}
+		hooks[event] = list
+	}
+	doc["hooks"] = hooks
+	// The record first: a settings file written without it could not be cleaned up.
+	rec, _ := json.MarshalIndent(hooksRecord{Settings: *settings, Added: added}, "", "  ")
+	if err := writeFileAtomic(hooksRecordPath(c.home), rec); err != nil {
+		return err
+	}
+	if err := writeSettings(*settings, doc); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "hooks installed in %s: status to %s/hook/set-status (UserPromptSubmit, PreToolUse, Stop, SessionEnd) with this member's hook token; unread messages shown on UserPromptSubmit and Stop\n", *settings, base)
+	return nil
+}
+
+// uninstallHooks removes the recorded entries from the settings they went to.
+func uninstallHooks(home string, stdout io.Writer) error {
+	raw, err := os.ReadFile(hooksRecordPath(home))
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Fprintln(stdout, "no hooks installed by meshpeer")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var rec hooksRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return fmt.Errorf("%s: %w", hooksRecordPath(home), err)
+	}
+	doc, err := readSettings(rec.Settings)
+	if err != nil {
+		return err
+	}
+	removed := 0
+	if hooks, ok := doc["hooks"].(map[string]any); ok {
+		for event, groups := range rec.Added {
+			list, _ := hooks[event].([]any)
+			for _, g := range groups {
+				var want any
+				_ = json.Unmarshal(g, &want)
+				for i, have := range list {
+					if reflect.DeepEqual(have, want) {
+						list = append(list[:i:i], list[i+1:]...)
+						removed++
+						break
+					}
+				}
+			}
+			if len(list) == 0 {
+				delete(hooks, event)
+			} else {
+				hooks[event] = list
+			}
+		}
+		if len(hooks) == 0 {
+			delete(doc, "hooks")
+		}
+	}
+	if err := writeSettings(rec.Settings, doc); err != nil {
+		return err
+	}
+	if err := os.Remove(hooksRecordPath(home)); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "removed %d hook entries from %s\n", removed, rec.Settings)
+	return nil
+}
+
+func readSettings(path string) (map[string]any, error) {
+	raw, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return map[string]any{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	doc := map[string]any{}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return doc, nil
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("%s is not JSON (left untouched): %w", path, err)
+	}
+	return doc, nil
+}
+
+func writeSettings(path string, doc map[string]any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(doc); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return writeFileAtomic(path, buf.Bytes())
+}
+
+// writeFileAtomic replaces path with data (mode 0600) through a synced temporary file.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".meshpeer-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r == ':' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// cmdHook is the command hook: Claude Code's hook body on stdin; the inbox's unread
+// messages out, in the shape the event takes, and marked read.
+func cmdHook(args []string, stdin io.Reader, stdout io.Writer) error {
+	var c commonFlags
+	fs := newFlags("hook", &c)
+	if err := fs.Parse(args); err != nil {
+		return usageErr{err.Error()}
+	}
+	var body struct {
+		Event          string `json:"hook_event_name"`
+		StopHookActive bool   `json:"stop_hook_active"`
+	}
+	if err := json.NewDecoder(io.LimitReader(stdin, 1<<20)).Decode(&body); err != nil {
+		return fmt.Errorf("hook body on stdin: %w", err)
+	}
+	if body.Event == "Stop" && body.StopHookActive {
+		return nil // this stop already continued once for the inbox: let it stop
+	}
+	h, err := peerhome.Load(c.home)
+	if err != nil {
+		return err
+	}
+	m, err := h.Mesh(c.mesh)
+	if err != nil {
+		return err
+	}
+	in, err := inbox.Open(h.Dir, m.MeshID)
+	if err != nil {
+		return err
+	}
+	msgs, err := readInbox(in, false, true)
+	if err != nil || len(msgs) == 0 {
+		return err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "New messages on mesh %s (read them with the mesh_ tools; reply with mesh_send):\n", nonEmpty(m.Slug, m.MeshID))
+	for _, msg := range msgs {
+		if msg.Kind == "system" {
+			fmt.Fprintf(&b, "- [system] %s %s\n", msg.Event, msg.Text)
+			continue
+		}
+		fmt.Fprintf(&b, "- [%s, %s] from %s: %s\n", msg.Kind, msg.Priority, msg.From, msg.Text)
+	}
+	switch body.Event {
+	case "Stop":
+		return printJSON(stdout, map[string]any{"decision": "block", "reason": b.String()})
+	default:
+		return printJSON(stdout, map[string]any{"hookSpecificOutput": map[string]any{
+			"hookEventName": nonEmpty(body.Event, "UserPromptSubmit"), "additionalContext": b.String()}})
+	}
+}

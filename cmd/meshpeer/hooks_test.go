@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/meshbroker/meshbroker/db"
+	"github.com/meshbroker/meshbroker/internal/admin"
+	"github.com/meshbroker/meshbroker/internal/brokertest"
+	"github.com/meshbroker/meshbroker/internal/inbox"
+	"github.com/meshbroker/meshbroker/internal/invitestore"
+	"github.com/meshbroker/meshbroker/internal/peerhome"
+	"github.com/meshbroker/meshbroker/internal/testdb"
+)
+
+// joinedHome makes a home joined to a fresh mesh on a broker of its own.
+func joinedHome(t *testing.T, name string) (home string, inst *brokertest.Instance, d *testdb.DB) {
+	t.Helper()
+	d = testdb.New(t)
+	inst = brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	q := db.New(d.Pool)
+	ctx := context.Background()
+	created, err := admin.CreateMesh(ctx, q, "hooks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, _ := q.GetMesh(ctx, created.MeshID)
+	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: 5, BrokerURL: inst.WS, AppURL: "http://app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	home = filepath.Join(t.TempDir(), name)
+	meshpeerRun(t, "join", "-home", home, "-name", name, inv.Link)
+	return home, inst, d
+}
+
+// install adds its hooks beside what the settings file already holds, and uninstall takes
+// exactly those away: the file reads as before.
+func TestHooksInstallUninstallRoundTrip(t *testing.T) {
+	home, inst, _ := joinedHome(t, "ann")
+	settings := filepath.Join(t.TempDir(), ".claude", "settings.json")
+	if err := os.MkdirAll(filepath.Dir(settings), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	original := `{
+  "model": "opus",
+  "permissions": {"allow": ["Bash(ls:*)"]},
+  "hooks": {
+    "Stop": [{"hooks": [{"type": "command", "command": "say done"}]}],
+    "PostToolUse": [{"matcher": "Edit", "hooks": [{"type": "command", "command": "gofmt -w ."}]}]
+  }
+}`
+	if err := os.WriteFile(settings, []byte(original), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := meshpeerRun(t, "hooks", "install", "-home", home, "-settings", settings, "-command", "/usr/local/bin/meshpeer")
+	if !strings.Contains(out, "hooks installed") {
+		t.Fatalf("install said %q", out)
+	}
+	doc, err := readSettings(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hooks := doc["hooks"].(map[string]any)
+	if doc["model"] != "opus" || len(hooks["PostToolUse"].([]any)) != 1 {
+		t.Fatalf("install disturbed other settings: %v", doc)
+	}
+	stop := hooks["Stop"].([]any)
+	if len(stop) != 3 { // the user's, the status hook, the inbox hook
+		t.Fatalf("Stop hooks after install: %v", stop)
+	}
+	raw, _ := json.Marshal(hooks)
+	base := "http" + strings.TrimPrefix(strings.TrimSuffix(inst.WS, "/ws"), "ws")
+	for _, want := range []string{`"url":"` + base + `/hook/set-status"`, `"Authorization":"Bearer `, `/usr/local/bin/meshpeer hook -home `} {
+		if !strings.Contains(string(raw), want) {
+			t.Fatalf("installed hooks lack %s: %s", want, raw)
+		}
+	}
+	for _, e := range statusEvents {
+		if len(hooks[e].([]any)) == 0 {
+			t.Fatalf("no %s hook", e)
+		}
+	}
+	// Installing twice does not stack entries.
+	meshpeerRun(t, "hooks", "install", "-home", home, "-settings", settings, "-command", "/usr/local/bin/meshpeer")
+	if doc, _ = readSettings(settings); len(doc["hooks"].(map[string]any)["Stop"].([]any)) != 3 {
+		t.Fatalf("a second install stacked entries: %v", doc["hooks"])
+	}
+
+	if out := meshpeerRun(t, "hooks", "uninstall", "-home", home); !strings.Contains(out, "removed 6 hook entries") {
+		t.Fatalf("uninstall said %q", out)
+	}
+	after, err := readSettings(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before map[string]any
+	_ = json.Unmarshal([]byte(original), &before)
+	if !reflect.DeepEqual(after, before) {
+		t.Fatalf("after uninstall:\n%v\nwant the original:\n%v", after, before)
+	}
+	if out := meshpeerRun(t, "hooks", "uninstall", "-home", home); !strings.Contains(out, "no hooks installed") {
+		t.Fatalf("second uninstall said %q", out)
+	}
+}
+
+// The command hook shows unread messages once: as additional context on UserPromptSubmit,
+// as the reason a Stop continues — but not twice in a row (stop_hook_active).
+func TestHookCommandInjectsUnreadOnce(t *testing.T) {
+	home := filepath.Join(t.TempDir(), "h")
+	h, _, err := peerhome.Init(home, "me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddMesh(peerhome.Mesh{MeshID: "m1", MemberID: "x", BrokerURL: "ws://127.0.0.1:1/ws"}); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := inbox.Open(home, "m1")
+	_, _ = in.Add(inbox.Message{ID: "1", Kind: "direct", Priority: "now", From: "abc", Text: "ping from a peer"})
+	hook := func(body string) string {
+		var out bytes.Buffer
+		if err := cmdHook([]string{"-home", home}, strings.NewReader(body), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	if out := hook(`{"hook_event_name":"Stop","stop_hook_active":true}`); out != "" {
+		t.Fatalf("a continued stop was blocked again: %s", out)
+	}
+	var stop struct{ Decision, Reason string }
+	if err := json.Unmarshal([]byte(hook(`{"hook_event_name":"Stop","stop_hook_active":false}`)), &stop); err != nil || stop.Decision != "block" || !strings.Contains(stop.Reason, "ping from a peer") {
+		t.Fatalf("stop: %+v %v", stop, err)
+	}
+	if out := hook(`{"hook_event_name":"UserPromptSubmit"}`); out != "" {
+		t.Fatalf("a message shown twice: %s", out)
+	}
+	_, _ = in.Add(inbox.Message{ID: "2", Kind: "broadcast", Priority: "now", From: "def", Text: "all hands"})
+	var ups struct {
+		HookSpecificOutput struct{ HookEventName, AdditionalContext string }
+	}
+	if err := json.Unmarshal([]byte(hook(`{"hook_event_name":"UserPromptSubmit"}`)), &ups); err != nil || ups.HookSpecificOutput.HookEventName != "UserPromptSubmit" || !strings.Contains(ups.HookSpecificOutput.AdditionalContext, "all hands") {
+		t.Fatalf("prompt submit: %+v %v", ups, err)
+	}
+}
+
+// postClaudeHook posts a Claude Code hook body to an installed http hook, as Claude Code does.
+func postClaudeHook(t *testing.T, settings, event string, body map[string]any) {
+	t.Helper()
+	doc, err := readSettings(settings)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range doc["hooks"].(map[string]any)[event].([]any) {
+		for _, hk := range g.(map[string]any)["hooks"].([]any) {
+			e := hk.(map[string]any)
+			if e["type"] != "http" {
+				continue
+			}
+			body["hook_event_name"] = event
+			b, _ := json.Marshal(body)
+			req, _ := http.NewRequest(http.MethodPost, e["url"].(string), bytes.NewReader(b))
+			for k, v := range e["headers"].(map[string]any) {
+				req.Header.Set(k, v.(string))
+			}
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s hook: HTTP %d", event, resp.StatusCode)
+			}
+			return
+		}
+	}
+	t.Fatalf("no http hook for %s", event)
+}
