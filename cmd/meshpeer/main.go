@@ -39,6 +39,8 @@ const usage = `usage:
   meshpeer join   [-name NAME] [-url ws(s)://HOST/ws] LINK|TOKEN|CODE
                   enroll this user's key in a mesh with an invite (-url is needed for a code,
                   and overrides the invite's broker); several meshes may be joined
+  meshpeer login  [-url ws(s)://HOST/ws]     log in to the broker's account (device code); keeps the bearer
+  meshpeer meshes [-url …] [-json]          the logged-in account's meshes
   meshpeer whoami [-json]
   meshpeer peers  [-mesh SLUG|ID] [-json]
   meshpeer send   -to NAME|PUBKEY|@group|* -text TEXT [-priority now|next|low] [-mesh …] [-json]
@@ -109,6 +111,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdPeers(ctx, args[1:], stdout, stderr)
 	case "inbox":
 		return cmdInbox(ctx, args[1:], stdout, stderr)
+	case "login":
+		return cmdLogin(ctx, args[1:], stdout, stderr)
+	case "meshes":
+		return cmdMeshes(ctx, args[1:], stdout)
 	case "hooks":
 		return cmdHooks(ctx, args[1:], stdout, stderr)
 	case "hook":

@@ -89,8 +89,15 @@ func cmdWhoami(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	logins := map[string]any{}
+	for base, l := range h.Logins {
+		logins[base] = map[string]string{"userId": l.UserID, "email": l.Email} // never the bearer
+	}
 	if c.json {
-		return printJSON(stdout, map[string]any{"pubkey": h.Pubkey, "displayName": h.DisplayName, "home": h.Dir, "meshes": h.Meshes})
+		return printJSON(stdout, map[string]any{"pubkey": h.Pubkey, "displayName": h.DisplayName, "home": h.Dir, "meshes": h.Meshes, "logins": logins})
+	}
+	for base, l := range h.Logins {
+		fmt.Fprintf(stdout, "logged in to %s as %s (%s)\n", base, nonEmpty(l.Email, l.Name), l.UserID)
 	}
 	fmt.Fprintf(stdout, "%s (%s), in %s\n", h.DisplayName, h.Pubkey, h.Dir)
 	if len(h.Meshes) == 0 {

@@ -37,6 +37,25 @@ type Home struct {
 	Pubkey      string `json:"pubkey"`
 	SecretKey   string `json:"secretKey"` // 128 hex: the 64-byte ed25519 secret key
 	Meshes      []Mesh `json:"meshes"`
+	// Logins are bearer tokens of broker accounts (device-code login), by broker HTTP base.
+	Logins map[string]Login `json:"logins,omitempty"`
+}
+
+// Login is an account's bearer on one broker.
+type Login struct {
+	Token  string `json:"token"`
+	UserID string `json:"userId"`
+	Email  string `json:"email,omitempty"`
+	Name   string `json:"name,omitempty"`
+}
+
+// SetLogin records a broker account's bearer and saves.
+func (h *Home) SetLogin(base string, l Login) error {
+	if h.Logins == nil {
+		h.Logins = map[string]Login{}
+	}
+	h.Logins[base] = l
+	return h.Save()
 }
 
 // ErrNoIdentity is returned by Load before `meshpeer init`.
