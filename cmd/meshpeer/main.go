@@ -90,6 +90,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageErr{"no command"}
 	}
 	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
 	case "keygen":
 		if len(args) != 2 {
 			return usageErr{"keygen needs exactly one FILE"}
