@@ -27,7 +27,9 @@ func TestLoginWithADeviceCode(t *testing.T) {
 	errOut := &syncBuffer{}
 	var out bytes.Buffer
 	done := make(chan error, 1)
-	go func() { done <- run(context.Background(), []string{"login", "-home", home, "-url", inst.WS}, &out, errOut) }()
+	go func() {
+		done <- run(context.Background(), []string{"login", "-home", home, "-url", inst.WS}, &out, errOut)
+	}()
 	waitFor(t, errOut, "waiting for the approval")
 	code := regexp.MustCompile(`enter the code ([A-Z0-9]{4}-[A-Z0-9]{4})`).FindStringSubmatch(errOut.String())
 	if code == nil {
