@@ -54,6 +54,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	out := fs.String("out", "", "")
 	defHome, _ := peerhome.DefaultDir()
 	homeDir := fs.String("home", defHome, "")
+	force := fs.Bool("force", false, "")
 	if err := fs.Parse(args); err != nil {
 		return usageErr{err.Error()}
 	}
@@ -118,6 +119,13 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *wsURL != "" {
 			id.BrokerURL = *wsURL
 		}
+		if home != nil && !*force {
+			for _, m := range home.Meshes {
+				if m.MeshID == p.MeshID && (m.BrokerURL != id.BrokerURL || m.RootKey != p.MeshRootKey) {
+					return fmt.Errorf("mesh %s is joined at %s; this invite points at %s with another root key or broker (join -force to replace it)", p.MeshID, m.BrokerURL, id.BrokerURL)
+				}
+			}
+		}
 		id.MeshID, id.Slug, id.RootKey = p.MeshID, p.MeshSlug, p.MeshRootKey
 		var res struct {
 			OK       bool   `json:"ok"`
@@ -132,7 +140,7 @@ func join(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		id.MemberID = res.MemberID
 	}
 	if home != nil {
-		if err := home.AddMesh(peerhome.Mesh{MeshID: id.MeshID, MemberID: id.MemberID, Slug: id.Slug, BrokerURL: id.BrokerURL, RootKey: id.RootKey}); err != nil {
+		if err := home.AddMesh(peerhome.Mesh{MeshID: id.MeshID, MemberID: id.MemberID, Slug: id.Slug, BrokerURL: id.BrokerURL, RootKey: id.RootKey}, *force); err != nil {
 			return fmt.Errorf("joined mesh %s as member %s, but the home could not be saved: %w", nonEmpty(id.Slug, id.MeshID), id.MemberID, err)
 		}
 		fmt.Fprintf(stdout, "joined mesh %s as %s (member %s); recorded in %s\n", nonEmpty(id.Slug, id.MeshID), id.DisplayName, id.MemberID, home.Dir)

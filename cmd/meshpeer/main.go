@@ -48,7 +48,8 @@ const usage = `usage:
                   collect what arrived (stored on disk before it is acknowledged), print what
                   was not read yet, mark it read
   meshpeer mcp    [-mesh …]                 MCP server on stdio for Claude Code (claude mcp add meshpeer -- meshpeer mcp)
-  meshpeer hooks install [-settings FILE] [-mesh …]   Claude Code hooks: status to the broker
+  meshpeer hooks install [-settings FILE] [-mesh …] [-rotate] [-allow-plain-http]
+                  Claude Code hooks: status to the broker
                   (with this member's hook token), unread messages into the session;
                   FILE defaults to ~/.claude/settings.json
   meshpeer hooks uninstall                  remove exactly what install added
@@ -121,7 +122,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "hooks":
 		return cmdHooks(ctx, args[1:], stdout, stderr)
 	case "hook":
-		return cmdHook(args[1:], os.Stdin, stdout)
+		// Run by Claude Code on every prompt and stop: an exit status of 2 would block them,
+		// so whatever goes wrong is said on stderr and the hook exits 0.
+		if err := cmdHook(args[1:], os.Stdin, stdout); err != nil {
+			fmt.Fprintln(stderr, "meshpeer hook:", err)
+		}
+		return nil
 	case "mcp":
 		return cmdMCP(ctx, args[1:], os.Stdin, nopCloser{stdout}, stderr)
 	case "send":

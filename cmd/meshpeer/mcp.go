@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/meshbroker/meshbroker/internal/buildinfo"
@@ -90,8 +91,8 @@ func (l *live) run(ctx context.Context) {
 			backoff = min(2*backoff, 30*time.Second)
 			continue
 		}
-		backoff = 500 * time.Millisecond
 		p := &peerConn{home: l.home, mesh: l.mesh, session: l.session, c: cl, in: l.in}
+		connectedAt := time.Now()
 		fmt.Fprintf(l.log, "meshpeer mcp: connected as %s (presence %s)\n", l.home.DisplayName, cl.Ack.Str("presenceId"))
 		l.mu.Lock()
 		l.conn = p
@@ -107,6 +108,22 @@ func (l *live) run(ctx context.Context) {
 			delete(l.waiting, id)
 		}
 		l.mu.Unlock()
+		switch websocket.CloseStatus(cl.Err()) {
+		case 4001, 4002: // kicked, revoked or the mesh deleted: coming back would be refused
+			fmt.Fprintf(l.log, "meshpeer mcp: the broker closed this session for good (%v); not reconnecting\n", cl.Err())
+			return
+		}
+		// A connection that lived a while starts the backoff over; one dropped at once (a
+		// broker that accepts and closes) does not, so the redials never run hot.
+		if time.Since(connectedAt) > 30*time.Second {
+			backoff = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(backoff)):
+		}
+		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 

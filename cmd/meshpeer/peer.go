@@ -93,8 +93,13 @@ func cmdWhoami(args []string, stdout io.Writer) error {
 	for base, l := range h.Logins {
 		logins[base] = map[string]string{"userId": l.UserID, "email": l.Email} // never the bearer
 	}
+	meshes := make([]peerhome.Mesh, len(h.Meshes))
+	for i, m := range h.Meshes {
+		m.RootKey = "" // a secret of the mesh: not for logs and pastes
+		meshes[i] = m
+	}
 	if c.json {
-		return printJSON(stdout, map[string]any{"pubkey": h.Pubkey, "displayName": h.DisplayName, "home": h.Dir, "meshes": h.Meshes, "logins": logins})
+		return printJSON(stdout, map[string]any{"pubkey": h.Pubkey, "displayName": h.DisplayName, "home": h.Dir, "meshes": meshes, "logins": logins})
 	}
 	for base, l := range h.Logins {
 		fmt.Fprintf(stdout, "logged in to %s as %s (%s)\n", base, nonEmpty(l.Email, l.Name), l.UserID)

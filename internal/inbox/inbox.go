@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -144,16 +145,24 @@ func readLines(path string, fn func([]byte)) error {
 		return fmt.Errorf("read inbox: %w", err)
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 8<<20)
-	for sc.Scan() {
-		fn(sc.Bytes())
+	r := bufio.NewReaderSize(f, 64<<10)
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 && len(line) <= maxLine {
+			fn(line)
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read inbox: %w", err)
+		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read inbox: %w", err)
-	}
-	return nil
 }
+
+// maxLine skips a line no message could make (a broker's messages are far smaller), rather
+// than failing every later read — which would stop every acknowledgement.
+const maxLine = 64 << 20
 
 // appendLines writes each value as one JSON line in a single write, then syncs.
 func appendLines(path string, values []any) error {

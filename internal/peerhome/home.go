@@ -158,10 +158,26 @@ func (h *Home) Secret() ed25519.PrivateKey {
 	return sec
 }
 
-// AddMesh records a joined mesh (replacing an earlier record of the same mesh) and saves.
-func (h *Home) AddMesh(m Mesh) error {
+// ErrMeshChanged refuses an invite that would point a joined mesh elsewhere.
+var ErrMeshChanged = errors.New("already joined")
+
+// AddMesh records a joined mesh and saves. Joining a mesh again (an idempotent re-join) is
+// fine, but an invite is signed by a key it carries itself — anyone can make one naming a
+// joined mesh's id — so one that would change where the mesh's broker is, its root key or
+// its member, or reuse another mesh's slug, is refused unless force.
+func (h *Home) AddMesh(m Mesh, force bool) error {
 	for i := range h.Meshes {
-		if h.Meshes[i].MeshID == m.MeshID {
+		old := h.Meshes[i]
+		if old.MeshID != m.MeshID && m.Slug != "" && old.Slug == m.Slug && !force {
+			return fmt.Errorf("%w: another mesh (%s) is joined under the slug %q", ErrMeshChanged, old.MeshID, m.Slug)
+		}
+	}
+	for i := range h.Meshes {
+		if old := h.Meshes[i]; old.MeshID == m.MeshID {
+			if !force && (old.BrokerURL != m.BrokerURL || old.RootKey != m.RootKey || old.MemberID != m.MemberID) {
+				return fmt.Errorf("%w: mesh %s at %s as member %s; this invite says %s as member %s (join -force replaces it)",
+					ErrMeshChanged, m.MeshID, old.BrokerURL, old.MemberID, m.BrokerURL, m.MemberID)
+			}
 			h.Meshes[i] = m
 			return h.Save()
 		}
