@@ -27,7 +27,7 @@ func TestJoinWritesOnlyInTheHome(t *testing.T) {
 	}))
 	defer srv.Close()
 	_, sec, _ := ed25519.GenerateKey(rand.Reader)
-	p := invite.Payload{V: 1, MeshID: "../../../x", MeshSlug: "../../x", BrokerURL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws",
+	p := invite.Payload{V: 1, MeshID: strings.Repeat("../", 3) + "x", MeshSlug: strings.Repeat("../", 2) + "x", BrokerURL: "ws" + strings.TrimPrefix(srv.URL, "http") + "/ws",
 		ExpiresAt: time.Now().Add(time.Hour).Unix(), MeshRootKey: "root", Role: "member"}
 	p.Sign(sec)
 	root := t.TempDir()
