@@ -314,22 +314,19 @@ func cmdHook(args []string, stdin io.Reader, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	all, err := in.Unseen()
+	all, err := in.Take()
 	if err != nil {
 		return err
 	}
-	// Only peers' messages are shown (joins and departures stay in the inbox for mesh_inbox);
-	// all of them are marked read.
+	// Only peers' messages are shown; joins and departures are marked read with them.
 	var msgs []inbox.Message
-	var ids []string
 	for _, msg := range all {
-		ids = append(ids, msg.ID)
 		if msg.Kind != "system" {
 			msgs = append(msgs, msg)
 		}
 	}
-	if err := in.MarkSeen(ids...); err != nil || len(msgs) == 0 {
-		return err
+	if len(msgs) == 0 {
+		return nil
 	}
 	text := injectedText(msgs)
 	switch body.Event {

@@ -494,6 +494,13 @@ func cmdInbox(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // readInbox returns the unseen messages (all: every message kept), marking them seen when
 // mark is set; never nil.
 func readInbox(in *inbox.Inbox, all, mark bool) ([]inbox.Message, error) {
+	if mark && !all {
+		msgs, err := in.Take()
+		if msgs == nil {
+			msgs = []inbox.Message{}
+		}
+		return msgs, err
+	}
 	msgs, err := in.Unseen()
 	if all {
 		msgs, err = in.All()

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"time"
 )
 
@@ -36,9 +37,15 @@ type Message struct {
 	Undecryptable bool      `json:"undecryptable,omitempty"` // kept, marked, rather than dropped
 }
 
-// Inbox is one mesh's inbox in a directory.
+// Inbox is one mesh's inbox in a directory. Several processes may use one inbox (the MCP
+// server, the hook command, meshpeer inbox): each change and each take of unread messages
+// holds an exclusive lock on a lock file beside it (flock, where the system has it).
 type Inbox struct {
-	msgs, seen string
+	msgs, seen, lock string
+
+	mu    sync.Mutex
+	known map[string]struct{} // ids in the messages file up to read
+	read  int64               // bytes of the messages file indexed in known
 }
 
 // Open returns the inbox of mesh meshID under dir (created when missing).
@@ -48,7 +55,7 @@ func Open(dir, meshID string) (*Inbox, error) {
 		return nil, fmt.Errorf("create inbox: %w", err)
 	}
 	name := fileName(meshID)
-	return &Inbox{msgs: filepath.Join(d, name+".jsonl"), seen: filepath.Join(d, name+".seen")}, nil
+	return &Inbox{msgs: filepath.Join(d, name+".jsonl"), seen: filepath.Join(d, name+".seen"), lock: filepath.Join(d, name+".lock")}, nil
 }
 
 // fileName is a mesh id as a file name: itself when it is plainly one, else a hash of it —
@@ -64,20 +71,81 @@ func fileName(meshID string) string {
 var safeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Add appends messages not already in the inbox and syncs the file: when Add returns nil,
-// they survive a crash. It returns how many were new.
+// they survive a crash. It returns how many were new. The ids already stored are kept in
+// memory and only what other processes appended since is read again, so a long-lived
+// receiver does not read the whole inbox for every message.
 func (in *Inbox) Add(msgs ...Message) (int, error) {
-	have, err := in.ids(in.msgs)
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	unlock, err := lockFile(in.lock)
 	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	if err := in.index(); err != nil {
 		return 0, err
 	}
 	var fresh []any
 	for _, m := range msgs {
-		if _, dup := have[m.ID]; !dup {
-			have[m.ID] = struct{}{}
+		if _, dup := in.known[m.ID]; !dup {
+			in.known[m.ID] = struct{}{}
 			fresh = append(fresh, m)
 		}
 	}
-	return len(fresh), appendLines(in.msgs, fresh)
+	if err := appendLines(in.msgs, fresh); err != nil {
+		in.known = nil // what was added to known may not be stored: index again next time
+		return 0, err
+	}
+	return len(fresh), in.index()
+}
+
+// index brings known up to the end of the messages file. Caller holds mu and the lock.
+func (in *Inbox) index() error {
+	st, err := os.Stat(in.msgs)
+	if errors.Is(err, os.ErrNotExist) {
+		in.known, in.read = map[string]struct{}{}, 0
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read inbox: %w", err)
+	}
+	if in.known == nil || st.Size() < in.read {
+		in.known, in.read = map[string]struct{}{}, 0 // first use, or the file was replaced
+	}
+	if st.Size() == in.read {
+		return nil
+	}
+	n, err := readLinesFrom(in.msgs, in.read, func(line []byte) {
+		var x struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(line, &x) == nil && x.ID != "" {
+			in.known[x.ID] = struct{}{}
+		}
+	})
+	in.read = n
+	return err
+}
+
+// Take returns the unread messages, oldest first, and marks them read, under the lock: two
+// processes taking at once never both get a message.
+func (in *Inbox) Take() ([]Message, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	unlock, err := lockFile(in.lock)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	msgs, err := in.Unseen()
+	if err != nil || len(msgs) == 0 {
+		return msgs, err
+	}
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	return msgs, in.MarkSeen(ids...)
 }
 
 // Unseen returns the messages not yet marked seen, oldest first.
@@ -137,25 +205,36 @@ func (in *Inbox) ids(path string) (map[string]struct{}, error) {
 // readLines calls fn for each line of path; a missing file has none. A torn last line (a
 // crash in the middle of an append) is skipped by fn's JSON decoding.
 func readLines(path string, fn func([]byte)) error {
+	_, err := readLinesFrom(path, 0, fn)
+	return err
+}
+
+// readLinesFrom is readLines from byte offset from; it returns the offset it read to.
+func readLinesFrom(path string, from int64, fn func([]byte)) (int64, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return fmt.Errorf("read inbox: %w", err)
+		return from, fmt.Errorf("read inbox: %w", err)
 	}
 	defer f.Close()
+	if _, err := f.Seek(from, io.SeekStart); err != nil {
+		return from, fmt.Errorf("read inbox: %w", err)
+	}
 	r := bufio.NewReaderSize(f, 64<<10)
+	at := from
 	for {
 		line, err := r.ReadBytes('\n')
+		at += int64(len(line))
 		if len(line) > 0 && len(line) <= maxLine {
 			fn(line)
 		}
 		if errors.Is(err, io.EOF) {
-			return nil
+			return at, nil
 		}
 		if err != nil {
-			return fmt.Errorf("read inbox: %w", err)
+			return at, fmt.Errorf("read inbox: %w", err)
 		}
 	}
 }

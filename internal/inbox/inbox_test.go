@@ -1,9 +1,11 @@
 package inbox
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -56,5 +58,34 @@ func TestInboxFileNameStaysInside(t *testing.T) {
 	}
 	if fileName("ok-mesh_1") != "ok-mesh_1" {
 		t.Error("a plain mesh id is not kept as the file name")
+	}
+}
+
+// Two processes taking unread messages at once never both get one, and a receiver's id
+// index follows what another process appended.
+func TestTakeIsExclusiveAcrossInboxHandles(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := Open(dir, "m")
+	b, _ := Open(dir, "m") // as another process would
+	for i := range 200 {
+		if _, err := a.Add(Message{ID: fmt.Sprint("a", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _ := b.Add(Message{ID: "a7"}, Message{ID: "b1"}); n != 1 {
+		t.Fatalf("b added %d; want 1 (a7 is stored by a)", n)
+	}
+	if n, _ := a.Add(Message{ID: "b1"}); n != 0 {
+		t.Fatal("a did not see what b appended")
+	}
+	var wg sync.WaitGroup
+	got := make([][]Message, 2)
+	for i, in := range []*Inbox{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i], _ = in.Take() }()
+	}
+	wg.Wait()
+	if n := len(got[0]) + len(got[1]); n != 201 {
+		t.Fatalf("taken %d + %d; want 201 in all, each once", len(got[0]), len(got[1]))
 	}
 }
