@@ -31,7 +31,6 @@ import (
 	"strings"
 
 	"github.com/meshbroker/meshbroker/internal/inbox"
-	"github.com/meshbroker/meshbroker/internal/peerhome"
 )
 
 // statusEvents are the Claude Code events whose hook body the broker maps to a status.
@@ -302,15 +301,7 @@ func cmdHook(args []string, stdin io.Reader, stdout io.Writer) error {
 	if body.Event == "Stop" && body.StopHookActive {
 		return nil // this stop already continued once for the inbox: let it stop
 	}
-	h, err := peerhome.Load(c.home)
-	if err != nil {
-		return err
-	}
-	m, err := h.Mesh(c.mesh)
-	if err != nil {
-		return err
-	}
-	in, err := inbox.Open(h.Dir, m.MeshID)
+	_, _, in, err := openMesh(c)
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -11,11 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meshbroker/meshbroker/db"
-	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/inbox"
-	"github.com/meshbroker/meshbroker/internal/invitestore"
 	"github.com/meshbroker/meshbroker/internal/peerhome"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
@@ -25,19 +21,9 @@ func joinedHome(t *testing.T, name string) (home string, inst *brokertest.Instan
 	t.Helper()
 	d = testdb.New(t)
 	inst = brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
-	q := db.New(d.Pool)
-	ctx := context.Background()
-	created, err := admin.CreateMesh(ctx, q, "hooks")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mesh, _ := q.GetMesh(ctx, created.MeshID)
-	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: 5, BrokerURL: inst.WS, AppURL: "http://app"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, link := newMeshInvite(t, d, "hooks", inst.WS, 5)
 	home = filepath.Join(t.TempDir(), name)
-	meshpeerRun(t, "join", "-home", home, "-name", name, inv.Link)
+	meshpeerRun(t, "join", "-home", home, "-name", name, link)
 	return home, inst, d
 }
 

@@ -45,15 +45,7 @@ type live struct {
 }
 
 func newLive(c commonFlags, log io.Writer) (*live, error) {
-	h, err := peerhome.Load(c.home)
-	if err != nil {
-		return nil, err
-	}
-	m, err := h.Mesh(c.mesh)
-	if err != nil {
-		return nil, err
-	}
-	in, err := inbox.Open(h.Dir, m.MeshID)
+	h, m, in, err := openMesh(c)
 	if err != nil {
 		return nil, err
 	}

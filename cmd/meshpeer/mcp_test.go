@@ -13,11 +13,8 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/meshbroker/meshbroker/db"
-	"github.com/meshbroker/meshbroker/internal/admin"
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/inbox"
-	"github.com/meshbroker/meshbroker/internal/invitestore"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -105,21 +102,12 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	d := testdb.New(t)
 	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
-	q := db.New(d.Pool)
 	ctx := context.Background()
-	created, err := admin.CreateMesh(ctx, q, "pair")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mesh, _ := q.GetMesh(ctx, created.MeshID)
-	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: 2, BrokerURL: i1.WS, AppURL: "http://app"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mesh, link := newMeshInvite(t, d, "pair", i1.WS, 2)
 	dir := t.TempDir()
 	aliceHome, bobHome := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
-	meshpeerRun(t, "join", "-home", aliceHome, "-name", "alice", inv.Link)
-	meshpeerRun(t, "join", "-home", bobHome, "-name", "bob", inv.Link)
+	meshpeerRun(t, "join", "-home", aliceHome, "-name", "alice", link)
+	meshpeerRun(t, "join", "-home", bobHome, "-name", "bob", link)
 	aliceProject, bobProject := filepath.Join(dir, "alice-project"), filepath.Join(dir, "bob-project")
 	for _, p := range []string{aliceProject, bobProject} {
 		if err := os.MkdirAll(p, 0o700); err != nil {

@@ -126,17 +126,23 @@ type peerConn struct {
 	in      *inbox.Inbox
 }
 
-// connect opens a socket to the chosen mesh with a fresh session key, proved.
-func connect(ctx context.Context, stderr io.Writer, c commonFlags) (*peerConn, error) {
+// openMesh loads the home, picks the mesh the flags name and opens its inbox.
+func openMesh(c commonFlags) (*peerhome.Home, peerhome.Mesh, *inbox.Inbox, error) {
 	h, err := peerhome.Load(c.home)
 	if err != nil {
-		return nil, err
+		return nil, peerhome.Mesh{}, nil, err
 	}
 	m, err := h.Mesh(c.mesh)
 	if err != nil {
-		return nil, err
+		return nil, peerhome.Mesh{}, nil, err
 	}
 	in, err := inbox.Open(h.Dir, m.MeshID)
+	return h, m, in, err
+}
+
+// connect opens a socket to the chosen mesh with a fresh session key, proved.
+func connect(ctx context.Context, stderr io.Writer, c commonFlags) (*peerConn, error) {
+	h, m, in, err := openMesh(c)
 	if err != nil {
 		return nil, err
 	}
@@ -431,6 +437,11 @@ func (p *peerConn) store(ctx context.Context, frames []client.Frame) (int, error
 	var ids []string
 	for _, f := range frames {
 		if f.Type() != "push" {
+			continue
+		}
+		// Of the system events only the loss of messages is kept: joins and departures
+		// (each one-shot command of a peer makes two) are what mesh_peers shows anyway.
+		if f.Str("subtype") == "system" && f.Str("event") != "messages_missed" {
 			continue
 		}
 		msgs = append(msgs, p.toMessage(f))

@@ -19,6 +19,26 @@ import (
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
+// newMeshInvite creates a mesh and an invite link for it with uses joins, naming broker.
+func newMeshInvite(t *testing.T, d *testdb.DB, slug, broker string, uses int) (db.Mesh, string) {
+	t.Helper()
+	ctx := context.Background()
+	q := db.New(d.Pool)
+	created, err := admin.CreateMesh(ctx, q, slug)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, err := q.GetMesh(ctx, created.MeshID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: uses, BrokerURL: broker, AppURL: "http://app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mesh, inv.Link
+}
+
 // meshpeerRun runs one command and returns its stdout, failing the test on an error.
 func meshpeerRun(t *testing.T, args ...string) string {
 	t.Helper()
@@ -36,20 +56,8 @@ func TestHomeCommandsAcrossTwoInstances(t *testing.T) {
 	d := testdb.New(t)
 	i1 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
 	i2 := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
-	q := db.New(d.Pool)
 	ctx := context.Background()
-	created, err := admin.CreateMesh(ctx, q, "team")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mesh, err := q.GetMesh(ctx, created.MeshID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: 2, BrokerURL: i1.WS, AppURL: "http://app"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, link := newMeshInvite(t, d, "team", i1.WS, 2)
 	dir := t.TempDir()
 	alice, bob := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
 	if out := meshpeerRun(t, "init", "-home", alice, "-name", "alice"); !strings.Contains(out, "identity created: alice") {
@@ -58,8 +66,8 @@ func TestHomeCommandsAcrossTwoInstances(t *testing.T) {
 	if out := meshpeerRun(t, "init", "-home", alice, "-name", "other"); !strings.Contains(out, "identity exists: alice") {
 		t.Fatalf("init again: %q", out)
 	}
-	meshpeerRun(t, "join", "-home", alice, inv.Link)
-	meshpeerRun(t, "join", "-home", bob, "-name", "bob", inv.Link) // join alone makes the identity
+	meshpeerRun(t, "join", "-home", alice, link)
+	meshpeerRun(t, "join", "-home", bob, "-name", "bob", link) // join alone makes the identity
 	var who struct {
 		Pubkey string
 		Meshes []peerhome.Mesh
@@ -138,21 +146,12 @@ func TestHomeCommandsAcrossTwoInstances(t *testing.T) {
 func TestInboxSurvivesACrashBetweenStoreAndAck(t *testing.T) {
 	d := testdb.New(t)
 	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
-	q := db.New(d.Pool)
 	ctx := context.Background()
-	created, err := admin.CreateMesh(ctx, q, "crash")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mesh, _ := q.GetMesh(ctx, created.MeshID)
-	inv, err := invitestore.Create(ctx, d.Pool, invitestore.Params{Mesh: mesh, Role: "member", MaxUses: 2, BrokerURL: inst.WS, AppURL: "http://app"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, link := newMeshInvite(t, d, "crash", inst.WS, 2)
 	dir := t.TempDir()
 	alice, bob := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
-	meshpeerRun(t, "join", "-home", alice, "-name", "alice", inv.Link)
-	meshpeerRun(t, "join", "-home", bob, "-name", "bob", inv.Link)
+	meshpeerRun(t, "join", "-home", alice, "-name", "alice", link)
+	meshpeerRun(t, "join", "-home", bob, "-name", "bob", link)
 	bh, _ := peerhome.Load(bob)
 	meshpeerRun(t, "send", "-home", alice, "-to", bh.Pubkey, "-text", "keep me")
 
