@@ -167,6 +167,26 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	if strings.Join(got, ",") != "broadcast:hello everyone" {
 		t.Fatalf("alice's inbox: %v", got)
 	}
+	// A group: bob joins ops/db; a message to @ops reaches him (a parent group reaches its
+	// subgroups), one to @web does not.
+	call(t, bob, "mesh_join_group", map[string]any{"name": "ops/db"}, nil)
+	eventually(t, "bob in ops/db", 10*time.Second, func() bool {
+		var out struct{ Peers []peer }
+		call(t, alice, "mesh_peers", map[string]any{}, &out)
+		for _, p := range out.Peers {
+			if p.Name == "bob" && len(p.Groups) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+	call(t, alice, "mesh_send", map[string]any{"to": "@web", "text": "not for bob"}, nil)
+	call(t, alice, "mesh_send", map[string]any{"to": "@ops", "text": "ops meeting"}, nil)
+	got = nil
+	eventually(t, "bob's group message", 10*time.Second, func() bool { got = append(got, inboxTexts(t, bob)...); return len(got) > 0 })
+	if strings.Join(got, ",") != "broadcast:ops meeting" {
+		t.Fatalf("bob's inbox after the group messages: %v", got)
+	}
 
 	// Held while working, delivered when the Stop hook fires. Claude Code posts its own hook
 	// body to the installed http hook; the broker finds bob's session by its cwd, among the
