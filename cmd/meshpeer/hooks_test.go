@@ -179,3 +179,31 @@ func postClaudeHook(t *testing.T, settings, event string, body map[string]any) {
 	}
 	t.Fatalf("no http hook for %s", event)
 }
+
+// Whatever Claude Code (or anything else) writes on the hook's stdin, the hook never panics
+// and prints either nothing or one JSON object.
+func FuzzHookBody(f *testing.F) {
+	home := filepath.Join(f.TempDir(), "h")
+	h, _, err := peerhome.Init(home, "me")
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := h.AddMesh(peerhome.Mesh{MeshID: "m1", MemberID: "x", BrokerURL: "ws://127.0.0.1:1/ws"}, false); err != nil {
+		f.Fatal(err)
+	}
+	in, _ := inbox.Open(home, "m1")
+	f.Add([]byte(`{"hook_event_name":"Stop","stop_hook_active":false}`), "hello")
+	f.Add([]byte(`{"hook_event_name":"UserPromptSubmit","prompt":"x"}`), "\x00\"}\n{")
+	f.Add([]byte(`not json`), "")
+	f.Fuzz(func(t *testing.T, body []byte, text string) {
+		_, _ = in.Add(inbox.Message{ID: text, Kind: "direct", Text: text})
+		var out bytes.Buffer
+		_ = cmdHook([]string{"-home", home}, bytes.NewReader(body), &out)
+		if out.Len() > 0 {
+			var v map[string]any
+			if err := json.Unmarshal(out.Bytes(), &v); err != nil {
+				t.Fatalf("hook printed non-JSON %q: %v", out.String(), err)
+			}
+		}
+	})
+}

@@ -161,6 +161,7 @@ func (in *Inbox) Unseen() ([]Message, error) {
 	out := all[:0]
 	for _, m := range all {
 		if _, ok := seen[m.ID]; !ok {
+			seen[m.ID] = struct{}{} // a line stored twice (two writers without flock) shows once
 			out = append(out, m)
 		}
 	}
