@@ -294,6 +294,7 @@ func cmdHook(args []string, stdin io.Reader, stdout io.Writer) error {
 	var body struct {
 		Event          string `json:"hook_event_name"`
 		StopHookActive bool   `json:"stop_hook_active"`
+		Cwd            string `json:"cwd"`
 	}
 	if err := json.NewDecoder(io.LimitReader(stdin, 1<<20)).Decode(&body); err != nil {
 		return fmt.Errorf("hook body on stdin: %w", err)
@@ -301,7 +302,8 @@ func cmdHook(args []string, stdin io.Reader, stdout io.Writer) error {
 	if body.Event == "Stop" && body.StopHookActive {
 		return nil // this stop already continued once for the inbox: let it stop
 	}
-	_, _, in, err := openMesh(c)
+	// The inbox of the session working in this directory: what its MCP server received.
+	_, _, in, err := openMesh(c, inbox.ForProject(nonEmpty(body.Cwd, cwd())))
 	if err != nil {
 		return err
 	}

@@ -108,10 +108,13 @@ func TestHookCommandInjectsUnreadOnce(t *testing.T) {
 	if err := h.AddMesh(peerhome.Mesh{MeshID: "m1", MemberID: "x", BrokerURL: "ws://127.0.0.1:1/ws"}, false); err != nil {
 		t.Fatal(err)
 	}
-	in, _ := inbox.Open(home, "m1")
+	in, _ := inbox.Open(home, "m1", inbox.ForProject("/work/proj"))
 	_, _ = in.Add(inbox.Message{ID: "1", Kind: "direct", Priority: "now", From: "abc", Text: "ping from a peer"})
+	other, _ := inbox.Open(home, "m1", inbox.ForProject("/work/other"))
+	_, _ = other.Add(inbox.Message{ID: "o", Kind: "direct", Priority: "now", From: "abc", Text: "for the other session"})
 	hook := func(body string) string {
 		var out bytes.Buffer
+		body = strings.Replace(body, "{", `{"cwd":"/work/proj",`, 1)
 		if err := cmdHook([]string{"-home", home}, strings.NewReader(body), &out); err != nil {
 			t.Fatal(err)
 		}
@@ -143,6 +146,10 @@ func TestHookCommandInjectsUnreadOnce(t *testing.T) {
 	}
 	if unseen, _ := in.Unseen(); len(unseen) != 0 {
 		t.Fatalf("left unread after the hook: %+v", unseen)
+	}
+	// Another project's session has an inbox of its own: this session's hook never took it.
+	if unseen, _ := other.Unseen(); len(unseen) != 1 {
+		t.Fatalf("the other session's inbox: %+v", unseen)
 	}
 }
 
@@ -191,7 +198,7 @@ func FuzzHookBody(f *testing.F) {
 	if err := h.AddMesh(peerhome.Mesh{MeshID: "m1", MemberID: "x", BrokerURL: "ws://127.0.0.1:1/ws"}, false); err != nil {
 		f.Fatal(err)
 	}
-	in, _ := inbox.Open(home, "m1")
+	in, _ := inbox.Open(home, "m1", inbox.ForProject(cwd()))
 	f.Add([]byte(`{"hook_event_name":"Stop","stop_hook_active":false}`), "hello")
 	f.Add([]byte(`{"hook_event_name":"UserPromptSubmit","prompt":"x"}`), "\x00\"}\n{")
 	f.Add([]byte(`not json`), "")

@@ -45,7 +45,7 @@ func TestJoinWritesOnlyInTheHome(t *testing.T) {
 	if err != nil || len(h.Meshes) != 1 || h.Meshes[0].MeshID != p.MeshID {
 		t.Fatalf("home after join: %+v %v", h, err)
 	}
-	in, err := inbox.Open(home, p.MeshID)
+	in, err := inbox.Open(home, p.MeshID, "")
 	if err != nil {
 		t.Fatal(err)
 	}

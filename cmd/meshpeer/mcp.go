@@ -45,7 +45,7 @@ type live struct {
 }
 
 func newLive(c commonFlags, log io.Writer) (*live, error) {
-	h, m, in, err := openMesh(c)
+	h, m, in, err := openMesh(c, inbox.ForProject(cwd()))
 	if err != nil {
 		return nil, err
 	}

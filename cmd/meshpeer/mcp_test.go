@@ -206,7 +206,7 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	var held struct{ MessageID string }
 	call(t, alice, "mesh_send", map[string]any{"to": "bob", "text": "when you are free", "priority": "next"}, &held)
 	time.Sleep(1500 * time.Millisecond)
-	bobInbox, err := inbox.Open(bobHome, mesh.ID)
+	bobInbox, err := inbox.Open(bobHome, mesh.ID, inbox.ForProject(bobProject))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	})
 	// The Stop command hook shows it to the model once.
 	var out bytes.Buffer
-	if err := cmdHook([]string{"-home", bobHome}, strings.NewReader(`{"hook_event_name":"Stop","stop_hook_active":false}`), &out); err != nil {
+	if err := cmdHook([]string{"-home", bobHome}, strings.NewReader(`{"hook_event_name":"Stop","stop_hook_active":false,"cwd":"`+bobProject+`"}`), &out); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), `"decision": "block"`) || !strings.Contains(out.String(), "when you are free") {

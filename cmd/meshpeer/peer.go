@@ -126,8 +126,9 @@ type peerConn struct {
 	in      *inbox.Inbox
 }
 
-// openMesh loads the home, picks the mesh the flags name and opens its inbox.
-func openMesh(c commonFlags) (*peerhome.Home, peerhome.Mesh, *inbox.Inbox, error) {
+// openMesh loads the home, picks the mesh the flags name and opens its inbox for reader
+// (inbox.Open).
+func openMesh(c commonFlags, reader string) (*peerhome.Home, peerhome.Mesh, *inbox.Inbox, error) {
 	h, err := peerhome.Load(c.home)
 	if err != nil {
 		return nil, peerhome.Mesh{}, nil, err
@@ -136,13 +137,13 @@ func openMesh(c commonFlags) (*peerhome.Home, peerhome.Mesh, *inbox.Inbox, error
 	if err != nil {
 		return nil, peerhome.Mesh{}, nil, err
 	}
-	in, err := inbox.Open(h.Dir, m.MeshID)
+	in, err := inbox.Open(h.Dir, m.MeshID, reader)
 	return h, m, in, err
 }
 
 // connect opens a socket to the chosen mesh with a fresh session key, proved.
 func connect(ctx context.Context, stderr io.Writer, c commonFlags) (*peerConn, error) {
-	h, m, in, err := openMesh(c)
+	h, m, in, err := openMesh(c, "")
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,7 @@ func FuzzInboxFile(f *testing.F) {
 	f.Add([]byte(`{"id":"new","text":"already here"}`))
 	f.Add([]byte(`{"id":"new"}` + "\n" + `{"id":"new"}` + "\n"))
 	f.Fuzz(func(t *testing.T, content []byte) {
-		in, err := Open(t.TempDir(), "m")
+		in, err := Open(t.TempDir(), "m", "")
 		if err != nil {
 			t.Fatal(err)
 		}

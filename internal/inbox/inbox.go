@@ -48,13 +48,20 @@ type Inbox struct {
 	read  int64               // bytes of the messages file indexed in known
 }
 
-// Open returns the inbox of mesh meshID under dir (created when missing).
-func Open(dir, meshID string) (*Inbox, error) {
+// Open returns the inbox of mesh meshID under dir (created when missing) for one reader: ""
+// for the one-shot commands, ForProject(dir) for the Claude Code session working there (its
+// MCP server stores, its hooks and tools read). Each reader has an inbox of its own: a
+// broadcast reaches every session and each shows it to its own model; a message for the
+// member reaches one session and only that one shows it.
+func Open(dir, meshID, reader string) (*Inbox, error) {
 	d := filepath.Join(dir, "inbox")
 	if err := os.MkdirAll(d, 0o700); err != nil {
 		return nil, fmt.Errorf("create inbox: %w", err)
 	}
 	name := fileName(meshID)
+	if reader != "" {
+		name += "." + fileName(reader)
+	}
 	return &Inbox{msgs: filepath.Join(d, name+".jsonl"), seen: filepath.Join(d, name+".seen"), lock: filepath.Join(d, name+".lock")}, nil
 }
 
@@ -69,6 +76,12 @@ func fileName(meshID string) string {
 }
 
 var safeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ForProject is the reader of the Claude Code session working in dir.
+func ForProject(dir string) string {
+	sum := sha256.Sum256([]byte(filepath.Clean(dir)))
+	return "project-" + hex.EncodeToString(sum[:12])
+}
 
 // Add appends messages not already in the inbox and syncs the file: when Add returns nil,
 // they survive a crash. It returns how many were new. The ids already stored are kept in

@@ -13,7 +13,7 @@ import (
 // (a crash in the middle of an append) costs neither itself nor the next message.
 func TestInboxDedupesSurvivesATornLineAndMarksSeen(t *testing.T) {
 	dir := t.TempDir()
-	in, err := Open(dir, "mesh1")
+	in, err := Open(dir, "mesh1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,8 +65,8 @@ func TestInboxFileNameStaysInside(t *testing.T) {
 // index follows what another process appended.
 func TestTakeIsExclusiveAcrossInboxHandles(t *testing.T) {
 	dir := t.TempDir()
-	a, _ := Open(dir, "m")
-	b, _ := Open(dir, "m") // as another process would
+	a, _ := Open(dir, "m", "")
+	b, _ := Open(dir, "m", "") // as another process would
 	for i := range 200 {
 		if _, err := a.Add(Message{ID: fmt.Sprint("a", i)}); err != nil {
 			t.Fatal(err)
