@@ -8,7 +8,8 @@
 # "duplicated" counts redeliveries. A third broker owns the embedded cluster and is never
 # killed. Prerequisites: /tmp/broker and /tmp/meshload built from this repository
 # (docs/benchmarks.md "Setup"); runs in /tmp/failover. DURATION (60s) and KILLS_MAX (5)
-# shape the run.
+# shape the run; LOAD replaces the load (default "-pairs 50 -rate 1000"; broadcasts:
+# LOAD="-broadcast 20 -rate 50", every push counted per receiver).
 set -u
 LIFT="MAX_CONNECTIONS_PER_MESH=100000 SEND_RATE_LIMIT_PER_MIN=0 MAX_PREAUTH_PER_IP=0 HELLO_IP_RATE_LIMIT_PER_MIN=0 MAX_HTTP_CONNS_PER_IP=0 LOG_LEVEL=warn"
 rm -rf /tmp/failover && mkdir -p /tmp/failover && chmod 755 /tmp/failover && cd /tmp/failover || exit 1
@@ -21,7 +22,7 @@ declare -A PID
 start() { env $LIFT DATABASE_URL="$DSN" BROKER_PORT="$1" /tmp/broker serve >> "$1.log" 2>&1 & PID[$1]=$!; ready "$1"; }
 start 17911
 start 17912
-/tmp/meshload -dsn "$DSN" -url ws://127.0.0.1:17911/ws,ws://127.0.0.1:17912/ws -pairs 50 -rate 1000 \
+/tmp/meshload -dsn "$DSN" -url ws://127.0.0.1:17911/ws,ws://127.0.0.1:17912/ws ${LOAD:--pairs 50 -rate 1000} \
   -duration "${DURATION:-60s}" -failover -drain 60s > result.json 2> meshload.log &
 ML=$!
 KILLS=0

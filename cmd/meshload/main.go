@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,7 +68,7 @@ func runMain() int {
 	flag.IntVar(&o.window, "window", 8, "sends in flight per sender at most")
 	flag.StringVar(&o.priority, "priority", "now", "message priority")
 	flag.DurationVar(&o.drain, "drain", 10*time.Second, "how long to wait for outstanding pushes after sending stops")
-	flag.BoolVar(&o.failover, "failover", false, "direct mode: peers reconnect (to the next -url) when their socket is lost, receivers acknowledge with client_ack, and a send whose socket was lost is repeated with its clientMessageId; run it while killing an instance to count acked messages lost")
+	flag.BoolVar(&o.failover, "failover", false, "direct or -broadcast mode: peers reconnect (to the next -url) when their socket is lost, receivers acknowledge with client_ack, and a send whose socket was lost is repeated with its clientMessageId; run it while killing an instance to count acked messages lost")
 	flag.IntVar(&o.burst, "burst", 0, "instead of a timed run: send this many DMs at the same instant (one per pair) and report how long until all are pushed")
 	hellos := flag.Int("hellos", 0, "instead of messages: open this many authenticated sockets and report hellos/s")
 	idle := flag.Int("idle", 0, "instead of messages: hold this many idle authenticated sockets and report the broker's RSS per socket")
@@ -164,8 +165,9 @@ type Result struct {
 type tracker struct {
 	mu        sync.Mutex
 	sentAt    map[string]time.Time // clientMessageId → send time
-	expect    map[string]int       // clientMessageId → pushes expected
-	seen      map[string]int
+	expect    map[string]int       // clientMessageId → receivers expected
+	seen      map[string]int       // clientMessageId/receiver → pushes received
+	got       map[string]int       // clientMessageId → receivers that received it
 	acked     map[string]bool
 	latencies []float64
 	dups      int64
@@ -173,7 +175,9 @@ type tracker struct {
 	lastPush  atomic.Int64
 }
 
-func (tr *tracker) push(f client.Frame) {
+// push records a push to receiver r: its first copy of a message counts as delivered, any
+// other copy as a duplicate (so one receiver's duplicate never hides another's loss).
+func (tr *tracker) push(r int, f client.Frame) {
 	id := f.Str("clientMessageId")
 	now := time.Now()
 	tr.mu.Lock()
@@ -182,11 +186,13 @@ func (tr *tracker) push(f client.Frame) {
 	if !ok {
 		return
 	}
-	tr.seen[id]++
-	if tr.seen[id] > tr.expect[id] {
+	key := id + "/" + strconv.Itoa(r)
+	tr.seen[key]++
+	if tr.seen[key] > 1 || tr.got[id] >= tr.expect[id] {
 		tr.dups++
 		return
 	}
+	tr.got[id]++
 	tr.latencies = append(tr.latencies, float64(now.Sub(t0).Microseconds())/1000)
 	tr.delivered.Add(1)
 	tr.lastPush.Store(now.UnixNano())
@@ -211,8 +217,8 @@ func run(ctx context.Context, o options) (Result, error) {
 	if o.burst > 0 {
 		mode = "burst"
 	}
-	if o.failover && mode != "direct" {
-		return Result{}, fmt.Errorf("-failover is for direct pairs (not with -broadcast or -burst)")
+	if o.failover && mode == "burst" {
+		return Result{}, fmt.Errorf("-failover is for direct pairs or -broadcast (not with -burst)")
 	}
 	newPeer := func(name string) (client.Identity, error) {
 		pub, sec := client.NewKey()
@@ -220,7 +226,7 @@ func run(ctx context.Context, o options) (Result, error) {
 		return client.Identity{MeshID: mesh.MeshID, MemberID: m.MemberID, Pubkey: pub, Secret: sec}, err
 	}
 	fmt.Fprintf(os.Stderr, "meshload: provisioned mesh %s; connecting %d senders and %d receivers to %d broker(s)\n", mesh.MeshID, nSend, nRecv, len(o.urls))
-	tr := &tracker{sentAt: map[string]time.Time{}, expect: map[string]int{}, seen: map[string]int{}, acked: map[string]bool{}}
+	tr := &tracker{sentAt: map[string]time.Time{}, expect: map[string]int{}, seen: map[string]int{}, got: map[string]int{}, acked: map[string]bool{}}
 	senders := make([]*peer, nSend)
 	receivers := make([]*peer, nRecv)
 	recvKeys := make([]string, nRecv)
@@ -268,8 +274,8 @@ func run(ctx context.Context, o options) (Result, error) {
 	lastSystem.Store(time.Now().UnixNano())
 	// The readers (and, with -failover, their reconnects) stop before the sockets close.
 	rctx, stopReaders := context.WithCancel(ctx)
-	for _, p := range append(slices.Clone(receivers), senders...) {
-		go p.read(rctx, o.failover, tr.push, func() { lastSystem.Store(time.Now().UnixNano()) })
+	for i, p := range append(slices.Clone(receivers), senders...) {
+		go p.read(rctx, o.failover, func(f client.Frame) { tr.push(i, f) }, func() { lastSystem.Store(time.Now().UnixNano()) })
 	}
 	// Every peer's hello announced it to every other (peer_joined): 2P connects make ~2P²
 	// system pushes, which the broker and the peers are still busy with when the last hello is
@@ -401,7 +407,7 @@ func run(ctx context.Context, o options) (Result, error) {
 		defer tr.mu.Unlock()
 		var n int64
 		for id := range tr.acked {
-			if d := tr.expect[id] - tr.seen[id]; d > 0 {
+			if d := tr.expect[id] - tr.got[id]; d > 0 {
 				n += int64(d)
 			}
 		}

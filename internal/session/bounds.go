@@ -23,7 +23,28 @@ const (
 	auditVerifyCost = 20
 	// maxAuditOffset bounds how far back audit_query pages (OFFSET reads what it skips).
 	maxAuditOffset = 100_000
+	// maxAckCredit bounds the client_acks a session may send outside the control budget:
+	// one per message push written to it, at most this many banked.
+	maxAckCredit = 100_000
 )
+
+// takeAckCredit pays for a client_ack from the pushes written to this session: true when
+// the credit covered it (one per id), false when the control budget must.
+func (s *Session) takeAckCredit(ack *protocol.ClientAck) bool {
+	n := int64(len(ack.MessageIDs))
+	if ack.MessageID != "" {
+		n++
+	}
+	for {
+		have := s.ackCredit.Load()
+		if have < n || n == 0 {
+			return false
+		}
+		if s.ackCredit.CompareAndSwap(have, have-n) {
+			return true
+		}
+	}
+}
 
 // The hello budget of a member (in memory, per instance): every hello that gets as far as
 // writing — a new session, a takeover, a reconnect — draws one, so a member cannot loop

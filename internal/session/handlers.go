@@ -35,7 +35,11 @@ func (s *Session) handle(ctx context.Context, f protocol.Frame) {
 		s.send(protocol.NewError(protocol.CodeAlreadyAuthenticated, "this socket already sent hello", f.ReqID))
 		return
 	}
-	if _, isSend := f.Body.(*protocol.Send); !isSend {
+	if ack, isAck := f.Body.(*protocol.ClientAck); isAck && s.takeAckCredit(ack) {
+		// Acknowledging what the broker pushed is paid for by the pushes (ackCredit): a
+		// client_ack client receiving more than the control budget's 20 frames a second
+		// must not have its acks refused (each refusal a redelivery).
+	} else if _, isSend := f.Body.(*protocol.Send); !isSend {
 		cost := 1.0
 		switch f.Body.(type) {
 		case *protocol.ListPeers:

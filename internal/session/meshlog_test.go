@@ -248,3 +248,47 @@ func logCursor(t *testing.T, d *testdb.DB, presenceID string) int64 {
 	}
 	return n
 }
+
+// A client_ack client acknowledging every push on its own is not throttled by the control
+// budget (20 frames a second): its acks are paid for by the pushes it received, so none is
+// refused and nothing comes again. Acks beyond what was pushed still draw on the budget.
+func TestAcksOfManyPushesAreNotRateLimited(t *testing.T) {
+	t.Parallel()
+	d := testdb.New(t)
+	ids := brokertest.Mesh(t, db.New(d.Pool), "alice", "bob")
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL, "SEND_RATE_LIMIT_PER_MIN": "0"})
+	ctx := within(t, 30*time.Second)
+	alice := dial(ctx, t, inst.WS, ids["alice"], client.Options{SessionID: "a"})
+	bob := dial(ctx, t, inst.WS, ids["bob"], client.Options{SessionID: "b", Capabilities: []string{"client_ack"}})
+	const n = 150
+	for i := range n {
+		if ack, err := alice.Send(ctx, client.Message{Target: "*", Priority: "now", Nonce: "n", Ciphertext: "eA==", ClientMessageID: itoa(i)}); err != nil || ack["queued"] != true {
+			t.Fatalf("send %d: %v %v", i, ack, err)
+		}
+	}
+	for range n {
+		p, err := bob.NextMessage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.Write(ctx, map[string]any{"type": "client_ack", "messageId": p.Str("messageId")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	presence := bob.Ack.Str("presenceId")
+	waitFor(t, ctx, "bob's cursor stored past every broadcast", func() bool { return logCursor(t, d, presence) == n })
+	quiet, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if f, err := bob.Next(quiet, "error"); err == nil {
+		t.Fatalf("an ack was refused: %v", f)
+	}
+	// With the credit spent, acks of nothing are budgeted again: a flood is cut off.
+	for i := range 200 {
+		_ = bob.Write(ctx, map[string]any{"type": "client_ack", "messageId": "bogus-" + itoa(i)})
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer rcancel()
+	if f, err := bob.Next(rctx, "error"); err != nil || f.Str("code") != "rate_limit" {
+		t.Fatalf("200 acks of nothing: %v %v; want rate_limit", f, err)
+	}
+}

@@ -80,6 +80,7 @@ type Session struct {
 	nextPing     atomic.Int64  // unix nanos of this socket's next liveness ping
 	lastClaim    atomic.Int64  // unix nanos when the last claim for this socket started
 	lastLogClaim atomic.Int64  // unix nanos when the last read of the mesh log for this socket started
+	ackCredit    atomic.Int64  // message pushes written and not yet acknowledged: what client_acks may cost
 	log          logCursor     // the socket's position in its mesh's log
 	done         chan struct{} // closed when the session ends
 	endOnce      sync.Once
@@ -587,6 +588,9 @@ func (s *Session) drain() {
 		}
 		for _, f := range batch {
 			if f.priority != "" {
+				if s.clientAck && s.ackCredit.Load() < maxAckCredit {
+					s.ackCredit.Add(1)
+				}
 				s.hub.metrics.MessagesRouted.WithLabelValues(f.priority).Inc()
 				s.hub.metrics.SendToPush.Observe(time.Since(f.storedAt).Seconds())
 			}
