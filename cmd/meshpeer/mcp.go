@@ -17,6 +17,7 @@ import (
 	"math/big"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -37,6 +38,10 @@ type live struct {
 	session ed25519.PrivateKey // one per process: a reconnect takes its presence back
 	sid     string
 	log     io.Writer
+
+	// notify, once the MCP client is initialized, tells the session that messages arrived
+	// (a channel notification, channel.go).
+	notify func(msgs []inbox.Message)
 
 	mu      sync.Mutex
 	conn    *peerConn                    // nil while disconnected
@@ -140,8 +145,12 @@ func (l *live) dispatch(ctx context.Context, p *peerConn) {
 			f = fr
 		}
 		if f.Type() == "push" {
-			if _, err := p.store(ctx, []client.Frame{f}); err != nil {
+			n, err := p.store(ctx, []client.Frame{f})
+			if err != nil {
 				fmt.Fprintf(l.log, "meshpeer mcp: inbox: %v (the message comes again)\n", err)
+			}
+			if n > 0 && l.notify != nil && f.Str("subtype") != "system" {
+				l.notify([]inbox.Message{p.toMessage(f)})
 			}
 			continue
 		}
@@ -274,11 +283,18 @@ type (
 	}
 )
 
-// newMCPServer builds the server and its tools over l.
-func newMCPServer(l *live) *mcp.Server {
+// newMCPServer builds the server and its tools over l; initialized is called once the
+// client finished the handshake.
+func newMCPServer(l *live, initialized func()) *mcp.Server {
 	s := mcp.NewServer(&mcp.Implementation{Name: "meshpeer", Version: buildinfo.Version}, &mcp.ServerOptions{
 		Instructions: "Tools of the claudemesh mesh this session is on: other Claude Code sessions (peers) you can see and message. " +
 			"Messages to you arrive in the inbox: read them with mesh_inbox.",
+		Capabilities: &mcp.ServerCapabilities{Experimental: map[string]any{channelCapability: map[string]any{}}},
+		InitializedHandler: func(context.Context, *mcp.InitializedRequest) {
+			if initialized != nil {
+				initialized()
+			}
+		},
 	})
 	mcp.AddTool(s, &mcp.Tool{Name: "mesh_peers", Description: "List the peers on the mesh: name, pubkey, status (idle, working, dnd), summary."},
 		func(ctx context.Context, _ *mcp.CallToolRequest, _ noInput) (*mcp.CallToolResult, peersOut, error) {
@@ -381,6 +397,13 @@ func cmdMCP(ctx context.Context, args []string, stdin io.ReadCloser, stdout io.W
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	out := &lineWriter{w: stdout}
+	var ready atomic.Bool
+	l.notify = func(msgs []inbox.Message) {
+		if ready.Load() {
+			out.notifyChannel(msgs)
+		}
+	}
 	go l.run(ctx)
-	return newMCPServer(l).Run(ctx, &mcp.IOTransport{Reader: stdin, Writer: stdout})
+	return newMCPServer(l, func() { ready.Store(true) }).Run(ctx, &mcp.IOTransport{Reader: stdin, Writer: out})
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshbroker/meshbroker/internal/brokertest"
 	"github.com/meshbroker/meshbroker/internal/inbox"
+	"github.com/meshbroker/meshbroker/internal/peerhome"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -228,5 +229,82 @@ func TestMCPSessionsOnTwoInstances(t *testing.T) {
 	}
 	if texts := inboxTexts(t, bob); len(texts) != 0 {
 		t.Fatalf("mesh_inbox shows what the hook already showed: %v", texts)
+	}
+}
+
+// Spoken to as raw JSON-RPC lines over stdio: the server declares the claude/channel
+// capability, and once initialized it sends a channel notification the moment a message
+// arrives — naming the sender, never carrying the peer's text.
+func TestMCPChannelNotificationOnArrival(t *testing.T) {
+	bin := buildMeshpeer(t)
+	d := testdb.New(t)
+	inst := brokertest.Start(t, map[string]string{"DATABASE_URL": d.URL})
+	_, link := newMeshInvite(t, d, "chan", inst.WS, 2)
+	dir := t.TempDir()
+	aliceHome, bobHome := filepath.Join(dir, "alice"), filepath.Join(dir, "bob")
+	meshpeerRun(t, "join", "-home", aliceHome, "-name", "alice", link)
+	meshpeerRun(t, "join", "-home", bobHome, "-name", "bob", link)
+
+	cmd := exec.Command(bin, "mcp", "-home", bobHome)
+	cmd.Dir = dir
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := make(chan map[string]any, 64)
+	go func() {
+		dec := json.NewDecoder(stdout)
+		for {
+			var m map[string]any
+			if dec.Decode(&m) != nil {
+				close(lines)
+				return
+			}
+			lines <- m
+		}
+	}()
+	next := func(what string, match func(map[string]any) bool) map[string]any {
+		t.Helper()
+		timeout := time.After(15 * time.Second)
+		for {
+			select {
+			case m, ok := <-lines:
+				if !ok {
+					t.Fatalf("stdout closed waiting for %s", what)
+				}
+				if match(m) {
+					return m
+				}
+			case <-timeout:
+				t.Fatalf("no %s", what)
+			}
+		}
+	}
+	write := func(v any) {
+		b, _ := json.Marshal(v)
+		if _, err := stdin.Write(append(b, '\n')); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(map[string]any{"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": map[string]any{
+		"protocolVersion": "2025-06-18", "capabilities": map[string]any{}, "clientInfo": map[string]any{"name": "claude-code-test", "version": "0"}}})
+	initRes := next("the initialize result", func(m map[string]any) bool { return m["id"] == float64(1) })
+	caps, _ := initRes["result"].(map[string]any)["capabilities"].(map[string]any)
+	if exp, _ := caps["experimental"].(map[string]any); exp["claude/channel"] == nil {
+		t.Fatalf("no claude/channel capability: %v", initRes)
+	}
+	write(map[string]any{"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+	bh, _ := peerhome.Load(bobHome)
+	eventually(t, "bob's MCP server on the mesh", 15*time.Second, func() bool {
+		return strings.Contains(meshpeerRun(t, "peers", "-home", aliceHome, "-json"), `"name": "bob"`)
+	})
+	meshpeerRun(t, "send", "-home", aliceHome, "-to", bh.Pubkey, "-text", "the secret plan")
+	n := next("a channel notification", func(m map[string]any) bool { return m["method"] == "notifications/claude/channel" })
+	raw, _ := json.Marshal(n)
+	if !strings.Contains(string(raw), "mesh_inbox") || strings.Contains(string(raw), "secret plan") {
+		t.Fatalf("channel notification: %s", raw)
 	}
 }
