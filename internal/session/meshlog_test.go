@@ -41,7 +41,7 @@ func TestBroadcastClientAckRedeliversUnacknowledged(t *testing.T) {
 		return logCursor(t, d, presence) == 1
 	})
 	_ = bob.Drop()
-	time.Sleep(200 * time.Millisecond)
+	waitDisconnected(t, ctx, d, presence)
 
 	again := dial(ctx, t, inst.WS, ids["bob"], opts)
 	p, err := again.NextMessage(ctx)
@@ -79,7 +79,7 @@ func TestPurgedLogWhileInGraceSaysMessagesMissed(t *testing.T) {
 	presence := bob.Ack.Str("presenceId")
 	waitFor(t, ctx, "bob's cursor stored", func() bool { return logCursor(t, d, presence) == 1 })
 	_ = bob.Drop()
-	time.Sleep(200 * time.Millisecond)
+	waitDisconnected(t, ctx, d, presence)
 
 	for _, c := range []string{"Mg==", "Mw=="} {
 		if ack, err := alice.Send(ctx, client.Message{Target: "*", Priority: "now", Nonce: "n", Ciphertext: c}); err != nil || ack["queued"] != true {
@@ -162,7 +162,7 @@ func TestCursorFromAnotherLogEpochIsReset(t *testing.T) {
 	}
 	presence := bob.Ack.Str("presenceId")
 	_ = bob.Drop()
-	time.Sleep(200 * time.Millisecond)
+	waitDisconnected(t, ctx, d, presence)
 	// The cursor is far ahead, in an epoch the log does not have: read naively, it would
 	// skip every entry up to 1000.
 	if _, err := d.Pool.Exec(ctx, "UPDATE presences SET log_epoch = 'gone', log_acked = 1000 WHERE id = $1", presence); err != nil {
@@ -236,6 +236,18 @@ func TestBroadcastToWorkingPeerAndItsStatus(t *testing.T) {
 		}
 		r, _ := recips[0].(map[string]any)
 		return f["delivered"] == true && r["status"] == "delivered" && r["name"] == "bob"
+	})
+}
+
+// waitDisconnected waits until the broker noticed a dropped socket (the presence is in its
+// grace window): until then the old socket still reads the log, and a test's next step could
+// race it.
+func waitDisconnected(t *testing.T, ctx context.Context, d *testdb.DB, presenceID string) {
+	t.Helper()
+	waitFor(t, ctx, "the dropped socket noticed", func() bool {
+		var gone bool
+		_ = d.Pool.QueryRow(ctx, "SELECT disconnected_at IS NOT NULL FROM presences WHERE id = $1", presenceID).Scan(&gone)
+		return gone
 	})
 }
 
