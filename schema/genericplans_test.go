@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/meshbroker/meshbroker/internal/testdb"
 )
 
@@ -31,30 +33,8 @@ func TestAuditBacklogGenericPlanUsesTheIndex(t *testing.T) {
 	      FROM generate_series(0, 19999) i`)
 	exec(`INSERT INTO audit_cursors (mesh_id, message_xid, message_id) SELECT mesh_id, max(audit_xid), max(id) FROM messages GROUP BY mesh_id`)
 	exec(`ANALYZE messages`)
-	query := namedQuery(t, "../queries/audit.sql", "AuditBacklog")
-	conn, err := d.Pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	for _, sql := range []string{"SET plan_cache_mode = force_generic_plan", "PREPARE backlog(text) AS " + query} {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-	rows, err := conn.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE backlog('mesh1')")
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := ""
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan += line + "\n"
-	}
-	rows.Close()
+	conn := prepareGeneric(t, d, "backlog(text)", namedQuery(t, "../queries/audit.sql", "AuditBacklog"))
+	plan := explain(t, conn, "EXECUTE backlog('mesh1')")
 	if strings.Contains(plan, "Seq Scan on messages") || !strings.Contains(plan, "Index Only Scan Backward using messages_audit_idx") {
 		t.Fatalf("AuditBacklog's generic plan does not probe messages_audit_idx:\n%s", plan)
 	}
@@ -66,6 +46,39 @@ func TestAuditBacklogGenericPlanUsesTheIndex(t *testing.T) {
 	if err := conn.QueryRow(ctx, "EXECUTE backlog('mesh1')").Scan(&backlog); err != nil || !backlog {
 		t.Fatalf("backlog = %v, %v; want true (messages past the cursor)", backlog, err)
 	}
+}
+
+// prepareGeneric prepares query as the statement named by signature ("name(types…)") on a
+// connection of its own, with the generic plan forced: the plan a prepared statement runs
+// after five executions.
+func prepareGeneric(t *testing.T, d *testdb.DB, signature, query string) *pgxpool.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := d.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Release)
+	for _, sql := range []string{"SET plan_cache_mode = force_generic_plan", "PREPARE " + signature + " AS " + query} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	return conn
+}
+
+// explain is EXPLAIN (ANALYZE, COSTS OFF) of sql on conn, one line per plan line.
+func explain(t *testing.T, conn *pgxpool.Conn, sql string) string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "EXPLAIN (ANALYZE, COSTS OFF) "+sql)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n") + "\n"
 }
 
 // namedQuery is the SQL of one sqlc query of a queries/*.sql file, its comments left out and
@@ -120,39 +133,14 @@ func TestClaimLogGenericPlanProbesByKey(t *testing.T) {
 	exec(`VACUUM ANALYZE`)
 	exec(`INSERT INTO presences (id, mesh_id, member_id, identity_key, session_id, pid, cwd, log_epoch)
 	      SELECT 'pr' || i, 'mesh' || (i % 30), 'mem' || i, 'k' || i, 's' || i, i, '/', 'e' FROM generate_series(0, 2999) i`)
-	query := namedQuery(t, "../queries/mesh_log.sql", "ClaimLog")
-	conn, err := d.Pool.Acquire(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Release()
-	for _, sql := range []string{"SET plan_cache_mode = force_generic_plan", "PREPARE claimlog(text[], bigint[], text[], bigint[], int) AS " + query} {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
+	conn := prepareGeneric(t, d, "claimlog(text[], bigint[], text[], bigint[], int)", namedQuery(t, "../queries/mesh_log.sql", "ClaimLog"))
 	ids := make([]string, 0, 50)
 	for i := 0; i < 3000; i += 60 {
 		ids = append(ids, "'pr"+strconv.Itoa(i)+"'")
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF) EXECUTE claimlog(
+	plan := explain(t, conn, `EXECUTE claimlog(
 		ARRAY[`+strings.Join(ids, ",")+`], array_fill(0::bigint, ARRAY[50]),
 		array_fill('e'::text, ARRAY[50]), array_fill(1::bigint, ARRAY[50]), 256)`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := ""
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan += line + "\n"
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
 	if !strings.Contains(plan, "Index Scan using presences_pkey") || strings.Contains(plan, "Seq Scan on presences") ||
 		strings.Contains(plan, "presences_identity_live_key") || strings.Contains(plan, "presences_mesh_live_idx") {
 		t.Fatalf("ClaimLog's generic plan does not probe presences by key:\n%s", plan)

@@ -143,49 +143,34 @@ func TestStoreBatchStoresWhatItReports(t *testing.T) {
 }
 
 // With -failover, peers on an instance that goes away reconnect to the other and every acked
-// send still arrives (duplicates allowed, losses not).
+// send still arrives (duplicates allowed, losses not) — direct pairs, and broadcasts, whose
+// receivers' cursors continue from where they were stored (counted per receiver).
 func TestFailoverRunLosesNothingWhenAnInstanceGoes(t *testing.T) {
-	t.Parallel()
-	d := testdb.New(t)
-	env := map[string]string{"DATABASE_URL": d.URL, "SEND_RATE_LIMIT_PER_MIN": "0", "DRAIN_TIMEOUT": "2s"}
-	a := brokertest.Start(t, env)
-	b := brokertest.Start(t, env)
-	o := options{dsn: d.URL, urls: []string{a.WS, b.WS}, pairs: 4, duration: 3 * time.Second, size: 64,
-		window: 2, priority: "now", drain: 20 * time.Second, meshSize: 50, failover: true}
-	go func() {
-		time.Sleep(1500 * time.Millisecond) // mid-run
-		_ = b.Stop()
-	}()
-	res, err := run(within(t, 90*time.Second), o)
-	if err != nil {
-		t.Fatal(err)
+	for _, c := range []struct {
+		name             string
+		pairs, broadcast int
+		perSend          int64 // deliveries each acked send owes
+	}{{"direct", 4, 0, 1}, {"broadcast", 0, 6, 6}} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			d := testdb.New(t)
+			env := map[string]string{"DATABASE_URL": d.URL, "SEND_RATE_LIMIT_PER_MIN": "0", "DRAIN_TIMEOUT": "2s"}
+			a := brokertest.Start(t, env)
+			b := brokertest.Start(t, env)
+			o := options{dsn: d.URL, urls: []string{a.WS, b.WS}, pairs: c.pairs, broadcast: c.broadcast, duration: 3 * time.Second, size: 64,
+				window: 2, priority: "now", drain: 20 * time.Second, meshSize: 50, failover: true}
+			go func() {
+				time.Sleep(1500 * time.Millisecond) // mid-run
+				_ = b.Stop()
+			}()
+			res, err := run(within(t, 90*time.Second), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Acked == 0 || res.Lost != 0 || res.Reconnects == 0 || res.Delivered < res.Acked*c.perSend {
+				t.Fatalf("acked %d, delivered %d, lost %d, reconnects %d: %+v", res.Acked, res.Delivered, res.Lost, res.Reconnects, res)
+			}
+			t.Logf("acked %d delivered %d duplicated %d reconnects %d resends %d", res.Acked, res.Delivered, res.Duplicated, res.Reconnects, res.Resends)
+		})
 	}
-	if res.Acked == 0 || res.Lost != 0 || res.Reconnects == 0 {
-		t.Fatalf("acked %d, lost %d, reconnects %d: %+v", res.Acked, res.Lost, res.Reconnects, res)
-	}
-	t.Logf("acked %d delivered %d duplicated %d reconnects %d resends %d", res.Acked, res.Delivered, res.Duplicated, res.Reconnects, res.Resends)
-}
-
-// The same for broadcasts: every receiver gets every acked broadcast across its instance
-// going away (its cursor continues from where it was stored), counted per receiver.
-func TestFailoverBroadcastLosesNothingWhenAnInstanceGoes(t *testing.T) {
-	t.Parallel()
-	d := testdb.New(t)
-	env := map[string]string{"DATABASE_URL": d.URL, "SEND_RATE_LIMIT_PER_MIN": "0", "DRAIN_TIMEOUT": "2s"}
-	a := brokertest.Start(t, env)
-	b := brokertest.Start(t, env)
-	o := options{dsn: d.URL, urls: []string{a.WS, b.WS}, broadcast: 6, duration: 3 * time.Second, size: 64,
-		window: 2, priority: "now", drain: 20 * time.Second, meshSize: 50, failover: true}
-	go func() {
-		time.Sleep(1500 * time.Millisecond) // mid-run
-		_ = b.Stop()
-	}()
-	res, err := run(within(t, 90*time.Second), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.Acked == 0 || res.Lost != 0 || res.Reconnects == 0 || res.Delivered < res.Acked*6 {
-		t.Fatalf("acked %d, delivered %d, lost %d, reconnects %d: %+v", res.Acked, res.Delivered, res.Lost, res.Reconnects, res)
-	}
-	t.Logf("acked %d delivered %d duplicated %d reconnects %d resends %d", res.Acked, res.Delivered, res.Duplicated, res.Reconnects, res.Resends)
 }

@@ -31,6 +31,7 @@ import (
 	"strings"
 
 	"github.com/meshbroker/meshbroker/internal/inbox"
+	"github.com/meshbroker/meshbroker/internal/peerhome"
 )
 
 // statusEvents are the Claude Code events whose hook body the broker maps to a status.
@@ -136,7 +137,7 @@ func cmdHooks(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	doc["hooks"] = hooks
 	// The record first: a settings file written without it could not be cleaned up.
 	rec, _ := json.MarshalIndent(hooksRecord{Settings: *settings, Added: added}, "", "  ")
-	if err := writeFileAtomic(hooksRecordPath(c.home), rec); err != nil {
+	if err := peerhome.WriteFileAtomic(hooksRecordPath(c.home), rec); err != nil {
 		return err
 	}
 	if err := writeSettings(*settings, doc); err != nil {
@@ -240,30 +241,7 @@ func writeSettings(path string, doc map[string]any) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return writeFileAtomic(path, buf.Bytes())
-}
-
-// writeFileAtomic replaces path with data (mode 0600) through a synced temporary file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".meshpeer-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return peerhome.WriteFileAtomic(path, buf.Bytes())
 }
 
 func isLoopback(host string) bool {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -203,34 +202,12 @@ func post(ctx context.Context, stderr io.Writer, wsURL, path string, body, into 
 		return err
 	}
 	fmt.Fprintf(stderr, "joining through %s%s …\n", base, path)
-	raw, _ := json.Marshal(body)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(raw))
-	if err != nil {
-		return err
+	err = httpJSON(ctx, http.MethodPost, base+path, "", body, into)
+	var refused *brokerRefusal
+	if errors.As(err, &refused) && refused.reason != "" {
+		return fmt.Errorf("the broker refused the invite: %w", err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("reach the broker: %w", err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var refusal struct {
-		Error string `json:"error"`
-	}
-	_ = json.Unmarshal(answer, &refusal)
-	if resp.StatusCode != http.StatusOK {
-		if refusal.Error != "" {
-			return fmt.Errorf("the broker refused the invite: %s (HTTP %d)", refusal.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("the broker answered HTTP %d: %.200s", resp.StatusCode, answer)
-	}
-	if err := json.Unmarshal(answer, into); err != nil {
-		return fmt.Errorf("the broker's answer is not JSON: %w", err)
-	}
-	return nil
+	return err
 }
 
 // httpBase turns a ws(s)://host/ws URL into http(s)://host.

@@ -145,15 +145,29 @@ func pickLogin(h *peerhome.Home, url string) (string, peerhome.Login, error) {
 	panic("unreachable")
 }
 
+// brokerRefusal is a non-200 answer of the broker's HTTP API, with its {error} when it had one.
+type brokerRefusal struct {
+	status int
+	reason string
+	body   string
+}
+
+func (e *brokerRefusal) Error() string {
+	if e.reason != "" {
+		return fmt.Sprintf("%s (HTTP %d)", e.reason, e.status)
+	}
+	return fmt.Sprintf("the broker answered HTTP %d: %.200s", e.status, e.body)
+}
+
 // httpJSON makes one request to the broker's HTTP API and decodes a 200 answer; any other
-// status is an error carrying the broker's {error}.
+// status is a *brokerRefusal.
 func httpJSON(ctx context.Context, method, url, bearer string, body, into any) error {
 	var r io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
 		r = bytes.NewReader(b)
 	}
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, method, url, r)
 	if err != nil {
@@ -175,10 +189,8 @@ func httpJSON(ctx context.Context, method, url, bearer string, body, into any) e
 		var e struct {
 			Error string `json:"error"`
 		}
-		if json.Unmarshal(answer, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s (HTTP %d)", e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("HTTP %d: %.200s", resp.StatusCode, strings.TrimSpace(string(answer)))
+		_ = json.Unmarshal(answer, &e)
+		return &brokerRefusal{status: resp.StatusCode, reason: e.Error, body: strings.TrimSpace(string(answer))}
 	}
 	if err := json.Unmarshal(answer, into); err != nil {
 		return fmt.Errorf("the broker's answer is not JSON: %w", err)

@@ -145,12 +145,12 @@ func (l *live) dispatch(ctx context.Context, p *peerConn) {
 			f = fr
 		}
 		if f.Type() == "push" {
-			n, err := p.store(ctx, []client.Frame{f})
+			n, msgs, err := p.store(ctx, []client.Frame{f})
 			if err != nil {
 				fmt.Fprintf(l.log, "meshpeer mcp: inbox: %v (the message comes again)\n", err)
 			}
 			if n > 0 && l.notify != nil && f.Str("subtype") != "system" {
-				l.notify([]inbox.Message{p.toMessage(f)})
+				l.notify(msgs) // a new peer message: one frame, one message
 			}
 			continue
 		}
@@ -352,36 +352,12 @@ func newMCPServer(l *live, initialized func()) *mcp.Server {
 }
 
 func (l *live) send(ctx context.Context, in sendIn) (sendOut, error) {
-	if in.To == "" || in.Text == "" {
-		return sendOut{}, errors.New("to and text are required")
-	}
-	prio := nonEmpty(in.Priority, "now")
-	target := in.To
-	if !(target == "*" || (len(target) > 1 && target[0] == '@') || (len(target) == 64 && isHex(target))) {
-		ps, err := l.peers(ctx)
-		if err != nil {
-			return sendOut{}, err
-		}
-		if target, err = resolveTarget(in.To, ps); err != nil {
-			return sendOut{}, err
-		}
-	}
 	p, err := l.current(ctx)
 	if err != nil {
 		return sendOut{}, err
 	}
-	nonce, ct, err := p.sealFor(target, in.Text)
-	if err != nil {
-		return sendOut{}, fmt.Errorf("encrypt for %s: %w", target, err)
-	}
-	ack, err := p.c.Send(ctx, client.Message{Target: target, Priority: prio, Nonce: nonce, Ciphertext: ct, ClientMessageID: fmt.Sprintf("%x", randBytes(12))})
-	if err != nil {
-		return sendOut{}, err
-	}
-	if ack["queued"] != true {
-		return sendOut{}, fmt.Errorf("refused: %s", ack.Str("error"))
-	}
-	return sendOut{MessageID: ack.Str("messageId"), Target: target}, nil
+	id, target, err := sendText(ctx, p, l.peers, in.To, in.Text, in.Priority)
+	return sendOut{MessageID: id, Target: target}, err
 }
 
 // cmdMCP serves MCP on stdin/stdout until stdin closes.

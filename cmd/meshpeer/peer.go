@@ -21,6 +21,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/meshbroker/meshbroker/internal/client"
+	"github.com/meshbroker/meshbroker/internal/delivery"
 	"github.com/meshbroker/meshbroker/internal/envelope"
 	"github.com/meshbroker/meshbroker/internal/inbox"
 	"github.com/meshbroker/meshbroker/internal/peerhome"
@@ -157,21 +158,10 @@ func connect(ctx context.Context, stderr io.Writer, c commonFlags) (*peerConn, e
 		Pid: os.Getpid(), Cwd: cwd(), DisplayName: h.DisplayName, Capabilities: []string{"client_ack"},
 	}
 	cl, err := client.Dial(dctx, url, h.Identity(m), opts)
-	for try := 0; try < 3 && isReplayed(err); try++ {
-		// Another process of this member signed its hello in the same millisecond (the
-		// signature covers the timestamp, not the session): sign again, a moment later.
-		time.Sleep(time.Duration(2+try) * time.Millisecond)
-		cl, err = client.Dial(dctx, url, h.Identity(m), opts)
-	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", url, err)
 	}
 	return &peerConn{home: h, mesh: m, session: session, c: cl, in: in}, nil
-}
-
-func isReplayed(err error) bool {
-	var refused *client.RefusedError
-	return errors.As(err, &refused) && refused.Code == "replayed"
 }
 
 // request writes a frame with a _reqId and waits for the reply of type want.
@@ -194,7 +184,7 @@ func (p *peerConn) request(ctx context.Context, frame map[string]any, want strin
 			f = fr
 		}
 		if f.Type() == "push" {
-			if _, err := p.store(ctx, []client.Frame{f}); err != nil {
+			if _, _, err := p.store(ctx, []client.Frame{f}); err != nil {
 				return nil, err
 			}
 			continue
@@ -272,12 +262,9 @@ func cmdPeers(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return tw.Flush()
 }
 
-// resolveTarget turns a send target into a targetSpec: *, @group and 64-hex keys pass;
-// anything else is a peer's display name, which must name exactly one other peer.
+// resolveTarget turns a peer's display name into its key: it must name exactly one other
+// peer (or sessions of one member, reached by its member key).
 func resolveTarget(to string, list []peer) (string, error) {
-	if to == "*" || strings.HasPrefix(to, "@") || (len(to) == 64 && isHex(to)) {
-		return strings.ToLower(to), nil
-	}
 	var found []peer
 	for _, e := range list {
 		if !e.Self && strings.EqualFold(e.Name, to) {
@@ -295,18 +282,44 @@ func resolveTarget(to string, list []peer) (string, error) {
 	return found[0].Pubkey, nil
 }
 
+// sendText sends text to a name, a pubkey, @group or * (names looked up with listPeers),
+// encrypted as sealFor does, with a clientMessageId so a retry is stored once.
+func sendText(ctx context.Context, p *peerConn, listPeers func(context.Context) ([]peer, error), to, text, priority string) (messageID, target string, err error) {
+	if to == "" || text == "" {
+		return "", "", errors.New("a target (name, pubkey, @group or *) and a text are needed")
+	}
+	switch delivery.TargetKind(to) {
+	case "direct":
+		target = strings.ToLower(to)
+	case "broadcast", "group":
+		target = to
+	default:
+		list, err := listPeers(ctx)
+		if err != nil {
+			return "", "", err
+		}
+		if target, err = resolveTarget(to, list); err != nil {
+			return "", "", err
+		}
+	}
+	nonce, ct, err := p.sealFor(target, text)
+	if err != nil {
+		return "", "", fmt.Errorf("encrypt for %s: %w", target, err)
+	}
+	ack, err := p.c.Send(ctx, client.Message{Target: target, Priority: nonEmpty(priority, "now"), Nonce: nonce, Ciphertext: ct,
+		ClientMessageID: fmt.Sprintf("%x", randBytes(12))})
+	if err != nil {
+		return "", "", err
+	}
+	if ack["queued"] != true {
+		return "", "", fmt.Errorf("refused: %s", ack.Str("error"))
+	}
+	return ack.Str("messageId"), target, nil
+}
+
 func sameMember(ps []peer) bool {
 	for _, p := range ps[1:] {
 		if p.MemberPubkey != ps[0].MemberPubkey {
-			return false
-		}
-	}
-	return true
-}
-
-func isHex(s string) bool {
-	for _, r := range s {
-		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
 			return false
 		}
 	}
@@ -340,31 +353,14 @@ func cmdSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer p.c.Close()
-	target := *to
-	if !(target == "*" || strings.HasPrefix(target, "@") || (len(target) == 64 && isHex(target))) {
-		list, err := p.peers(ctx)
-		if err != nil {
-			return err
-		}
-		if target, err = resolveTarget(*to, list); err != nil {
-			return err
-		}
-	}
-	nonce, ct, err := p.sealFor(target, *text)
-	if err != nil {
-		return fmt.Errorf("encrypt for %s: %w", target, err)
-	}
-	ack, err := p.c.Send(ctx, client.Message{Target: target, Priority: *priority, Nonce: nonce, Ciphertext: ct, ClientMessageID: fmt.Sprintf("%x", randBytes(12))})
+	id, target, err := sendText(ctx, p, p.peers, *to, *text, *priority)
 	if err != nil {
 		return err
 	}
-	if ack["queued"] != true {
-		return fmt.Errorf("refused: %s", ack.Str("error"))
-	}
 	if c.json {
-		return printJSON(stdout, map[string]any{"messageId": ack.Str("messageId"), "target": target, "queued": true})
+		return printJSON(stdout, map[string]any{"messageId": id, "target": target, "queued": true})
 	}
-	fmt.Fprintf(stdout, "sent %s to %s\n", ack.Str("messageId"), target)
+	fmt.Fprintf(stdout, "sent %s to %s\n", id, target)
 	return nil
 }
 
@@ -423,7 +419,7 @@ func (p *peerConn) receive(ctx context.Context, wait time.Duration) (int, error)
 				break more
 			}
 		}
-		added, err := p.store(ctx, batch)
+		added, _, err := p.store(ctx, batch)
 		n += added
 		if err != nil {
 			return n, err
@@ -432,8 +428,9 @@ func (p *peerConn) receive(ctx context.Context, wait time.Duration) (int, error)
 }
 
 // store puts pushes in the inbox (synced) and only then acknowledges them: a crash between
-// the two gets them delivered again, never lost. It returns how many were new.
-func (p *peerConn) store(ctx context.Context, frames []client.Frame) (int, error) {
+// the two gets them delivered again, never lost. It returns how many were new, and the
+// messages it stored (decrypted).
+func (p *peerConn) store(ctx context.Context, frames []client.Frame) (int, []inbox.Message, error) {
 	var msgs []inbox.Message
 	var ids []string
 	for _, f := range frames {
@@ -452,14 +449,14 @@ func (p *peerConn) store(ctx context.Context, frames []client.Frame) (int, error
 	}
 	added, err := p.in.Add(msgs...)
 	if err != nil {
-		return 0, err // not acknowledged: delivered again
+		return 0, nil, err // not acknowledged: delivered again
 	}
 	if len(ids) > 0 {
 		if err := p.c.Write(ctx, map[string]any{"type": "client_ack", "messageIds": ids}); err != nil {
-			return added, err
+			return added, msgs, err
 		}
 	}
-	return added, nil
+	return added, msgs, nil
 }
 
 func cmdInbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {

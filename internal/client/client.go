@@ -75,8 +75,23 @@ type Client struct {
 }
 
 // Dial connects and authenticates; it returns the broker's error frame as an error when the
-// hello is refused.
+// hello is refused. A hello refused as replayed — another process of the member signed one
+// in the same millisecond (the signature covers the timestamp, not the session) — is signed
+// again a moment later, up to three times.
 func Dial(ctx context.Context, url string, id Identity, opt Options) (*Client, error) {
+	c, err := dialOnce(ctx, url, id, opt)
+	for try := 0; try < 3; try++ {
+		var refused *RefusedError
+		if !errors.As(err, &refused) || refused.Code != "replayed" {
+			break
+		}
+		time.Sleep(time.Duration(2+try) * time.Millisecond)
+		c, err = dialOnce(ctx, url, id, opt)
+	}
+	return c, err
+}
+
+func dialOnce(ctx context.Context, url string, id Identity, opt Options) (*Client, error) {
 	conn, _, err := websocket.Dial(ctx, url, nil)
 	if err != nil {
 		return nil, err

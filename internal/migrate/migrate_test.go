@@ -46,6 +46,21 @@ func tables(t *testing.T, url string) map[string]bool {
 	return set
 }
 
+// migratedUp is an empty database migrated to the newest version, and its migrator.
+func migratedUp(t *testing.T) (*testdb.DB, *migrate.Migrator) {
+	t.Helper()
+	d := testdb.NewEmpty(t)
+	m, err := migrate.Open(d.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if _, err := m.Up(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return d, m
+}
+
 func TestUpDownUp(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -94,15 +109,7 @@ func TestUpDownUp(t *testing.T) {
 func TestDownToIntermediateVersion(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.NewEmpty(t)
-	m, err := migrate.Open(d.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	d, m := migratedUp(t)
 	if _, err := m.DownTo(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
@@ -179,15 +186,7 @@ func TestConcurrentUpAppliesEachMigrationOnce(t *testing.T) {
 func TestDownPastMessageAuditKeepsUnchainedEvents(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.NewEmpty(t)
-	m, err := migrate.Open(d.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	d, m := migratedUp(t)
 	conn, err := pgx.Connect(ctx, d.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -248,15 +247,7 @@ func TestDownPastMessageAuditKeepsUnchainedEvents(t *testing.T) {
 func TestMeshLogMigrationMovesQueuedMulticastBothWays(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	d := testdb.NewEmpty(t)
-	m, err := migrate.Open(d.URL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	if _, err := m.Up(ctx); err != nil {
-		t.Fatal(err)
-	}
+	d, m := migratedUp(t)
 	if _, err := m.DownTo(ctx, 13); err != nil {
 		t.Fatal(err)
 	}

@@ -123,12 +123,21 @@ func (h *Home) Save() error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(h.Dir, ".meshpeer-*.json") // mode 0600
-	if err != nil {
+	if err := WriteFileAtomic(statePath(h.Dir), append(b, '\n')); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
+	return nil
+}
+
+// WriteFileAtomic replaces path with data (mode 0600) through a synced temporary file
+// beside it, renamed over it: a crash leaves the old content or the new, never half.
+func WriteFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".meshpeer-*") // mode 0600
+	if err != nil {
+		return err
+	}
 	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
-	_, err = tmp.Write(append(b, '\n'))
+	_, err = tmp.Write(data)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -136,10 +145,10 @@ func (h *Home) Save() error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), statePath(h.Dir))
+		err = os.Rename(tmp.Name(), path)
 	}
 	if err != nil {
-		return fmt.Errorf("save state: %w", err)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }

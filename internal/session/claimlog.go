@@ -303,11 +303,7 @@ func (h *Hub) logFrames(s *Session, p *db.ClaimLogRow, gen uint64, entries []*db
 // it will never receive, said rather than skipped silently.
 func (h *Hub) missedFrame(s *Session) []byte {
 	h.metrics.LogCursorsMissed.Inc()
-	raw, _ := json.Marshal(map[string]any{"reason": "log_truncated"})
-	b, _ := json.Marshal(protocol.Push{
-		Type: "push", MessageID: newUUID(), MeshID: s.member.MeshID, SenderPubkey: "system", Priority: "low",
-		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: "messages_missed", EventData: raw,
-	})
+	b, _ := json.Marshal(systemPushFrame(s.member.MeshID, "messages_missed", map[string]any{"reason": "log_truncated"}))
 	return b
 }
 

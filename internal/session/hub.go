@@ -190,32 +190,31 @@ func (h *Hub) removeLocked(s *Session) {
 // OnWake implements notifier.Handler.
 func (h *Hub) OnWake(presenceIDs, memberIDs []string) {
 	h.metrics.NotificationsReceived.WithLabelValues("wake").Inc()
-	ids := presenceIDs
-	if len(memberIDs) > 0 {
-		h.mu.Lock()
-		for _, m := range memberIDs {
-			for s := range h.byMember[m] {
-				ids = append(ids, s.presenceID)
-			}
-		}
-		h.mu.Unlock()
+	h.markDirty(append(presenceIDs, h.localPresences(h.byMember, memberIDs)...)...)
+}
+
+// localPresences lists the presences held here under the given keys of an index (byMember,
+// byMesh).
+func (h *Hub) localPresences(index map[string]map[*Session]struct{}, keys []string) []string {
+	if len(keys) == 0 {
+		return nil
 	}
-	h.markDirty(ids...)
+	var ids []string
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, k := range keys {
+		for s := range index[k] {
+			ids = append(ids, s.presenceID)
+		}
+	}
+	return ids
 }
 
 // OnLogWake implements notifier.Handler: new entries in these meshes' logs, read by every
 // local presence of each.
 func (h *Hub) OnLogWake(meshIDs []string) {
 	h.metrics.NotificationsReceived.WithLabelValues("wake").Inc()
-	var ids []string
-	h.mu.Lock()
-	for _, m := range meshIDs {
-		for s := range h.byMesh[m] {
-			ids = append(ids, s.presenceID)
-		}
-	}
-	h.mu.Unlock()
-	h.markLog(ids...)
+	h.markLog(h.localPresences(h.byMesh, meshIDs)...)
 }
 
 // OnKick implements notifier.Handler: a newer socket took the presence over.
@@ -370,14 +369,19 @@ func (h *Hub) systemPush(ctx context.Context, meshID, excludeMember, event strin
 
 // systemPushExcept is systemPush that also skips one presence.
 func (h *Hub) systemPushExcept(ctx context.Context, meshID, excludeMember, excludePresence, event string, data any) {
-	raw, _ := json.Marshal(data)
-	ev := systemEvent{MeshID: meshID, ExcludeMember: excludeMember, ExcludePresence: excludePresence, Push: protocol.Push{
-		Type: "push", MessageID: newUUID(), MeshID: meshID, SenderPubkey: "system", Priority: "low",
-		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: event, EventData: raw,
-	}}
+	ev := systemEvent{MeshID: meshID, ExcludeMember: excludeMember, ExcludePresence: excludePresence, Push: systemPushFrame(meshID, event, data)}
 	b, _ := json.Marshal(ev)
 	if payload, ok := notifier.SystemPayload(b); ok {
 		h.publish(ctx, payload)
+	}
+}
+
+// systemPushFrame is a system push of event with data, to a session of meshID.
+func systemPushFrame(meshID, event string, data any) protocol.Push {
+	raw, _ := json.Marshal(data)
+	return protocol.Push{
+		Type: "push", MessageID: newUUID(), MeshID: meshID, SenderPubkey: "system", Priority: "low",
+		CreatedAt: audit.FormatTime(time.Now()), Subtype: "system", Event: event, EventData: raw,
 	}
 }
 
